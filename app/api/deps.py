@@ -1,0 +1,29 @@
+"""Annotated dependency aliases: how routes reach the application state."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.services.generation import GenerationService
+from app.settings import Settings
+from app.state import AppState
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.genserve
+    return state
+
+
+def get_settings(request: Request) -> Settings:
+    return get_state(request).settings
+
+
+def get_generation(request: Request) -> GenerationService:
+    return get_state(request).generation
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+GenerationDep = Annotated[GenerationService, Depends(get_generation)]

@@ -1,0 +1,110 @@
+"""`POST /v1/chat/completions`: OpenAI's chat completions, request and response shapes alike."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from app.api.deps import GenerationDep
+from app.api.streaming import frame, sse_response, until_disconnected
+from app.providers.base import Chunk, Message
+from app.schemas.chat import ChatCompletion, ChatCompletionRequest
+from app.services.generation import Job, Outcome
+
+router = APIRouter(tags=["chat"])
+
+_ROLES = {"developer": "system"}
+
+
+def chat_body(outcome: Outcome) -> dict[str, object]:
+    c = outcome.completion
+    return {
+        "id": outcome.job.id,
+        "object": "chat.completion",
+        "created": outcome.created,
+        "model": outcome.job.model,
+        "choices": [
+            {
+                "index": ch.index,
+                "message": {"role": "assistant", "content": ch.text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": ch.finish_reason,
+            }
+            for ch in c.choices
+        ],
+        "usage": c.usage.as_dict(),
+        "system_fingerprint": None,
+        "provider": outcome.job.provider.name,
+        "sampling": outcome.sampling(),
+        "timings": outcome.timings(),
+        "metadata": outcome.job.metadata,
+    }
+
+
+def render_chat_stream(job: Job, include_usage: bool) -> Callable[[Chunk | Outcome], list[bytes]]:
+    started: set[int] = set()
+    head = {"id": job.id, "object": "chat.completion.chunk", "model": job.model, "system_fingerprint": None}
+
+    def chunk(created: int, choices: list[dict[str, object]], **more: object) -> bytes:
+        return frame({**head, "created": created, "choices": choices, **more})
+
+    created = int(time.time())
+
+    def render(item: Chunk | Outcome) -> list[bytes]:
+        if isinstance(item, Outcome):
+            if not include_usage:
+                return []
+            return [chunk(created, [], usage=item.completion.usage.as_dict())]
+        delta: dict[str, object] = {}
+        if item.index not in started:
+            started.add(item.index)
+            delta["role"] = "assistant"
+        if item.text or "role" in delta:
+            delta["content"] = item.text
+        return [
+            chunk(
+                created,
+                [
+                    {
+                        "index": item.index,
+                        "delta": delta,
+                        "logprobs": None,
+                        "finish_reason": item.finish_reason,
+                    }
+                ],
+            )
+        ]
+
+    return render
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}},
+)
+async def create_chat_completion(
+    body: ChatCompletionRequest, service: GenerationDep, request: Request
+) -> Response | dict[str, object]:
+    """Create a model response for the conversation, as OpenAI's API does."""
+    overrides = body.sampling_overrides()
+    if body.max_completion_tokens is not None:
+        overrides["max_tokens"] = body.max_completion_tokens
+    messages = [Message(_ROLES.get(m.role, m.role), m.text) for m in body.messages]  # type: ignore[arg-type]
+    job = service.plan(
+        endpoint="chat",
+        model=body.model,
+        messages=messages,
+        overrides=overrides,
+        extra=body.extra_params(),
+        user=body.user,
+        id_prefix="chatcmpl",
+    )
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return await sse_response(service.stream(job), render_chat_stream(job, include_usage))
+    outcome = await until_disconnected(request, service.complete(job))
+    return chat_body(outcome)

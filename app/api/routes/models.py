@@ -1,0 +1,37 @@
+"""`GET /v1/models` and `GET /v1/models/{id}`: the model table in OpenAI's shapes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import GenerationDep, StateDep
+from app.errors import ModelNotFound
+from app.schemas.models import ModelCard, ModelList
+from app.settings import ModelRoute
+
+router = APIRouter(tags=["models"])
+
+
+def _card(name: str, route: ModelRoute, created: int) -> ModelCard:
+    return ModelCard(
+        id=name,
+        created=created,
+        owned_by=route.provider,
+        context_window=route.context_window,
+        max_output_tokens=route.max_output_tokens,
+    )
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(service: GenerationDep, state: StateDep) -> ModelList:
+    """The models this service can route to."""
+    return ModelList(data=[_card(n, r, state.started_at) for n, r in service.model_table.items()])
+
+
+@router.get("/v1/models/{model_id:path}", response_model=ModelCard)
+async def retrieve_model(model_id: str, service: GenerationDep, state: StateDep) -> ModelCard:
+    """One model of the table; 404 when it is not there."""
+    route = service.model_table.get(model_id)
+    if route is None:
+        raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
+    return _card(model_id, route, state.started_at)

@@ -1,0 +1,88 @@
+"""Server-sent events and client disconnects.
+
+Streams answer `data: {json}\n\n` frames and end with `data: [DONE]`. The first item is awaited
+before the response starts, so errors that happen before any text (a full queue, an upstream
+429) still get their proper HTTP status. After that, a failure becomes a final error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import Request
+from fastapi.sse import EventSourceResponse
+
+from app.errors import AppError, ClientDisconnected, error_body
+
+log = logging.getLogger("genserve.streaming")
+T = TypeVar("T")
+
+DONE_FRAME = b"data: [DONE]\n\n"
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def frame(payload: Any) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def error_frame(exc: BaseException) -> bytes:
+    if isinstance(exc, AppError):
+        return frame(exc.body())
+    log.error("stream failed", exc_info=exc)
+    return frame(error_body("The stream failed.", "api_error", None, "stream_error"))
+
+
+async def sse_response(items: AsyncIterator[T], render: Callable[[T], list[bytes]]) -> EventSourceResponse:
+    """Start a stream once its first item exists; `render` turns each item into frames."""
+    try:
+        first = await anext(items)
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await items.aclose()  # type: ignore[attr-defined]
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        async with aclosing(items):  # type: ignore[type-var]
+            try:
+                if first is not None:
+                    for chunk in render(first):
+                        yield chunk
+                    async for item in items:
+                        for chunk in render(item):
+                            yield chunk
+            except Exception as exc:  # after headers: tell the client instead of cutting
+                yield error_frame(exc)
+            yield DONE_FRAME
+
+    return EventSourceResponse(body(), headers=SSE_HEADERS)
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it if the client goes away first (so generation stops)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientDisconnected("The client went away before the answer was ready.")
+    return task.result()
+
+
+async def _wait_disconnect(request: Request) -> None:
+    # Once the body has been read, the next ASGI message can only be the disconnect.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -1,0 +1,225 @@
+"""The error tree and the one place that maps it to HTTP responses.
+
+    AppError                      500 api_error (never raised on purpose)
+    ├── InvalidRequest            400 invalid_request_error  (param names the field)
+    │   └── UnsupportedParameter  400 invalid_request_error  code=unsupported_parameter
+    ├── AuthenticationFailed      401 authentication_error
+    ├── PermissionDenied          403 permission_error
+    ├── NotFound                  404 not_found_error
+    │   └── ModelNotFound         404 invalid_request_error  code=model_not_found
+    ├── PayloadTooLarge           413 invalid_request_error
+    ├── RateLimited               429 rate_limit_error       (Retry-After)
+    ├── UpstreamError             502 upstream_error         (never echoes a key)
+    ├── ServiceUnavailable        503 service_unavailable    (Retry-After)
+    │   └── QueueFull             503 code=queue_full
+    ├── UpstreamTimeout           504 timeout_error
+    └── ClientDisconnected        499 (nobody is left to read it; logged only)
+
+Every body is OpenAI's `{"error": {"message", "type", "param", "code"}}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("genserve.errors")
+
+
+class AppError(Exception):
+    """Base of every error the service answers with on purpose."""
+
+    status_code: ClassVar[int] = 500
+    type: ClassVar[str] = "api_error"
+    default_code: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, self.param, self.code)
+
+    def response_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        if self.retry_after is not None:
+            headers["retry-after"] = str(max(1, round(self.retry_after)))
+        return headers
+
+
+class InvalidRequest(AppError):
+    status_code = 400
+    type = "invalid_request_error"
+
+
+class UnsupportedParameter(InvalidRequest):
+    default_code = "unsupported_parameter"
+
+
+class AuthenticationFailed(AppError):
+    status_code = 401
+    type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class PermissionDenied(AppError):
+    status_code = 403
+    type = "permission_error"
+
+
+class NotFound(AppError):
+    status_code = 404
+    type = "not_found_error"
+
+
+class ModelNotFound(NotFound):
+    type = "invalid_request_error"
+    default_code = "model_not_found"
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    type = "invalid_request_error"
+    default_code = "payload_too_large"
+
+
+class RateLimited(AppError):
+    status_code = 429
+    type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+
+class UpstreamError(AppError):
+    status_code = 502
+    type = "upstream_error"
+    default_code = "upstream_error"
+
+
+class ServiceUnavailable(AppError):
+    status_code = 503
+    type = "service_unavailable"
+    default_code = "service_unavailable"
+
+
+class QueueFull(ServiceUnavailable):
+    default_code = "queue_full"
+
+
+class UpstreamTimeout(AppError):
+    status_code = 504
+    type = "timeout_error"
+    default_code = "upstream_timeout"
+
+
+class ClientDisconnected(AppError):
+    status_code = 499
+    type = "client_disconnected"
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _param_from_loc(loc: Sequence[Any]) -> str | None:
+    """`("body", "messages", 0, "role")` → `messages[0].role`."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and not part.startswith(("function-", "union[", "tagged-union")):
+            out += f".{part}" if out else part
+    return out or None
+
+
+def validation_error(exc: RequestValidationError) -> InvalidRequest:
+    errors = exc.errors()
+    if not errors:
+        return InvalidRequest("Invalid request.")
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return InvalidRequest("The request body is not valid JSON.", code="invalid_json", param=None)
+    param = _param_from_loc(first.get("loc", ()))
+    if first.get("type") == "missing" and param is None:
+        return InvalidRequest("A JSON request body is required.", code="missing_body")
+    message = str(first.get("msg", "Invalid value"))
+    if message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    if param:
+        message = f"Invalid value for '{param}': {message}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return InvalidRequest(message, param=param, code="invalid_value")
+
+
+def app_error_response(exc: AppError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.response_headers())
+
+
+_HTTP_TYPES = {
+    400: InvalidRequest,
+    401: AuthenticationFailed,
+    403: PermissionDenied,
+    404: NotFound,
+    413: PayloadTooLarge,
+    429: RateLimited,
+}
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    """Map every error the app can raise to OpenAI's error body."""
+
+    async def on_app_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AppError)
+        return app_error_response(exc)
+
+    async def on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return app_error_response(validation_error(exc))
+
+    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        cls = _HTTP_TYPES.get(exc.status_code)
+        if exc.status_code == 405:
+            body = error_body("Method not allowed.", "invalid_request_error", None, "method_not_allowed")
+        elif exc.status_code == 404:
+            body = error_body("Not found.", "not_found_error", None, "not_found")
+        elif cls is not None:
+            body = error_body(str(exc.detail), cls.type, None, cls.default_code)
+        else:
+            body = error_body(str(exc.detail), "api_error", None, None)
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse(
+            error_body(
+                "The server had an error processing the request.", "api_error", None, "internal_error"
+            ),
+            status_code=500,
+        )
+
+    app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

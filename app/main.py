@@ -1,0 +1,79 @@
+"""The app factory and its lifespan: the only place where things are wired together."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api.routes import chat, generate, health, models
+from app.errors import register_error_handlers
+from app.observability.request_id import RequestIdMiddleware
+from app.providers.base import Provider
+from app.services.generation import GenerationService
+from app.settings import Settings
+from app.state import AppState
+
+log = logging.getLogger("genserve")
+
+
+async def build_providers(settings: Settings) -> dict[str, Provider]:
+    """Instantiate (and start) the providers the model table refers to."""
+    providers: dict[str, Provider] = {}
+    in_use = settings.providers_in_use()
+    if "openai" in in_use:
+        from app.providers import openai as openai_provider
+
+        providers["openai"] = openai_provider.build(settings)
+    if "local" in in_use:
+        from app.providers import local
+
+        provider = local.build(settings)
+        await provider.start()
+        providers["local"] = provider
+    return providers
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service. Nothing is opened until the lifespan starts."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        providers = await build_providers(settings)
+        app.state.genserve = AppState(
+            settings=settings,
+            providers=providers,
+            generation=GenerationService(settings, providers),
+            started_at=int(time.time()),
+        )
+        try:
+            yield
+        finally:
+            for provider in providers.values():
+                await provider.aclose()
+
+    app = FastAPI(
+        title="genserve",
+        version="0.1.0",
+        summary="Text generation over HTTP: OpenAI-compatible, online or fully offline.",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+    register_error_handlers(app)
+    for router in (generate.router, chat.router, models.router, health.router):
+        app.include_router(router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["x-request-id", "retry-after", "x-cache"],
+        )
+    app.add_middleware(RequestIdMiddleware)
+    return app

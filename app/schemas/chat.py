@@ -1,0 +1,119 @@
+"""Wire models of `POST /v1/chat/completions`, in OpenAI's shapes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.providers.base import FinishReason
+from app.schemas.common import EffectiveSampling, SamplingFields, Timings, UsageOut
+from app.schemas.generate import MAX_PROMPT_CHARS
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text"]
+    text: str = Field(max_length=MAX_PROMPT_CHARS)
+
+
+class ChatMessageIn(BaseModel):
+    """A message of the conversation so far."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] = Field(max_length=MAX_PROMPT_CHARS)
+    name: str | None = Field(default=None, max_length=64)
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+    """Send a last chunk with usage and no choices."""
+
+
+class ChatCompletionRequest(SamplingFields):
+    """OpenAI's chat completion request. Parameters beyond these are accepted only when the
+    model's provider can honour them; otherwise they are refused with 400, never dropped."""
+
+    model_config = ConfigDict(extra="allow")
+
+    messages: list[ChatMessageIn] = Field(min_length=1, max_length=1000)
+    model: str | None = None
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    user: str | None = Field(default=None, max_length=256)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _needs_user_turn(cls, messages: list[ChatMessageIn]) -> list[ChatMessageIn]:
+        if all(m.role in ("system", "developer") for m in messages):
+            raise ValueError("messages must contain at least one user or assistant message")
+        return messages
+
+    def extra_params(self) -> dict[str, Any]:
+        """Parameters outside OpenAI's core set that the client actually set."""
+        extra = self.model_extra or {}
+        return {k: v for k, v in extra.items() if v is not None and v is not False}
+
+
+class ChatMessageOut(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+    refusal: str | None = None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatMessageOut
+    logprobs: None = None
+    finish_reason: FinishReason
+
+
+class ChatCompletion(BaseModel):
+    """OpenAI's `chat.completion`, plus this service's metadata fields."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: UsageOut
+    system_fingerprint: str | None = None
+    provider: str
+    sampling: EffectiveSampling
+    timings: Timings
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChunkDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    refusal: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int
+    delta: ChunkDelta
+    logprobs: None = None
+    finish_reason: FinishReason | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    system_fingerprint: str | None = None
+    usage: UsageOut | None = None

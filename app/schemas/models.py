@@ -1,0 +1,22 @@
+"""Wire models of `GET /v1/models`, in OpenAI's list and model shapes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    """The provider that serves the model (`openai`, `local`)."""
+    context_window: int
+    max_output_tokens: int
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

