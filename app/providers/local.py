@@ -67,6 +67,8 @@ class LocalProvider:
             model_path=self._path,
             n_ctx=self._n_ctx,
             n_threads=self._n_threads,
+            # Prompt evaluation too: under CPU contention, extra threads spin and slow it down.
+            n_threads_batch=self._n_threads,
             chat_format=self._chat_format,
             verbose=False,
         )
