@@ -111,6 +111,24 @@ class Settings(BaseSettings):
     """Requests allowed to wait for the model; beyond that, 503 with Retry-After."""
     local_default_max_tokens: int = Field(default=256, ge=1)
 
+    # --- storage --------------------------------------------------------------------------
+    data_dir: Path = Path("data")
+    """Where the embedded SQLite database lives (created on first start)."""
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "GENSERVE_DATABASE_URL")
+    )
+    """SQLAlchemy async URL; default SQLite under data_dir. postgresql+asyncpg://... for PostgreSQL."""
+    database_auto_migrate: bool = True
+    """Apply Alembic migrations at start-up (safe with several replicas: a lock serializes them)."""
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "GENSERVE_REDIS_URL")
+    )
+    """Shared counters and caches across replicas; in-process when unset (single instance)."""
+    redis_prefix: str = "genserve:"
+    """Prefix of every Redis key this service writes."""
+    store_text: bool = False
+    """Store prompt and output text in generation records (off by default: privacy)."""
+
     # --- sampling defaults ----------------------------------------------------------------
     default_temperature: float = Field(default=0.7, ge=0, le=2)
     default_top_p: float = Field(default=1.0, gt=0, le=1)
@@ -168,6 +186,20 @@ class Settings(BaseSettings):
             }
         names = self.openai_models or list(OPENAI_DEFAULT_MODELS)
         return {name: ModelRoute(provider="openai", context_window=128_000) for name in names}
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Accept the URLs people already have and pick the async driver for them.
+            for plain, driver in (
+                ("postgres://", "postgresql+asyncpg://"),
+                ("postgresql://", "postgresql+asyncpg://"),
+            ):
+                if url.startswith(plain):
+                    return driver + url.removeprefix(plain)
+            return url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'genserve.db'}"
 
     @property
     def default_model_name(self) -> str:
