@@ -5,6 +5,7 @@ Responses are checked with the SDK's own types and against OpenAI's published JS
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -20,9 +21,10 @@ import respx
 from openai.types import Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from app.main import create_app
 from app.settings import LOCAL_DEFAULT_MODEL
 from tests import openai_mock as mock
-from tests.conftest import UPSTREAM, LiveServer
+from tests.conftest import UPSTREAM, LiveServer, _client, make_settings
 from tests.sse import events
 
 SCHEMAS = Path(__file__).resolve().parents[1].parent / "shared" / "openai-spec" / "openai_chat_schemas.json"
@@ -381,3 +383,25 @@ def test_the_schemas_are_available_in_ci() -> None:
     if os.environ.get("CI"):
         assert SCHEMAS.exists(), f"missing {SCHEMAS}"
         assert _schemas() is not None
+
+
+async def test_a_full_local_queue_raises_a_server_error_with_retry_after() -> None:
+    """The async SDK can also run in-process, through an ASGI transport."""
+    app = create_app(make_settings(provider="local", local_max_queue=0, local_n_threads=1))
+    async for http_client in _client(app):
+        sdk = openai.AsyncOpenAI(
+            base_url="http://genserve.test/v1", api_key="unused", max_retries=0, http_client=http_client
+        )
+        calls = [
+            sdk.chat.completions.create(model=LOCAL, messages=HELLO, max_tokens=12, seed=1) for _ in range(3)
+        ]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        refused = [r for r in results if isinstance(r, openai.APIStatusError)]
+        served = [r for r in results if isinstance(r, ChatCompletion)]
+        assert served
+        assert refused
+        assert len(served) + len(refused) == 3
+        for exc in refused:
+            assert isinstance(exc, openai.InternalServerError)
+            check_error(exc, 503, "queue_full")
+            assert int(exc.response.headers["retry-after"]) >= 1

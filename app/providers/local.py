@@ -172,6 +172,8 @@ class LocalProvider:
             prompt_tokens = 0
             completion_tokens = 0
             for index in range(s.n):
+                if cancel.is_set():
+                    return  # the client left while this waited for the model: skip the prompt
                 steps: list[int] = []
 
                 def count(input_ids: Any, scores: Any, steps: list[int] = steps) -> Any:
