@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -225,6 +226,31 @@ async def test_chat_stream_has_openai_chunks_and_a_usage_chunk(local_client: htt
     finishes = [ch["finish_reason"] for c in chunks for ch in c["choices"] if ch["finish_reason"]]
     assert finishes == ["length"]
     assert usage["completion_tokens"] == 6
+
+
+async def test_a_json_schema_response_format_constrains_the_answer(local_client: httpx.AsyncClient) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}},
+        "required": ["a"],
+        "additionalProperties": False,
+    }
+    r = await local_client.post(
+        CHAT,
+        json={
+            "messages": [{"role": "user", "content": "Give me a number as JSON."}],
+            "max_tokens": 16,
+            "seed": 1,
+            "temperature": 0,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
+        },
+    )
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    answer = json.loads(choice["message"]["content"])
+    assert set(answer) == {"a"}
+    assert isinstance(answer["a"], int)
 
 
 async def test_a_prompt_beyond_the_context_window_is_400(local_client: httpx.AsyncClient) -> None:

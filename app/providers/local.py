@@ -184,7 +184,7 @@ class LocalProvider:
                 llm.reset()
                 kwargs: dict[str, Any] = {}
                 if "response_format" in request.extra:
-                    kwargs["response_format"] = request.extra["response_format"]
+                    kwargs["response_format"] = _llama_response_format(request.extra["response_format"])
                 try:
                     pieces = llm.create_chat_completion(
                         messages=messages,
@@ -229,6 +229,16 @@ class LocalProvider:
             elapsed = time.monotonic() - started
             self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * elapsed
             emit(_DONE)
+
+
+def _llama_response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
+    """OpenAI's `response_format` in llama-cpp-python's dialect, which knows only `json_object`
+    (with an optional `schema`) and would silently ignore OpenAI's `json_schema` type."""
+    if fmt.get("type") == "json_schema":
+        return {"type": "json_object", "schema": fmt.get("json_schema", {}).get("schema", {})}
+    if fmt.get("type") == "json_object":
+        return {"type": "json_object"}
+    return None
 
 
 def build(settings: Settings) -> LocalProvider:
