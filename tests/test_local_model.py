@@ -356,3 +356,29 @@ async def test_a_client_that_gives_up_on_a_plain_request_stops_its_generation(
         r = await client.post(GEN, json={"prompt": "Say hi.", "max_tokens": 4, "seed": 1})
         assert r.status_code == 200
         assert time.monotonic() - started < 3
+
+
+async def test_a_client_that_leaves_while_queued_frees_its_place_at_once(live_server: LiveServer) -> None:
+    provider = local_provider(live_server.app)
+    long_story = {"prompt": "Write a very long story about a dragon.", "max_tokens": 1500, "seed": 3}
+    async with (
+        httpx.AsyncClient(base_url=live_server.url, timeout=30) as first,
+        first.stream("POST", GEN, json={**long_story, "stream": True}) as running,
+    ):
+        assert running.status_code == 200
+        lines = running.aiter_lines()  # kept: a dropped iterator would close the response
+        await anext(lines)
+        for stream in (True, False):
+            async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as second:
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(
+                        second.post(GEN, json={**long_story, "stream": stream}), timeout=0.5
+                    )
+            # The queued request is gone well before the running one could have finished.
+            deadline = time.monotonic() + 2
+            for _ in range(100):
+                if provider.queue_depth == 1 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.02)
+            assert provider.queue_depth == 1, f"stream={stream}"
+    await until_idle(provider)

@@ -134,6 +134,14 @@ class LocalProvider:
                 retry_after=self._avg_seconds * max(1, self._pending),
             )
         self._pending += 1
+        # Wait for the model here, where waiting can be cancelled: a request whose client
+        # leaves while queued gives up its place at once and never runs.
+        borrower = object()
+        try:
+            await self._limiter.acquire_on_behalf_of(borrower)
+        except BaseException:
+            self._pending -= 1
+            raise
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
@@ -141,9 +149,10 @@ class LocalProvider:
         def emit(item: object) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        worker = asyncio.ensure_future(
-            anyio.to_thread.run_sync(self._run, request, emit, cancel, limiter=self._limiter)
-        )
+        worker = asyncio.ensure_future(anyio.to_thread.run_sync(self._run, request, emit, cancel))
+        # The model is released when the thread is done with it, not when this request is: a
+        # thread cannot be interrupted (it notices `cancel` at the next token).
+        worker.add_done_callback(lambda _: self._limiter.release_on_behalf_of(borrower))
         try:
             while True:
                 item = await queue.get()
@@ -155,7 +164,6 @@ class LocalProvider:
         finally:
             cancel.set()
             self._pending -= 1
-            # The thread cannot be interrupted; it notices `cancel` at the next token.
             await asyncio.shield(worker)
 
     def _run(
