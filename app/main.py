@@ -12,10 +12,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
 from app.api.body_limit import BodyLimitMiddleware
-from app.api.routes import chat, generate, health, models
+from app.api.routes import chat, feedback, generate, health, models, presets
 from app.errors import register_error_handlers
 from app.observability.request_id import RequestIdMiddleware
 from app.providers.base import Provider
+from app.services.feedback_loop import open_feedback_loop
 from app.services.generation import GenerationService, JobHook
 from app.settings import Settings
 from app.state import AppState
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 db=db,
                 redis=redis,
             )
+            await open_feedback_loop(app.state.genserve, stack)
             yield
 
     app = FastAPI(
@@ -77,7 +79,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     register_error_handlers(app)
-    for router in (generate.router, chat.router, models.router, health.router):
+    for router in (
+        generate.router,
+        chat.router,
+        models.router,
+        health.router,
+        presets.router,
+        feedback.router,
+    ):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
