@@ -11,10 +11,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
-from app.api.routes import chat, generate, health, models
+from app.api.routes import chat, conversations, generate, health, models
 from app.errors import register_error_handlers
 from app.observability.request_id import RequestIdMiddleware
 from app.providers.base import Provider
+from app.services.conversations import ConversationService
 from app.services.generation import GenerationService, JobHook
 from app.settings import Settings
 from app.state import AppState
@@ -59,12 +60,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for provider in providers.values():
                 stack.push_async_callback(provider.aclose)
             hooks: list[JobHook] = []
+            generation = GenerationService(settings, providers, hooks)
             app.state.genserve = AppState(
                 settings=settings,
                 providers=providers,
-                generation=GenerationService(settings, providers, hooks),
+                generation=generation,
                 started_at=int(time.time()),
                 db=db,
+                conversations=ConversationService(
+                    db, generation, lock_timeout=settings.conversation_lock_timeout
+                ),
                 redis=redis,
             )
             yield
@@ -77,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_size=settings.max_body_bytes,
     )
     register_error_handlers(app)
-    for router in (generate.router, chat.router, models.router, health.router):
+    for router in (generate.router, chat.router, conversations.router, models.router, health.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from app.providers.base import Provider
+from app.services.conversations import ConversationService
 from app.services.generation import GenerationService
 from app.settings import Settings
 from app.storage.db import Database
@@ -20,5 +21,6 @@ class AppState:
     started_at: int
     """Unix time the service started (reported as the models' `created`)."""
     db: Database
+    conversations: ConversationService
     redis: Redis | None = None
     """Shared counters and caches, when REDIS_URL is configured."""

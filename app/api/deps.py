@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.services.conversations import ConversationService
 from app.services.generation import GenerationService
 from app.settings import Settings
 from app.state import AppState
@@ -26,6 +27,10 @@ def get_generation(request: Request) -> GenerationService:
     return get_state(request).generation
 
 
+def get_conversations(request: Request) -> ConversationService:
+    return get_state(request).conversations
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with get_state(request).db.session() as session:
         yield session
@@ -35,3 +40,4 @@ StateDep = Annotated[AppState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 GenerationDep = Annotated[GenerationService, Depends(get_generation)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]

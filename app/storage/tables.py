@@ -16,3 +16,8 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+# Each feature's tables live in a module of their own; importing them here registers them on
+# `Base.metadata` (what Alembic compares migrations against).
+from app.storage import conversations as _conversations  # noqa: E402, F401
