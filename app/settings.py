@@ -140,6 +140,8 @@ class Settings(BaseSettings):
     """Prefix of every Redis key this service writes."""
     store_text: bool = False
     """Store prompt and output text in generation records (off by default: privacy)."""
+    conversation_lock_timeout: float = Field(default=120.0, gt=0, le=3600)
+    """Seconds a message waits for its conversation's previous reply before 409 (busy)."""
 
     # --- presets, generation records, feedback tuning (issue 3) ----------------------------
     presets_file: Path | None = None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from app.providers.base import Provider
+from app.services.conversations import ConversationService
 from app.services.feedback import FeedbackService
 from app.services.generation import GenerationService
 from app.services.presets import PresetService
@@ -23,6 +24,7 @@ class AppState:
     started_at: int
     """Unix time the service started (reported as the models' `created`)."""
     db: Database
+    conversations: ConversationService
     redis: Redis | None = None
     """Shared counters and caches, when REDIS_URL is configured."""
     presets: PresetService | None = None

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.services.conversations import ConversationService
 from app.services.feedback import FeedbackService
 from app.services.generation import GenerationService
 from app.services.presets import PresetService
@@ -40,6 +41,10 @@ def get_feedback(request: Request) -> FeedbackService:
     return feedback
 
 
+def get_conversations(request: Request) -> ConversationService:
+    return get_state(request).conversations
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with get_state(request).db.session() as session:
         yield session
@@ -51,3 +56,4 @@ GenerationDep = Annotated[GenerationService, Depends(get_generation)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 PresetsDep = Annotated[PresetService, Depends(get_presets)]
 FeedbackDep = Annotated[FeedbackService, Depends(get_feedback)]
+ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]

@@ -72,3 +72,8 @@ class Feedback(Base):
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+# Each feature's tables live in a module of their own; importing them here registers them on
+# `Base.metadata` (what Alembic compares migrations against).
+from app.storage import conversations as _conversations  # noqa: E402, F401
