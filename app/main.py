@@ -7,15 +7,18 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
-from app.api.routes import chat, generate, health, models
+from app.api.access import AccessMiddleware, authenticate_client
+from app.api.routes import admin, chat, generate, health, models, usage
 from app.errors import register_error_handlers
 from app.observability.request_id import RequestIdMiddleware
 from app.providers.base import Provider
+from app.services.access import open_access
 from app.services.generation import GenerationService, JobHook
+from app.services.limits import RATE_LIMIT_HEADERS
 from app.settings import Settings
 from app.state import AppState
 from app.storage.db import Database
@@ -58,7 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             providers = await build_providers(settings)
             for provider in providers.values():
                 stack.push_async_callback(provider.aclose)
-            hooks: list[JobHook] = []
+            access = await stack.enter_async_context(open_access(settings, db, redis))
+            # Keys and limits first: a refused job never reaches the hooks after it.
+            hooks: list[JobHook] = [access.hook]
             app.state.genserve = AppState(
                 settings=settings,
                 providers=providers,
@@ -66,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 started_at=int(time.time()),
                 db=db,
                 redis=redis,
+                access=access,
             )
             yield
 
@@ -75,17 +81,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Text generation over HTTP: OpenAI-compatible, online or fully offline.",
         lifespan=lifespan,
         max_body_size=settings.max_body_bytes,
+        # Every /v1 route, including routers added later, learns its caller here.
+        dependencies=[Depends(authenticate_client)],
     )
     register_error_handlers(app)
     for router in (generate.router, chat.router, models.router, health.router):
         app.include_router(router)
+    app.include_router(usage.router)
+    app.include_router(admin.router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["x-request-id", "retry-after", "x-cache"],
+            expose_headers=["x-request-id", "retry-after", "x-cache", *RATE_LIMIT_HEADERS],
         )
+    app.add_middleware(AccessMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from app.providers.base import Provider
+from app.services.access import Access
 from app.services.generation import GenerationService
 from app.settings import Settings
 from app.storage.db import Database
@@ -22,3 +23,5 @@ class AppState:
     db: Database
     redis: Redis | None = None
     """Shared counters and caches, when REDIS_URL is configured."""
+    access: Access | None = None
+    """Client keys, rate limits and usage accounting."""
