@@ -1,9 +1,9 @@
 """Rate limits and quotas per key: requests/minute, tokens/minute, tokens per UTC day and month.
 
-Per-minute limits are token buckets, as OpenAI's are: a full bucket holds the whole minute's
-allowance (so a burst may use all of it at once) and refills continuously at limit/60 per second;
-`x-ratelimit-reset-*` is the time until it is full again. Day and month budgets are counters per
-calendar day and month (UTC).
+Per-minute limits are buckets that drain continuously, as OpenAI's do: an idle key may spend its
+whole minute's allowance at once, and what it spent drains at limit/60 per second;
+`x-ratelimit-reset-*` is the time until it has fully drained. A changed limit applies at once.
+Day and month budgets are counters per calendar day and month (UTC).
 
 A request reserves its worst case up front (prompt estimate + max_tokens × n) and settles with
 its real usage when it ends, so concurrent requests cannot overrun a limit between check and
@@ -47,24 +47,25 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The state of a key's per-minute buckets right after a decision, for the response headers."""
+    """A key's per-minute buckets right after a decision, for the response headers."""
 
     limits: Limits
-    requests_left: float = 0.0
-    tokens_left: float = 0.0
+    requests_used: float = 0.0
+    """Requests still counted in the bucket (it drains at limit/60 per second)."""
+    tokens_used: float = 0.0
 
     def headers(self) -> dict[str, str]:
         """OpenAI's `x-ratelimit-*` headers, for the limits this key has."""
         out: dict[str, str] = {}
-        for kind, limit, left in (
-            ("requests", self.limits.requests_per_minute, self.requests_left),
-            ("tokens", self.limits.tokens_per_minute, self.tokens_left),
+        for kind, limit, used in (
+            ("requests", self.limits.requests_per_minute, self.requests_used),
+            ("tokens", self.limits.tokens_per_minute, self.tokens_used),
         ):
             if limit is None:
                 continue
             out[f"x-ratelimit-limit-{kind}"] = str(limit)
-            out[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(left)))
-            out[f"x-ratelimit-reset-{kind}"] = duration(max(0.0, limit - left) * 60 / limit)
+            out[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(limit - used)))
+            out[f"x-ratelimit-reset-{kind}"] = duration(max(0.0, used) * 60 / limit)
         return out
 
 
@@ -170,49 +171,48 @@ class MemoryLimiter:
 
     def __init__(self) -> None:
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
-        self._used: dict[tuple[str, str], int] = {}
+        self._spent: dict[tuple[str, str], int] = {}
         self._period = ""
 
-    def _level(self, key: tuple[str, str], limit: int, at: float) -> float:
+    def _used(self, key: tuple[str, str], limit: int, at: float) -> float:
         state = self._buckets.get(key)
         if state is None:
-            return float(limit)
-        level, ts = state
-        return min(float(limit), level + (at - ts) * limit / 60)
+            return 0.0
+        used, ts = state
+        return max(0.0, used - (at - ts) * limit / 60)
 
     async def reserve(self, key_id: str, limits: Limits, tokens: int) -> tuple[Reservation, Snapshot]:
         at = time.time()
         day, month, day_left, month_left = periods(datetime.fromtimestamp(at, UTC))
         if day != self._period:  # forget finished periods
             self._period = day
-            self._used = {k: v for k, v in self._used.items() if k[1] in (f"d{day}", f"m{month}")}
+            self._spent = {k: v for k, v in self._spent.items() if k[1] in (f"d{day}", f"m{month}")}
         rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
-        req = self._level((key_id, "req"), rpm, at) if rpm else 0.0
-        tok = self._level((key_id, "tok"), tpm, at) if tpm else 0.0
-        day_used = self._used.get((key_id, f"d{day}"), 0)
-        month_used = self._used.get((key_id, f"m{month}"), 0)
+        req = self._used((key_id, "req"), rpm, at) if rpm else 0.0
+        tok = self._used((key_id, "tok"), tpm, at) if tpm else 0.0
+        day_spent = self._spent.get((key_id, f"d{day}"), 0)
+        month_spent = self._spent.get((key_id, f"m{month}"), 0)
         status, wait = ADMITTED, 0.0
-        if rpm and req < 1:
-            status, wait = NO_REQUESTS, (1 - req) * 60 / rpm
+        if rpm and req + 1 > rpm:
+            status, wait = NO_REQUESTS, (req + 1 - rpm) * 60 / rpm
         elif tpm and tokens > tpm:
             status = TOO_LARGE
-        elif tpm and tok < tokens:
-            status, wait = NO_TOKENS, (tokens - tok) * 60 / tpm
-        elif limits.tokens_per_day is not None and day_used + tokens > limits.tokens_per_day:
+        elif tpm and tok + tokens > tpm:
+            status, wait = NO_TOKENS, (tok + tokens - tpm) * 60 / tpm
+        elif limits.tokens_per_day is not None and day_spent + tokens > limits.tokens_per_day:
             status = NO_DAY_BUDGET
-        elif limits.tokens_per_month is not None and month_used + tokens > limits.tokens_per_month:
+        elif limits.tokens_per_month is not None and month_spent + tokens > limits.tokens_per_month:
             status = NO_MONTH_BUDGET
         if status != ADMITTED:
-            snap = Snapshot(limits, req, tok)
-            raise refusal(status, wait, limits, tokens, snap, day_left, month_left)
+            raise refusal(status, wait, limits, tokens, Snapshot(limits, req, tok), day_left, month_left)
         if rpm:
-            req -= 1
+            req += 1
             self._buckets[(key_id, "req")] = (req, at)
         if tpm:
-            tok -= tokens
+            tok += tokens
             self._buckets[(key_id, "tok")] = (tok, at)
-        self._used[(key_id, f"d{day}")] = day_used + tokens
-        self._used[(key_id, f"m{month}")] = month_used + tokens
+        self._spent[(key_id, f"d{day}")] = day_spent + tokens
+        self._spent[(key_id, f"m{month}")] = month_spent + tokens
         return Reservation(key_id, limits, tokens, day, month), Snapshot(limits, req, tok)
 
     async def settle(self, reservation: Reservation, used: int) -> None:
@@ -222,28 +222,29 @@ class MemoryLimiter:
         key_id, tpm = reservation.key_id, reservation.limits.tokens_per_minute
         if tpm:
             at = time.time()
-            level = self._level((key_id, "tok"), tpm, at)
-            self._buckets[(key_id, "tok")] = (min(float(tpm), level - delta), at)
+            level = self._used((key_id, "tok"), tpm, at)
+            self._buckets[(key_id, "tok")] = (max(0.0, level + delta), at)
         for label in (f"d{reservation.day}", f"m{reservation.month}"):
-            if (key_id, label) in self._used:
-                self._used[(key_id, label)] += delta
+            if (key_id, label) in self._spent:
+                self._spent[(key_id, label)] += delta
 
 
-# Buckets are hashes {level, ts}; a missing bucket is full. Times come from Redis's own clock, so
+# A bucket is a hash {used, ts}: what it still holds, draining at limit/60 per second (so a
+# changed limit applies at once). A missing bucket is empty. Times come from Redis's own clock, so
 # replicas whose clocks disagree still share one truth.
 _BUCKET_LUA = """
-local function level(key, limit, now)
-  local v = redis.call('HMGET', key, 'level', 'ts')
-  local lv, ts = tonumber(v[1]), tonumber(v[2])
-  if lv == nil then return limit end
-  lv = lv + (now - ts) * limit / 60
-  if lv > limit then lv = limit end
-  return lv
+local function used(key, limit, now)
+  local v = redis.call('HMGET', key, 'used', 'ts')
+  local u, ts = tonumber(v[1]), tonumber(v[2])
+  if u == nil then return 0 end
+  u = u - (now - ts) * limit / 60
+  if u < 0 then u = 0 end
+  return u
 end
-local function store(key, lv, limit, now)
-  redis.call('HSET', key, 'level', tostring(lv), 'ts', tostring(now))
-  -- Once full again the bucket can vanish: a missing bucket reads as full.
-  redis.call('PEXPIRE', key, math.ceil((limit - lv) * 60000 / limit) + 1000)
+local function store(key, u, limit, now)
+  if u <= 0 then redis.call('DEL', key) return end
+  redis.call('HSET', key, 'used', tostring(u), 'ts', tostring(now))
+  redis.call('PEXPIRE', key, math.ceil(u * 60000 / limit) + 1000)
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -257,20 +258,20 @@ _RESERVE_LUA = (
 local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])
 local dayb, monthb, tokens = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local req, tok = 0, 0
-if rpm > 0 then req = level(KEYS[1], rpm, now) end
-if tpm > 0 then tok = level(KEYS[2], tpm, now) end
+if rpm > 0 then req = used(KEYS[1], rpm, now) end
+if tpm > 0 then tok = used(KEYS[2], tpm, now) end
 local dayu = tonumber(redis.call('GET', KEYS[3]) or '0')
 local monthu = tonumber(redis.call('GET', KEYS[4]) or '0')
 local status, wait = 0, 0
-if rpm > 0 and req < 1 then status, wait = 1, (1 - req) * 60 / rpm
+if rpm > 0 and req + 1 > rpm then status, wait = 1, (req + 1 - rpm) * 60 / rpm
 elseif tpm > 0 and tokens > tpm then status = 3
-elseif tpm > 0 and tok < tokens then status, wait = 2, (tokens - tok) * 60 / tpm
+elseif tpm > 0 and tok + tokens > tpm then status, wait = 2, (tok + tokens - tpm) * 60 / tpm
 elseif dayb > 0 and dayu + tokens > dayb then status = 4
 elseif monthb > 0 and monthu + tokens > monthb then status = 5
 end
 if status == 0 then
-  if rpm > 0 then req = req - 1; store(KEYS[1], req, rpm, now) end
-  if tpm > 0 then tok = tok - tokens; store(KEYS[2], tok, tpm, now) end
+  if rpm > 0 then req = req + 1; store(KEYS[1], req, rpm, now) end
+  if tpm > 0 then tok = tok + tokens; store(KEYS[2], tok, tpm, now) end
   if dayb > 0 then redis.call('INCRBY', KEYS[3], tokens); redis.call('EXPIRE', KEYS[3], ARGV[6]) end
   if monthb > 0 then redis.call('INCRBY', KEYS[4], tokens); redis.call('EXPIRE', KEYS[4], ARGV[7]) end
 end
@@ -284,11 +285,7 @@ _SETTLE_LUA = (
     _BUCKET_LUA
     + """
 local tpm, delta = tonumber(ARGV[1]), tonumber(ARGV[2])
-if tpm > 0 then
-  local lv = level(KEYS[1], tpm, now) - delta
-  if lv > tpm then lv = tpm end
-  store(KEYS[1], lv, tpm, now)
-end
+if tpm > 0 then store(KEYS[1], used(KEYS[1], tpm, now) + delta, tpm, now) end
 for i = 2, 3 do
   if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], delta) end
 end
