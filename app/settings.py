@@ -158,18 +158,18 @@ class Settings(BaseSettings):
 
     # --- client keys, limits and usage ----------------------------------------------------
     auth_mode: Literal["none", "keys"] = "none"
-    """none: anyone who can reach the port may generate (development; loopback only unless
-    `allow_open_access`). keys: every /v1 request needs `Authorization: Bearer <key>`."""
+    """none: no keys, loopback only (development); keys: /v1 needs `Authorization: Bearer <key>`.
+    With none, a non-loopback host is refused unless `allow_open_access` is set."""
     admin_token: SecretStr | None = None
-    """Bearer token for /admin/* (create, list, revoke keys; usage). Required with auth_mode=keys."""
+    """Bearer token for /admin/* (keys, usage); required with auth_mode=keys (16+ characters)."""
     allow_open_access: bool = False
     """Allow auth_mode=none on a non-loopback host (e.g. behind your own authenticating proxy)."""
     key_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
-    """How long a replica remembers a looked-up key; revocations still apply at once (Redis
-    carries a version that every lookup checks). 0 reads the database on every request."""
+    """Seconds a replica caches a key lookup; revocation still applies at once (0: no cache).
+    Every lookup checks a version that each change bumps (in Redis when configured, so across
+    replicas; without Redis, within this process only)."""
     usage_flush_seconds: float = Field(default=1.0, ge=0, le=60)
-    """Usage counts are batched in memory and written this often (and before every usage read
-    and at shutdown); 0 writes on every request."""
+    """Seconds between usage writes (batched; also before reads and at shutdown; 0: each request)."""
 
     # --- sampling defaults ----------------------------------------------------------------
     default_temperature: float = Field(default=0.7, ge=0, le=2)
@@ -189,7 +189,7 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("local_chat_format", "openai_base_url", mode="before")
+    @field_validator("local_chat_format", "openai_base_url", "admin_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
