@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
 from app.api.access import AccessMiddleware, authenticate_client
+from app.api.body_limit import BodyLimitMiddleware
 from app.api.routes import admin, chat, generate, health, models, usage
 from app.errors import register_error_handlers
 from app.observability.request_id import RequestIdMiddleware
@@ -80,7 +81,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Text generation over HTTP: OpenAI-compatible, online or fully offline.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
         # Every /v1 route, including routers added later, learns its caller here.
         dependencies=[Depends(authenticate_client)],
     )
@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(usage.router)
     app.include_router(admin.router)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
