@@ -282,3 +282,44 @@ def test_reset_durations_read_like_openais() -> None:
     assert (day, month) == ("20261231", "202612")
     assert math.isclose(day_left, 30)
     assert math.isclose(month_left, 30)
+
+
+async def test_a_job_refused_by_a_later_hook_gives_its_reservation_back(
+    upstream: respx.MockRouter, redis_prefix: str
+) -> None:
+    """Hooks after the limiter (privacy, records, ...) may refuse a job in `on_start`; the tokens
+    the limiter reserved for it are released, not lost for the rest of the minute."""
+    from app.errors import InvalidRequest
+    from app.services.generation import Job, JobHook
+
+    class Refuse(JobHook):
+        async def on_start(self, job: Job) -> None:
+            if job.request.sampling.max_tokens == 400:
+                raise InvalidRequest("refused by a later hook")
+
+    upstream.post("/chat/completions").respond(json=completion(prompt_tokens=10, completion_tokens=5))
+    app = keys_app(redis_prefix=redis_prefix)
+    async with running(app) as client:
+        app.state.genserve.generation.hooks.append(Refuse())
+        _, secret = await create_key(client, limits={"tokens_per_minute": 1000})
+        refused = await client.post(
+            "/v1/chat/completions", json=chat_body(max_tokens=400), headers=bearer(secret)
+        )
+        assert refused.status_code == 400
+        ok = await client.post("/v1/chat/completions", json=chat_body(max_tokens=100), headers=bearer(secret))
+        assert ok.status_code == 200
+        assert 100 < 1000 - _remaining_tokens(ok) < 120  # only its own reservation
+
+
+async def test_limits_fail_closed_when_redis_is_down(upstream: respx.MockRouter, tmp_path: object) -> None:
+    route = upstream.post("/chat/completions").respond(json=completion())
+    db = f"sqlite+aiosqlite:///{tmp_path}/shared.db"
+    async with running(keys_app(database_url=db)) as client:  # a key, made while all is well
+        _, secret = await create_key(client, limits={"requests_per_minute": 10})
+    app = keys_app(database_url=db, redis_url="redis://127.0.0.1:1/0", redis_prefix="genserve-test:down:")
+    async with running(app) as client:
+        r = await client.post("/v1/chat/completions", json=chat_body(), headers=bearer(secret))
+        assert r.status_code == 503
+        assert r.json()["error"]["type"] == "service_unavailable"
+        assert r.headers["retry-after"] == "1"
+    assert route.call_count == 0

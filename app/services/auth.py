@@ -13,6 +13,7 @@ version it cached under with the current one, so a revoked key is refused on its
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 import time
@@ -23,11 +24,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
-from app.errors import AuthenticationFailed, NotFound
+from app.errors import AuthenticationFailed, NotFound, ServiceUnavailable
 from app.storage.db import Database
 from app.storage.tables import ApiKey
+
+log = logging.getLogger("genserve.keys")
 
 KEY_PREFIX = "gs-"
 _KEY_SHAPE = re.compile(r"^gs-[A-Za-z0-9_\-]{43}$")
@@ -189,7 +193,11 @@ class KeyStore:
     async def _version(self) -> int:
         if self._redis is None:
             return self._local_version
-        raw = await self._redis.get(self._version_key)
+        try:
+            raw = await self._redis.get(self._version_key)
+        except RedisError as exc:  # without the version a revoked key could pass: fail closed
+            log.error("key version unavailable", exc_info=exc)
+            raise ServiceUnavailable("API keys cannot be checked right now.", retry_after=1) from exc
         return int(raw) if raw is not None else 0
 
     async def _changed(self) -> None:
