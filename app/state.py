@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from app.providers.base import Provider
+from app.services.access import Access
 from app.services.conversations import ConversationService
 from app.services.feedback import FeedbackService
 from app.services.generation import GenerationService
@@ -33,3 +34,5 @@ class AppState:
     """Writes one record per generation (issue 3)."""
     feedback: FeedbackService | None = None
     """Ratings of generations (issue 3)."""
+    access: Access | None = None
+    """Client keys, rate limits and usage accounting."""
