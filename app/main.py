@@ -11,11 +11,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
+from app.api.request_options import RequestOptionsMiddleware
 from app.api.routes import chat, generate, health, models
 from app.errors import register_error_handlers
 from app.observability.request_id import RequestIdMiddleware
 from app.providers.base import Provider
 from app.services.generation import GenerationService, JobHook
+from app.services.safeguards import Safeguards
 from app.settings import Settings
 from app.state import AppState
 from app.storage.db import Database
@@ -59,13 +61,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for provider in providers.values():
                 stack.push_async_callback(provider.aclose)
             hooks: list[JobHook] = []
+            safeguards = Safeguards.build(settings, providers, redis)
             app.state.genserve = AppState(
                 settings=settings,
                 providers=providers,
-                generation=GenerationService(settings, providers, hooks),
+                generation=GenerationService(settings, providers, hooks, runner=safeguards),
                 started_at=int(time.time()),
                 db=db,
                 redis=redis,
+                safeguards=safeguards,
             )
             yield
 
@@ -87,5 +91,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["x-request-id", "retry-after", "x-cache"],
         )
+    app.add_middleware(RequestOptionsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

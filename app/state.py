@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from app.providers.base import Provider
 from app.services.generation import GenerationService
+from app.services.safeguards import Safeguards
 from app.settings import Settings
 from app.storage.db import Database
 
@@ -22,3 +23,5 @@ class AppState:
     db: Database
     redis: Redis | None = None
     """Shared counters and caches, when REDIS_URL is configured."""
+    safeguards: Safeguards | None = None
+    """Privacy, response cache and resilience: their counters and circuit states feed metrics."""
