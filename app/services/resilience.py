@@ -196,6 +196,10 @@ class Resilience:
             for name in providers
         }
         """Concurrency cap per provider."""
+        self._backoff = wait_exponential_jitter(
+            multiplier=settings.retry_backoff, max=settings.retry_backoff_max, jitter=settings.retry_backoff
+        )
+        """Exponential backoff (base × 2^attempt) plus up to one base of random jitter."""
         self.retries_total = 0
         self.fallbacks_total = 0
         """Requests served by a fallback model (for metrics)."""
@@ -402,12 +406,7 @@ class Resilience:
         exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, AppError) and exc.retry_after is not None:
             return exc.retry_after
-        backoff = wait_exponential_jitter(
-            initial=self._settings.retry_backoff,
-            max=self._settings.retry_backoff_max,
-            jitter=self._settings.retry_backoff,
-        )
-        return float(backoff(state))
+        return float(self._backoff(state))
 
     def _stop(self, state: RetryCallState, budget: Budget, circuit: CircuitBreaker) -> bool:
         exc = state.outcome.exception() if state.outcome is not None else None
