@@ -173,10 +173,15 @@ class ResponseCache:
             await self._keep(key, completion)
         return completion
 
-    async def stream(self, job: Job) -> AsyncGenerator[Chunk, None]:
+    def stream(self, job: Job) -> AsyncGenerator[Chunk, None]:
         key = self._prepare(job)
+        if key is None:
+            return self.inner.stream(job)  # not cacheable: no extra step per chunk
+        return self._stream(job, key)
+
+    async def _stream(self, job: Job, key: str) -> AsyncGenerator[Chunk, None]:
         options = request_options.current()
-        cached = await self._lookup(job, key) if key is not None and options.cache_read else None
+        cached = await self._lookup(job, key) if options.cache_read else None
         if cached is not None:
             for choice in cached.choices:
                 if choice.text:
@@ -190,16 +195,15 @@ class ResponseCache:
         usage: Usage | None = None
         async with aclosing(self.inner.stream(job)) as chunks:
             async for chunk in chunks:
-                if key is not None:
-                    if chunk.text:
-                        texts.setdefault(chunk.index, []).append(chunk.text)
-                    if chunk.finish_reason is not None:
-                        finish[chunk.index] = chunk.finish_reason
-                    if chunk.usage is not None:
-                        usage = chunk.usage
+                if chunk.text:
+                    texts.setdefault(chunk.index, []).append(chunk.text)
+                if chunk.finish_reason is not None:
+                    finish[chunk.index] = chunk.finish_reason
+                if chunk.usage is not None:
+                    usage = chunk.usage
                 yield chunk
         n = job.request.sampling.n
-        if key is None or not options.cache_write or job.model != requested or usage is None:
+        if not options.cache_write or job.model != requested or usage is None:
             return
         if len(finish) < n:
             return  # a choice never finished: not an answer worth repeating

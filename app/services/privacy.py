@@ -299,13 +299,14 @@ class PrivacyGuard:
         choices = tuple(replace(c, text=redaction.restore(c.text)) for c in completion.choices)
         return replace(completion, choices=choices)
 
-    async def stream(self, job: Job) -> AsyncGenerator[Chunk, None]:
+    def stream(self, job: Job) -> AsyncGenerator[Chunk, None]:
         redaction = self._protect(job)
+        if redaction is None:
+            return self.inner.stream(job)  # nothing to restore: no extra step per chunk
+        return self._restoring(job, redaction)
+
+    async def _restoring(self, job: Job, redaction: Redaction) -> AsyncGenerator[Chunk, None]:
         async with aclosing(self.inner.stream(job)) as chunks:
-            if redaction is None:
-                async for chunk in chunks:
-                    yield chunk
-                return
             restorers: dict[int, StreamRestorer] = {}
             async for chunk in chunks:
                 if chunk.usage is not None:

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Literal, TypeVar
-
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
 from app.errors import (
     AppError,
@@ -172,10 +171,6 @@ def _may_fall_back(exc: BaseException) -> bool:
     return _is_upstream_failure(exc) or isinstance(exc, ServiceUnavailable)
 
 
-def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, AppError) and exc.transient
-
-
 class Resilience:
     """The runner that retries, falls back, breaks circuits and caps concurrency."""
 
@@ -196,10 +191,6 @@ class Resilience:
             for name in providers
         }
         """Concurrency cap per provider."""
-        self._backoff = wait_exponential_jitter(
-            multiplier=settings.retry_backoff, max=settings.retry_backoff_max, jitter=settings.retry_backoff
-        )
-        """Exponential backoff (base × 2^attempt) plus up to one base of random jitter."""
         self.retries_total = 0
         self.fallbacks_total = 0
         """Requests served by a fallback model (for metrics)."""
@@ -349,31 +340,29 @@ class Resilience:
     ) -> T:
         """Attempt one candidate, retrying transient failures while the budget allows. On
         success, the candidate's concurrency slot is still held (the caller releases it)."""
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(_is_transient),
-            wait=self._wait,
-            stop=lambda state: self._stop(state, budget, circuit),
-            before_sleep=lambda state: self._before_retry(state, job, candidate, budget),
-            reraise=True,
-        )
-        first = True
-        async for try_ in retrying:
-            with try_:
-                if not first and not circuit.allow():
-                    raise self._circuit_open(candidate.name, circuit)
-                first = False
-                try:
-                    await cap.acquire(candidate.provider.name, budget.deadline)
-                except BaseException:
-                    circuit.release()
+        tries = 0
+        while True:
+            if tries and not circuit.allow():
+                raise self._circuit_open(candidate.name, circuit)
+            try:
+                await cap.acquire(candidate.provider.name, budget.deadline)
+            except BaseException:
+                circuit.release()
+                raise
+            try:
+                return await self._within_deadline(candidate, budget, attempt)
+            except BaseException as exc:
+                cap.release()
+                self._judge(job, candidate, circuit, exc)
+                if not isinstance(exc, AppError):
                     raise
-                try:
-                    return await self._within_deadline(candidate, budget, attempt)
-                except BaseException as exc:
-                    cap.release()
-                    self._judge(job, candidate, circuit, exc)
+                delay = self._retry_delay(exc, tries, budget, circuit)
+                if delay is None:
                     raise
-        raise AssertionError("unreachable")  # pragma: no cover
+                failure: AppError = exc
+            tries += 1
+            self._spend_retry(job, candidate, budget, delay, failure)
+            await asyncio.sleep(delay)
 
     @staticmethod
     def _judge(job: Job, candidate: Candidate, circuit: CircuitBreaker, exc: BaseException) -> None:
@@ -402,39 +391,38 @@ class Resilience:
                 code="deadline_exceeded",
             ) from None
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, AppError) and exc.retry_after is not None:
-            return exc.retry_after
-        return float(self._backoff(state))
-
-    def _stop(self, state: RetryCallState, budget: Budget, circuit: CircuitBreaker) -> bool:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        delay = state.upcoming_sleep
-        if budget.retries_left <= 0 or circuit.state != "closed":
-            return True
-        if (
-            isinstance(exc, AppError)
-            and exc.retry_after is not None
-            and delay > self._settings.retry_max_wait
-        ):
-            return True  # the upstream asks for a longer pause than we wait: fall back instead
+    def _retry_delay(
+        self, exc: AppError, tries: int, budget: Budget, circuit: CircuitBreaker
+    ) -> float | None:
+        """Seconds to wait before retrying after `exc`, or None when it is not to be retried."""
+        if not exc.transient or budget.retries_left <= 0 or circuit.state != "closed":
+            return None
+        if exc.retry_after is not None:
+            if exc.retry_after > self._settings.retry_max_wait:
+                return None  # the upstream asks for a longer pause than we wait: fall back instead
+            delay = exc.retry_after
+        else:
+            # Exponential backoff plus up to one base delay of jitter, so that clients that
+            # failed together do not come back together.
+            base = self._settings.retry_backoff
+            delay = min(self._settings.retry_backoff_max, base * 2**tries) + random.uniform(0, base)
         # Not worth sleeping if no time would be left for the attempt itself.
-        return delay >= budget.remaining()
+        return delay if delay < budget.remaining() else None
 
-    def _before_retry(self, state: RetryCallState, job: Job, candidate: Candidate, budget: Budget) -> None:
+    def _spend_retry(
+        self, job: Job, candidate: Candidate, budget: Budget, delay: float, exc: AppError
+    ) -> None:
         budget.retries_left -= 1
         budget.retries += 1
         self.retries_total += 1
         job.metadata["retries"] = budget.retries
-        exc = state.outcome.exception() if state.outcome is not None else None
         log.info(
             "retrying upstream",
             extra={
                 "upstream": candidate.upstream,
                 "retry": budget.retries,
-                "delay_s": round(state.upcoming_sleep, 3),
-                "code": getattr(exc, "code", None),
+                "delay_s": round(delay, 3),
+                "code": exc.code,
                 "job": job.id,
             },
         )
