@@ -351,3 +351,30 @@ async def test_retry_and_fallback_logs_hold_neither_keys_nor_prompts(
         text = rec.getMessage() + repr(rec.__dict__)
         assert "sk-test-secret-key-0000" not in text
         assert PROMPT not in text
+
+
+@pytest.mark.slow
+async def test_an_upstream_model_can_fall_back_to_the_embedded_model(upstream: respx.MockRouter) -> None:
+    calls = route(upstream, "gpt-4o").mock(side_effect=httpx.ConnectError("no route to host"))
+    config = settings(
+        openai_max_retries=0,
+        models={
+            "primary": {
+                "provider": "openai",
+                "upstream_model": "gpt-4o",
+                "fallbacks": ["smollm2-135m-instruct"],
+            },
+            "smollm2-135m-instruct": {"provider": "local", "context_window": 2048},
+        },
+    )
+    async with Service(config) as client:
+        r = await client.post(
+            "/v1/generate", json={"model": "primary", "prompt": "Say hello.", "max_tokens": 8, "seed": 1}
+        )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["provider"] == "local"
+    assert body["model"] == "smollm2-135m-instruct"
+    assert body["text"].strip()
+    assert body["metadata"]["fallback_from"] == "primary"
+    assert calls.call_count == 1
