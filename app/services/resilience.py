@@ -22,7 +22,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Literal, TypeVar
@@ -246,15 +246,17 @@ class Resilience:
 
     # -- the policy -------------------------------------------------------------------------
 
-    def candidates(self, job: Job) -> list[Candidate]:
-        """The requested model, then each fallback that can take this request."""
-        out = [Candidate(job.model, job.route, job.provider, job.request)]
+    def candidates(self, job: Job) -> Iterator[Candidate]:
+        """The requested model, then each fallback that can take this request (worked out only
+        when it is needed: most requests never get that far)."""
+        yield Candidate(job.model, job.route, job.provider, job.request)
+        seen = {job.model}
         for name in job.route.fallbacks:
-            if all(c.name != name for c in out):
+            if name not in seen:
+                seen.add(name)
                 candidate = self._fallback(job, name)
                 if candidate is not None:
-                    out.append(candidate)
-        return out
+                    yield candidate
 
     def _fallback(self, job: Job, name: str) -> Candidate | None:
         route = self._table[name]
