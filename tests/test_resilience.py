@@ -378,3 +378,49 @@ async def test_an_upstream_model_can_fall_back_to_the_embedded_model(upstream: r
     assert body["text"].strip()
     assert body["metadata"]["fallback_from"] == "primary"
     assert calls.call_count == 1
+
+
+async def test_retry_after_ms_is_honoured_on_a_503(upstream: respx.MockRouter) -> None:
+    calls = route(upstream, "gpt-4.1").mock(side_effect=[error(503, {"retry-after-ms": "400"}), ok()])
+    async with Service(settings()) as client:
+        started = time.perf_counter()
+        r = await client.post(CHAT, json=chat("alone"))
+        elapsed = time.perf_counter() - started
+    assert r.status_code == 200
+    assert calls.call_count == 2
+    assert elapsed >= 0.4
+
+
+async def test_a_stream_that_never_starts_is_cut_at_the_deadline(upstream: respx.MockRouter) -> None:
+    route(upstream, "gpt-4.1").mock(side_effect=slow(5, lambda: streamed("late")))
+    async with Service(settings(upstream_deadline=0.5, openai_timeout=30)) as client:
+        started = time.perf_counter()
+        r = await client.post(CHAT, json=chat("alone", stream=True))
+    assert time.perf_counter() - started < 2
+    assert r.status_code == 504
+    assert r.json()["error"]["code"] == "deadline_exceeded"
+
+
+async def test_the_official_sdk_sees_the_fallback_and_the_open_circuit(upstream: respx.MockRouter) -> None:
+    import openai
+
+    route(upstream, "gpt-4o").mock(return_value=error(500))
+    route(upstream, "gpt-4o-mini").mock(return_value=ok("Backup."))
+    route(upstream, "gpt-4.1").mock(return_value=error(500))
+    config = settings(openai_max_retries=0, circuit_failure_threshold=1, circuit_cooldown=60)
+    async with Service(config) as http:
+        sdk = openai.AsyncOpenAI(
+            base_url="http://genserve.test/v1", api_key="unused", http_client=http, max_retries=0
+        )
+        messages: Any = [{"role": "user", "content": PROMPT}]
+        reply = await sdk.chat.completions.create(model="primary", messages=messages)
+        assert reply.model == "backup"
+        assert reply.choices[0].message.content == "Backup."
+        with pytest.raises(openai.InternalServerError) as failed:
+            await sdk.chat.completions.create(model="alone", messages=messages)
+        assert failed.value.status_code == 502
+        with pytest.raises(openai.InternalServerError) as paused:
+            await sdk.chat.completions.create(model="alone", messages=messages)
+        assert paused.value.status_code == 503
+        assert paused.value.code == "circuit_open"
+        assert int(paused.value.response.headers["retry-after"]) > 0
