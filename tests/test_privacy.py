@@ -274,3 +274,15 @@ async def test_the_cache_holds_no_personal_data_and_restores_each_callers_own(
     stored = b"".join([await redis.get(key) async for key in redis.scan_iter(match=f"{redis_prefix}*")])
     assert b"[EMAIL_1]" in stored
     assert b"alice@example.com" not in stored
+
+
+async def test_an_email_given_as_user_is_replaced_by_a_pseudonym(upstream: respx.MockRouter) -> None:
+    calls = upstream.post("/chat/completions").mock(side_effect=echo)
+    async with Service(openai_settings(privacy_mode="redact")) as client:
+        for _ in range(2):
+            r = await client.post(CHAT, json=chat("Hello!", user=EMAIL))
+            assert r.json()["metadata"]["privacy"]["redacted"] == {"email": 1}
+    users = [json.loads(call.request.content)["user"] for call in calls.calls]
+    assert users[0] == users[1]
+    assert users[0].startswith("user-")
+    assert EMAIL not in sent_upstream(calls)
