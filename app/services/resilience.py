@@ -324,11 +324,11 @@ class Resilience:
 
     @staticmethod
     def _circuit_open(name: str, circuit: CircuitBreaker) -> ServiceUnavailable:
-        wait = circuit.retry_after()
+        wait = max(1.0, circuit.retry_after())
         return ServiceUnavailable(
             f"The model '{name}' is failing; requests to it are paused for {wait:.0f} s.",
             code="circuit_open",
-            retry_after=max(1.0, wait),
+            retry_after=wait,
         )
 
     async def _attempts(
