@@ -11,11 +11,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
+from app.api.body_limit import BodyLimitMiddleware
 from app.api.request_options import RequestOptionsMiddleware
-from app.api.routes import chat, generate, health, models
+from app.api.routes import chat, feedback, generate, health, models, presets
 from app.errors import register_error_handlers
 from app.observability.request_id import RequestIdMiddleware
 from app.providers.base import Provider
+from app.services.feedback_loop import open_feedback_loop
 from app.services.generation import GenerationService, JobHook
 from app.services.safeguards import Safeguards
 from app.settings import Settings
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 redis=redis,
                 safeguards=safeguards,
             )
+            await open_feedback_loop(app.state.genserve, stack)
             yield
 
     app = FastAPI(
@@ -78,11 +81,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Text generation over HTTP: OpenAI-compatible, online or fully offline.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     register_error_handlers(app)
-    for router in (generate.router, chat.router, models.router, health.router):
+    for router in (
+        generate.router,
+        chat.router,
+        models.router,
+        health.router,
+        presets.router,
+        feedback.router,
+    ):
         app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
