@@ -286,3 +286,41 @@ async def test_an_email_given_as_user_is_replaced_by_a_pseudonym(upstream: respx
     assert users[0] == users[1]
     assert users[0].startswith("user-")
     assert EMAIL not in sent_upstream(calls)
+
+
+async def test_a_preset_file_sets_the_privacy_mode_of_its_generations(
+    upstream: respx.MockRouter, tmp_path: Any
+) -> None:
+    calls = upstream.post("/chat/completions").mock(side_effect=echo)
+    path = tmp_path / "presets.yaml"
+    path.write_text(
+        """
+presets:
+  support_reply:
+    system: You answer support e-mails.
+    prompt: "{{ mail }}"
+    inputs:
+      mail: {type: text, required: true}
+    privacy: redact
+  strict_reply:
+    system: You answer support e-mails.
+    prompt: "{{ mail }}"
+    inputs:
+      mail: {type: text, required: true}
+    privacy: block
+"""
+    )
+    async with Service(openai_settings(presets_file=str(path))) as client:
+        redacted = await client.post(
+            "/v1/presets/support_reply/generate", json={"inputs": {"mail": f"I am {EMAIL}"}}
+        )
+        refused = await client.post(
+            "/v1/presets/strict_reply/generate", json={"inputs": {"mail": f"I am {EMAIL}"}}
+        )
+    assert redacted.status_code == 200, redacted.text
+    assert redacted.json()["text"] == f"You said: I am {EMAIL}"
+    assert redacted.json()["metadata"]["privacy"]["redacted"] == {"email": 1}
+    assert EMAIL not in sent_upstream(calls)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "personal_data_detected"
+    assert calls.call_count == 1
