@@ -7,6 +7,7 @@
     ├── PermissionDenied          403 permission_error
     ├── NotFound                  404 not_found_error
     │   └── ModelNotFound         404 invalid_request_error  code=model_not_found
+    ├── Conflict                  409 conflict_error         (Retry-After when it is worth retrying)
     ├── PayloadTooLarge           413 invalid_request_error
     ├── RateLimited               429 rate_limit_error       (Retry-After)
     ├── UpstreamError             502 upstream_error         (never echoes a key)
@@ -15,7 +16,9 @@
     ├── UpstreamTimeout           504 timeout_error
     └── ClientDisconnected        499 (nobody is left to read it; logged only)
 
-Every body is OpenAI's `{"error": {"message", "type", "param", "code"}}`.
+Every body is OpenAI's `{"error": {"message", "type", "param", "code"}}`. An error marked
+`transient` (a timeout, a dropped connection, an upstream 429 or 5xx) may succeed if the same
+request is sent again; the retry policy (`app/services/resilience.py`) retries only those.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class AppError(Exception):
         code: str | None = None,
         retry_after: float | None = None,
         headers: dict[str, str] | None = None,
+        transient: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -55,6 +59,8 @@ class AppError(Exception):
         self.code = code if code is not None else self.default_code
         self.retry_after = retry_after
         self.headers = dict(headers or {})
+        self.transient = transient
+        """Sending the same request again may succeed (used by the retry policy)."""
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.type, self.param, self.code)
@@ -94,6 +100,14 @@ class NotFound(AppError):
 class ModelNotFound(NotFound):
     type = "invalid_request_error"
     default_code = "model_not_found"
+
+
+class Conflict(AppError):
+    """The resource is busy or changed under the request (a conversation answering another message)."""
+
+    status_code = 409
+    type = "conflict_error"
+    default_code = "conflict"
 
 
 class PayloadTooLarge(AppError):
