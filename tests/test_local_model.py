@@ -187,6 +187,7 @@ async def test_generate_stream_sends_deltas_then_metadata_then_done(local_client
     )
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.headers["x-request-id"]
     frames = events(r.text)
     assert frames[-1] == "[DONE]"
     deltas, final = frames[:-2], frames[-2]
