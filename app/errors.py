@@ -254,13 +254,17 @@ def register_error_handlers(app: FastAPI) -> None:
             body = error_body(str(exc.detail), "api_error", None, None)
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
-    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
+        # Starlette answers from outside every middleware here, so the request id middleware
+        # never sees this response: add the id, which matters most when reporting a failure.
+        request_id = getattr(request.state, "request_id", None)
         return JSONResponse(
             error_body(
                 "The server had an error processing the request.", "api_error", None, "internal_error"
             ),
             status_code=500,
+            headers={"x-request-id": request_id} if isinstance(request_id, str) else None,
         )
 
     app.add_exception_handler(AppError, on_app_error)

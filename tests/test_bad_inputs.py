@@ -11,8 +11,9 @@ import pytest
 import respx
 
 from app.main import create_app
+from app.providers.openai import OpenAIProvider
 from tests import openai_mock as mock
-from tests.conftest import _client, make_settings
+from tests.conftest import LiveServer, _client, make_settings
 
 GEN = "/v1/generate"
 CHAT = "/v1/chat/completions"
@@ -531,3 +532,30 @@ async def test_an_insane_incoming_request_id_is_replaced(
     assert r.headers["x-request-id"] != incoming
     assert r.headers["x-request-id"].isalnum()
     assert r.headers.get_list("x-request-id") == [r.headers["x-request-id"]]
+
+
+async def test_an_oversized_body_over_real_http_gets_the_json_413(live_server: LiveServer) -> None:
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as client:
+        r = await client.post(GEN, content=b'{"prompt": "' + b"x" * 5_000_000 + b'"}', headers=JSON)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_even_an_internal_failure_answers_an_openai_error_with_the_request_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug is never a bad input; this stands in for one to check what the client gets."""
+
+    async def broken(*_: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(OpenAIProvider, "complete", broken)
+    app = create_app(make_settings(provider="openai", openai_api_key="sk-x", openai_http_transport="httpx"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://genserve.test") as client:
+            r = await client.post(GEN, json={"prompt": "Hi"}, headers={"x-request-id": "trace-500"})
+    assert r.status_code == 500
+    assert r.json()["error"]["type"] == "api_error"
+    assert "a bug" not in r.text
+    assert r.headers["x-request-id"] == "trace-500"
