@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+import socket
 import time
 from collections.abc import AsyncGenerator
 from functools import cached_property
@@ -83,9 +84,23 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
         return None
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection failure was a refusal or an unknown host, not a timeout. The SDK's
+    aiohttp transport reports a refused connection as `ConnectTimeout` (hence APITimeoutError);
+    the real cause is further down the chain."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionError | socket.gaierror):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def translate_error(exc: openai.OpenAIError) -> AppError:
     """Map an SDK exception to the error the client of this service should see."""
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
         return UpstreamTimeout("The upstream model did not answer in time.", transient=True)
     if isinstance(exc, openai.APIConnectionError):
         return UpstreamError(
