@@ -5,6 +5,7 @@ Every load runs on 127.0.0.1. Environment:
     BENCH_QUICK=1      ~3 s per scenario instead of 15 s (for development)
     BENCH_OUT=path     where to write the Markdown report (default docs/benchmarks.md; "-" for none)
     BENCH_LOCAL=0      skip the embedded-model comparison
+    BENCH_ONLY=c16,s1  run only these scenarios (c1 c16 c64: plain; s1 s16: streams)
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ DURATION = 3.0 if QUICK else 15.0
 CHUNKS = 64
 SSE_CLIENT = [PY, "-m", "bench.sse"]
 SOAK_REQUESTS = 0 if QUICK else 100_000
+ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
+
+
+def wanted(scenario: str) -> bool:
+    return not ONLY or scenario in ONLY
+
+
 CHAT_BODY = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]})
 GENERATE_BODY = orjson.dumps({"model": "gpt-4o-mini", "prompt": "Say hello."})
 
@@ -256,6 +264,8 @@ def measure() -> Report:
                 served += wrk(url, body, 4, 1.0, None, script).requests
             report.rss.append(("after warm-up", served, rss_mb(pid)))
             for concurrency in (1, 16, 64):
+                if not wanted(f"c{concurrency}"):
+                    continue
                 for name, url, body in routes:
                     direct = wrk(direct_url, CHAT_BODY, concurrency, DURATION, None, script)
                     through = wrk(url, body, concurrency, DURATION, pid, script)
@@ -265,6 +275,8 @@ def measure() -> Report:
             report.rss.append(("after the plain scenarios", served, rss_mb(pid)))
             stream_direct_body = orjson.dumps({**orjson.loads(CHAT_BODY), "stream": True})
             for concurrency in (1, 16):
+                if not wanted(f"s{concurrency}"):
+                    continue
                 for name, url, body in routes:
                     stream_body = orjson.dumps({**orjson.loads(body), "stream": True})
                     direct_s = sse(direct_url, stream_direct_body, concurrency, DURATION, None)
@@ -272,13 +284,13 @@ def measure() -> Report:
                     report.streams.append((name, concurrency, direct_s, through_s))
                     print(f"  {name} stream c={concurrency}: {through_s.streams} streams", file=sys.stderr)
             report.rss.append(("after the streams", served, rss_mb(pid)))
-            if served < SOAK_REQUESTS:
+            if served < SOAK_REQUESTS and not ONLY:
                 # Keep going until 100k requests have been served, to show memory stays flat.
                 seconds = max(5.0, (SOAK_REQUESTS - served) / 900)
                 soak = wrk(routes[0][1], CHAT_BODY, 64, seconds, None, script)
                 served += soak.requests
                 report.rss.append(("after the soak", served, rss_mb(pid)))
-        if os.environ.get("BENCH_LOCAL", "1") != "0":
+        if os.environ.get("BENCH_LOCAL", "1") != "0" and wanted("local"):
             report.local = local_model()
     report.load_after = loadavg()
     return report

@@ -10,18 +10,23 @@ from app.services.generation import GenerationService
 from app.settings import Settings
 from app.state import AppState
 
+# `async def` on purpose: FastAPI runs plain `def` dependencies in a thread pool, a thread hop
+# per dependency per request that cost more than everything these functions do.
 
-def get_state(request: Request) -> AppState:
+
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.genserve
     return state
 
 
-def get_settings(request: Request) -> Settings:
-    return get_state(request).settings
+async def get_settings(request: Request) -> Settings:
+    state: AppState = request.app.state.genserve
+    return state.settings
 
 
-def get_generation(request: Request) -> GenerationService:
-    return get_state(request).generation
+async def get_generation(request: Request) -> GenerationService:
+    state: AppState = request.app.state.genserve
+    return state.generation
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
