@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from app.main import create_app
+from app.observability.logging import uvicorn_log_config
 from app.settings import Settings
 
 
@@ -17,6 +18,7 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level.lower(),
+        log_config=uvicorn_log_config(settings),
         access_log=False,
     )
 

@@ -11,8 +11,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.api.routes import chat, generate, health, models
+from app.api.routes import metrics as metrics_endpoint
 from app.errors import register_error_handlers
+from app.observability.logging import configure_logging
+from app.observability.metrics import Metrics
 from app.observability.request_id import RequestIdMiddleware
+from app.observability.requests import ObservabilityHook, ObservabilityMiddleware
 from app.providers.base import Provider
 from app.services.generation import GenerationService
 from app.settings import Settings
@@ -41,15 +45,21 @@ async def build_providers(settings: Settings) -> dict[str, Provider]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service. Nothing is opened until the lifespan starts."""
     settings = settings or Settings()
+    configure_logging(settings)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         providers = await build_providers(settings)
+        if "local" in providers:
+            local_provider = providers["local"]
+            metrics.watch_local_queue(lambda: getattr(local_provider, "queue_depth", 0))
         app.state.genserve = AppState(
             settings=settings,
             providers=providers,
-            generation=GenerationService(settings, providers),
+            generation=GenerationService(settings, providers, hooks=[ObservabilityHook(metrics)]),
             started_at=int(time.time()),
+            metrics=metrics,
         )
         try:
             yield
@@ -65,7 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_size=settings.max_body_bytes,
     )
     register_error_handlers(app)
-    for router in (generate.router, chat.router, models.router, health.router):
+    app.state.metrics = metrics
+    for router in (generate.router, chat.router, models.router, health.router, metrics_endpoint.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(
@@ -75,5 +86,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["x-request-id", "retry-after", "x-cache"],
         )
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

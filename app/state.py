@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from app.observability.metrics import Metrics
 from app.providers.base import Provider
 from app.services.generation import GenerationService
 from app.settings import Settings
@@ -16,3 +17,5 @@ class AppState:
     generation: GenerationService
     started_at: int
     """Unix time the service started (reported as the models' `created`)."""
+    metrics: Metrics = field(default_factory=Metrics)
+    """Prometheus series of this app instance (see `app.observability.metrics`)."""
