@@ -19,7 +19,10 @@ def main() -> None:
         http="httptools",
         log_level=settings.log_level.lower(),
         log_config=uvicorn_log_config(settings),
-        access_log=False,
+        access_log=False,  # the service writes its own access line (app.observability.requests)
+        # On SIGTERM uvicorn stops accepting, lets in-flight requests and streams finish for up
+        # to this long, then runs the lifespan's shutdown (upstream clients, model, database).
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
 
 

@@ -77,18 +77,27 @@ def wait_ready(url: str, timeout: float = 120.0) -> None:
 
 @contextlib.contextmanager
 def process(args: list[str], env: dict[str, str] | None = None, ready: str | None = None) -> Iterator[int]:
-    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL)
-    try:
-        if ready:
-            wait_ready(ready)
-        yield proc.pid
-    finally:
-        proc.terminate()
+    """A child process whose output goes to a file (shown if it fails to start)."""
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=log
+        )
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            if ready:
+                try:
+                    wait_ready(ready)
+                except RuntimeError:
+                    log.seek(0)
+                    sys.stderr.write(log.read().decode(errors="replace")[-4000:])
+                    raise
+            yield proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -245,7 +254,9 @@ def measure() -> Report:
         "GENSERVE_OPENAI_MODELS": "gpt-4o-mini",
         "GENSERVE_HOST": "127.0.0.1",
         "GENSERVE_PORT": str(svc_port),
-        "GENSERVE_LOG_LEVEL": "WARNING",
+        # Production defaults: one JSON access line per request, written to a file.
+        "GENSERVE_LOG_LEVEL": "INFO",
+        "GENSERVE_LOG_FORMAT": "json",
     }
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
