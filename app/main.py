@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from redis.asyncio import Redis
 
+from app.api.body_limit import BodyLimitMiddleware
 from app.api.routes import chat, generate, health, models
 from app.api.routes import metrics as metrics_endpoint
 from app.errors import register_error_handlers
@@ -18,9 +20,10 @@ from app.observability.metrics import Metrics
 from app.observability.request_id import RequestIdMiddleware
 from app.observability.requests import ObservabilityHook, ObservabilityMiddleware
 from app.providers.base import Provider
-from app.services.generation import GenerationService
+from app.services.generation import GenerationService, JobHook
 from app.settings import Settings
 from app.state import AppState
+from app.storage.db import Database
 
 log = logging.getLogger("genserve")
 
@@ -50,34 +53,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        providers = await build_providers(settings)
-        if "local" in providers:
-            local_provider = providers["local"]
-            metrics.watch_local_queue(lambda: getattr(local_provider, "queue_depth", 0))
-        app.state.genserve = AppState(
-            settings=settings,
-            providers=providers,
-            generation=GenerationService(settings, providers, hooks=[ObservabilityHook(metrics)]),
-            started_at=int(time.time()),
-            metrics=metrics,
-        )
-        try:
-            yield
-        finally:
+        async with AsyncExitStack() as stack:
+            db = Database(settings.resolved_database_url)
+            stack.push_async_callback(db.aclose)
+            if settings.database_auto_migrate:
+                await db.migrate()
+            redis: Redis | None = None
+            if settings.redis_url:
+                redis = Redis.from_url(settings.redis_url)
+                stack.push_async_callback(redis.aclose)
+            providers = await build_providers(settings)
             for provider in providers.values():
-                await provider.aclose()
+                stack.push_async_callback(provider.aclose)
+            if "local" in providers:
+                local_provider = providers["local"]
+                metrics.watch_local_queue(lambda: getattr(local_provider, "queue_depth", 0))
+            hooks: list[JobHook] = [ObservabilityHook(metrics)]
+            app.state.genserve = AppState(
+                settings=settings,
+                providers=providers,
+                generation=GenerationService(settings, providers, hooks),
+                started_at=int(time.time()),
+                db=db,
+                redis=redis,
+                metrics=metrics,
+            )
+            yield
 
     app = FastAPI(
         title="genserve",
         version="0.1.0",
         summary="Text generation over HTTP: OpenAI-compatible, online or fully offline.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     register_error_handlers(app)
     app.state.metrics = metrics
     for router in (generate.router, chat.router, models.router, health.router, metrics_endpoint.router):
         app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

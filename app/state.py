@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from redis.asyncio import Redis
+
 from app.observability.metrics import Metrics
 from app.providers.base import Provider
 from app.services.generation import GenerationService
 from app.settings import Settings
+from app.storage.db import Database
 
 
 @dataclass(slots=True)
@@ -17,5 +20,8 @@ class AppState:
     generation: GenerationService
     started_at: int
     """Unix time the service started (reported as the models' `created`)."""
+    db: Database
+    redis: Redis | None = None
+    """Shared counters and caches, when REDIS_URL is configured."""
     metrics: Metrics = field(default_factory=Metrics)
     """Prometheus series of this app instance (see `app.observability.metrics`)."""

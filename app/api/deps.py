@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.services.generation import GenerationService
 from app.settings import Settings
@@ -29,6 +31,13 @@ async def get_generation(request: Request) -> GenerationService:
     return state.generation
 
 
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    state: AppState = request.app.state.genserve
+    async with state.db.session() as session:
+        yield session
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 GenerationDep = Annotated[GenerationService, Depends(get_generation)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]

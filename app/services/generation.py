@@ -218,7 +218,8 @@ class GenerationService:
             await self._failed(job, exc)
             raise
         elapsed = (time.perf_counter() - started) * 1000
-        outcome = Outcome(job=job, completion=completion, created=created, ttft_ms=elapsed, total_ms=elapsed)
+        ttft = completion.ttft_ms if completion.ttft_ms is not None else elapsed
+        outcome = Outcome(job=job, completion=completion, created=created, ttft_ms=ttft, total_ms=elapsed)
         for hook in self.hooks:
             await hook.on_finish(outcome)
         return outcome
