@@ -76,11 +76,13 @@ def wait_ready(url: str, timeout: float = 120.0) -> None:
 
 
 @contextlib.contextmanager
-def process(args: list[str], env: dict[str, str] | None = None, ready: str | None = None) -> Iterator[int]:
+def process(
+    args: list[str], env: dict[str, str] | None = None, ready: str | None = None, cwd: Path = ROOT
+) -> Iterator[int]:
     """A child process whose output goes to a file (shown if it fails to start)."""
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(
-            args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=log
+            args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=log
         )
         try:
             if ready:
