@@ -20,6 +20,8 @@ from tests.upstream_faults import (
     error,
     ok,
     slow,
+    slow_stream,
+    sse_bytes,
     sse_events,
     streamed,
 )
@@ -240,6 +242,18 @@ async def test_a_stream_that_dies_halfway_is_not_retried(upstream: respx.MockRou
     assert (primary.call_count, backup.call_count) == (1, 0)
 
 
+async def test_a_garbled_stream_before_any_text_is_retried(upstream: respx.MockRouter) -> None:
+    garbled = httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content=b"data: {not json\n\n" + sse_bytes([])
+    )
+    calls = route(upstream, "gpt-4.1").mock(side_effect=[garbled, streamed("Clean.")])
+    async with Service(settings()) as client:
+        r = await client.post("/v1/generate", json={"model": "alone", "prompt": PROMPT, "stream": True})
+    assert r.status_code == 200
+    assert sse_events(r.text)[-2]["text"] == "Clean."
+    assert calls.call_count == 2
+
+
 async def test_a_stream_failing_before_any_text_is_retried(upstream: respx.MockRouter) -> None:
     calls = route(upstream, "gpt-4.1").mock(side_effect=[dying_stream(), streamed("Fine now.")])
     async with Service(settings()) as client:
@@ -323,6 +337,21 @@ async def test_requests_beyond_the_concurrency_cap_get_503_with_retry_after(
     refused = first if first.status_code == 503 else second
     assert refused.json()["error"]["code"] == "upstream_busy"
     assert refused.headers["retry-after"] == "1"
+
+
+async def test_a_stream_holds_its_slot_until_it_ends(upstream: respx.MockRouter) -> None:
+    route(upstream, "gpt-4.1").mock(side_effect=lambda request: slow_stream("a", "b", "c", pause=0.2))
+    config = settings(upstream_max_concurrency=1, upstream_queue_timeout=0.1)
+    async with Service(config) as client:
+
+        async def later() -> httpx.Response:
+            await asyncio.sleep(0.3)  # the stream has sent its first chunks by now
+            return await client.post(CHAT, json=chat("alone"))
+
+        stream, plain = await asyncio.gather(client.post(CHAT, json=chat("alone", stream=True)), later())
+    assert stream.status_code == 200
+    assert plain.status_code == 503
+    assert plain.json()["error"]["code"] == "upstream_busy"
 
 
 async def test_a_request_waits_briefly_for_a_free_slot(upstream: respx.MockRouter) -> None:
