@@ -453,3 +453,20 @@ async def test_the_official_sdk_sees_the_fallback_and_the_open_circuit(upstream:
         assert paused.value.status_code == 503
         assert paused.value.code == "circuit_open"
         assert int(paused.value.response.headers["retry-after"]) > 0
+
+
+async def test_fallbacks_stay_within_the_models_a_key_may_use(upstream: respx.MockRouter) -> None:
+    from tests.access_helpers import create_key, keys_app, running
+
+    primary = route(upstream, "gpt-4o").mock(return_value=error(500))
+    backup = route(upstream, "gpt-4o-mini").mock(return_value=ok("Backup."))
+    app = keys_app(models=settings().models, openai_max_retries=0)
+    async with running(app) as client:
+        _, narrow = await create_key(client, allowed_models=["primary"])
+        _, wide = await create_key(client, allowed_models=["primary", "backup"])
+        refused = await client.post(CHAT, json=chat("primary"), headers={"authorization": f"Bearer {narrow}"})
+        served = await client.post(CHAT, json=chat("primary"), headers={"authorization": f"Bearer {wide}"})
+    assert refused.status_code == 502
+    assert served.status_code == 200
+    assert served.json()["model"] == "backup"
+    assert (primary.call_count, backup.call_count) == (2, 1)

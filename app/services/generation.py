@@ -50,6 +50,8 @@ class Job:
     """The seed was chosen by the client or a preset, not drawn at random (makes it cacheable)."""
     privacy: Literal["off", "redact", "block"] | None = None
     """A preset's privacy mode; the strictest of this, the request's and the default applies."""
+    allowed_models: frozenset[str] | None = None
+    """Models the caller may use (set by the access hook); fallbacks outside it are skipped."""
 
 
 @dataclass(slots=True)
@@ -235,8 +237,7 @@ class GenerationService:
     # -- running -----------------------------------------------------------------------------
 
     async def complete(self, job: Job) -> Outcome:
-        for hook in self.hooks:
-            await hook.on_start(job)
+        await self._start(job)
         started = time.perf_counter()
         created = int(time.time())
         try:
@@ -254,8 +255,7 @@ class GenerationService:
     async def stream(self, job: Job) -> AsyncGenerator[Chunk | Outcome, None]:
         """Yield the provider's text chunks, then one `Outcome` with the assembled result.
         A stream cut short still reaches the hooks, as an aborted outcome: never free."""
-        for hook in self.hooks:
-            await hook.on_start(job)
+        await self._start(job)
         started = time.perf_counter()
         created = int(time.time())
         ttft: float | None = None
@@ -316,6 +316,19 @@ class GenerationService:
                 await asyncio.shield(self._finished(outcome))
                 if done:
                     yield outcome
+
+    async def _start(self, job: Job) -> None:
+        """Run every `on_start`; when one refuses the job, the hooks already started hear of it
+        through `on_error` (so that, e.g., a quota reservation is released)."""
+        started: list[JobHook] = []
+        try:
+            for hook in self.hooks:
+                await hook.on_start(job)
+                started.append(hook)
+        except BaseException as exc:
+            for hook in reversed(started):
+                await asyncio.shield(hook.on_error(job, exc))
+            raise
 
     async def _finished(self, outcome: Outcome) -> None:
         for hook in self.hooks:
