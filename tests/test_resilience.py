@@ -470,3 +470,25 @@ async def test_fallbacks_stay_within_the_models_a_key_may_use(upstream: respx.Mo
     assert served.status_code == 200
     assert served.json()["model"] == "backup"
     assert (primary.call_count, backup.call_count) == (2, 1)
+
+
+def test_a_half_open_circuit_lets_exactly_one_probe_through() -> None:
+    from app.services.resilience import CircuitBreaker
+
+    now = [0.0]
+    circuit = CircuitBreaker(threshold=2, cooldown=10, clock=lambda: now[0])
+    circuit.record_failure()
+    assert circuit.state == "closed"
+    circuit.record_failure()
+    assert circuit.state == "open"
+    assert not circuit.allow()
+    now[0] = 10.0
+    assert circuit.state == "half_open"
+    assert circuit.allow()  # the probe
+    assert not circuit.allow()  # everyone else waits for its verdict
+    circuit.release()  # the probe's client went away: another may probe
+    assert circuit.allow()
+    circuit.record_success()
+    assert circuit.state == "closed"
+    assert circuit.allow()
+    assert circuit.allow()
