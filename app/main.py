@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api.routes import chat, generate, health, models
+from app.api.routes import chat, generate, health, models, playground
 from app.errors import register_error_handlers
 from app.observability.request_id import RequestIdMiddleware
 from app.providers.base import Provider
@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_size=settings.max_body_bytes,
     )
     register_error_handlers(app)
-    for router in (generate.router, chat.router, models.router, health.router):
+    for router in (generate.router, chat.router, models.router, health.router, playground.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(
