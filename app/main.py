@@ -5,18 +5,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from redis.asyncio import Redis
 
 from app.api.routes import chat, generate, health, models, playground
 from app.errors import register_error_handlers
 from app.observability.request_id import RequestIdMiddleware
 from app.providers.base import Provider
-from app.services.generation import GenerationService
+from app.services.generation import GenerationService, JobHook
 from app.settings import Settings
 from app.state import AppState
+from app.storage.db import Database
 
 log = logging.getLogger("genserve")
 
@@ -44,18 +46,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        providers = await build_providers(settings)
-        app.state.genserve = AppState(
-            settings=settings,
-            providers=providers,
-            generation=GenerationService(settings, providers),
-            started_at=int(time.time()),
-        )
-        try:
-            yield
-        finally:
+        async with AsyncExitStack() as stack:
+            db = Database(settings.resolved_database_url)
+            stack.push_async_callback(db.aclose)
+            if settings.database_auto_migrate:
+                await db.migrate()
+            redis: Redis | None = None
+            if settings.redis_url:
+                redis = Redis.from_url(settings.redis_url)
+                stack.push_async_callback(redis.aclose)
+            providers = await build_providers(settings)
             for provider in providers.values():
-                await provider.aclose()
+                stack.push_async_callback(provider.aclose)
+            hooks: list[JobHook] = []
+            app.state.genserve = AppState(
+                settings=settings,
+                providers=providers,
+                generation=GenerationService(settings, providers, hooks),
+                started_at=int(time.time()),
+                db=db,
+                redis=redis,
+            )
+            yield
 
     app = FastAPI(
         title="genserve",

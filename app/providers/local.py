@@ -104,8 +104,12 @@ class LocalProvider:
         texts: dict[int, list[str]] = {}
         finish: dict[int, FinishReason] = {}
         usage = Usage()
+        started = time.perf_counter()
+        ttft: float | None = None
         async for chunk in self.stream(request):
             if chunk.text:
+                if ttft is None:
+                    ttft = (time.perf_counter() - started) * 1000
                 texts.setdefault(chunk.index, []).append(chunk.text)
             if chunk.finish_reason is not None:
                 finish[chunk.index] = chunk.finish_reason
@@ -115,7 +119,9 @@ class LocalProvider:
             Choice(index=i, text="".join(texts.get(i, [])), finish_reason=finish.get(i, "stop"))
             for i in range(request.sampling.n)
         )
-        return Completion(model=request.model, choices=choices, usage=usage, seed=request.sampling.seed)
+        return Completion(
+            model=request.model, choices=choices, usage=usage, seed=request.sampling.seed, ttft_ms=ttft
+        )
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         if self._llm is None:

@@ -6,10 +6,11 @@ Every endpoint (generate, chat, presets, conversations) plans a `Job` here and r
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,8 @@ class Outcome:
     created: int
     ttft_ms: float
     total_ms: float
+    aborted: bool = False
+    """The stream was cut short (client gone or failure); usage counts what was produced."""
 
     def sampling(self) -> dict[str, Any]:
         out = self.job.request.sampling.as_dict()
@@ -67,13 +70,35 @@ class Outcome:
         return {"ttft_ms": round(self.ttft_ms, 2), "total_ms": round(self.total_ms, 2)}
 
 
+class JobHook:
+    """Sees every job the service runs. Subclass and override what you need; hooks run in
+    order. `on_start` may refuse a job by raising an `AppError` (quotas) or add metadata."""
+
+    async def on_start(self, job: Job) -> None:
+        return None
+
+    async def on_finish(self, outcome: Outcome) -> None:
+        """After a completion, or a stream's end (`outcome.aborted` when it was cut short)."""
+        return None
+
+    async def on_error(self, job: Job, exc: BaseException) -> None:
+        """When the job failed before producing an outcome."""
+        return None
+
+
 class GenerationService:
     """Plans and runs generations against the configured providers."""
 
-    def __init__(self, settings: Settings, providers: Mapping[str, Provider]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        providers: Mapping[str, Provider],
+        hooks: Sequence[JobHook] = (),
+    ) -> None:
         self._settings = settings
         self._providers = providers
         self._table = settings.model_table
+        self.hooks: list[JobHook] = list(hooks)
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -183,49 +208,95 @@ class GenerationService:
     # -- running -----------------------------------------------------------------------------
 
     async def complete(self, job: Job) -> Outcome:
+        for hook in self.hooks:
+            await hook.on_start(job)
         started = time.perf_counter()
         created = int(time.time())
-        completion = await job.provider.complete(job.request)
+        try:
+            completion = await job.provider.complete(job.request)
+        except BaseException as exc:
+            await self._failed(job, exc)
+            raise
         elapsed = (time.perf_counter() - started) * 1000
-        return Outcome(job=job, completion=completion, created=created, ttft_ms=elapsed, total_ms=elapsed)
+        ttft = completion.ttft_ms if completion.ttft_ms is not None else elapsed
+        outcome = Outcome(job=job, completion=completion, created=created, ttft_ms=ttft, total_ms=elapsed)
+        for hook in self.hooks:
+            await hook.on_finish(outcome)
+        return outcome
 
-    async def stream(self, job: Job) -> AsyncIterator[Chunk | Outcome]:
-        """Yield the provider's text chunks, then one `Outcome` with the assembled result."""
+    async def stream(self, job: Job) -> AsyncGenerator[Chunk | Outcome, None]:
+        """Yield the provider's text chunks, then one `Outcome` with the assembled result.
+        A stream cut short still reaches the hooks, as an aborted outcome: never free."""
+        for hook in self.hooks:
+            await hook.on_start(job)
         started = time.perf_counter()
         created = int(time.time())
         ttft: float | None = None
         texts: dict[int, list[str]] = {}
         finish: dict[int, FinishReason] = {}
-        usage = Usage()
-        async with aclosing(job.provider.stream(job.request)) as chunks:
-            async for chunk in chunks:
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                    continue
-                if chunk.text:
-                    if ttft is None:
-                        ttft = (time.perf_counter() - started) * 1000
-                    texts.setdefault(chunk.index, []).append(chunk.text)
-                if chunk.finish_reason is not None:
-                    finish[chunk.index] = chunk.finish_reason
-                yield chunk
-        total = (time.perf_counter() - started) * 1000
-        completion = Completion(
-            model=job.request.model,
-            choices=tuple(
-                Choice(index=i, text="".join(texts.get(i, [])), finish_reason=finish.get(i, "stop"))
-                for i in range(job.request.sampling.n)
-            ),
-            usage=usage,
-            seed=job.request.sampling.seed,
-        )
-        yield Outcome(
-            job=job,
-            completion=completion,
-            created=created,
-            ttft_ms=ttft if ttft is not None else total,
-            total_ms=total,
-        )
+        usage: Usage | None = None
+        produced = 0
+        done = False
+        error: BaseException | None = None
+        try:
+            async with aclosing(job.provider.stream(job.request)) as chunks:
+                async for chunk in chunks:
+                    if chunk.usage is not None:
+                        usage = chunk.usage
+                        continue
+                    if chunk.text:
+                        if ttft is None:
+                            ttft = (time.perf_counter() - started) * 1000
+                        produced += 1
+                        texts.setdefault(chunk.index, []).append(chunk.text)
+                    if chunk.finish_reason is not None:
+                        finish[chunk.index] = chunk.finish_reason
+                    yield chunk
+            done = True
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if not done and produced == 0 and usage is None:
+                # Nothing was generated: a plain failure (or a client gone before any text).
+                await asyncio.shield(self._failed(job, error))
+            else:
+                total = (time.perf_counter() - started) * 1000
+                if usage is None:
+                    # Cut short: bill the prompt and what was produced (one chunk ≈ one token).
+                    prompt = job.provider.count_tokens(job.request.model, job.request.messages)
+                    usage = Usage(prompt, produced)
+                outcome = Outcome(
+                    job=job,
+                    completion=Completion(
+                        model=job.request.model,
+                        choices=tuple(
+                            Choice(
+                                index=i,
+                                text="".join(texts.get(i, [])),
+                                finish_reason=finish.get(i, "stop"),
+                            )
+                            for i in range(job.request.sampling.n)
+                        ),
+                        usage=usage,
+                        seed=job.request.sampling.seed,
+                    ),
+                    created=created,
+                    ttft_ms=ttft if ttft is not None else total,
+                    total_ms=total,
+                    aborted=not done,
+                )
+                await asyncio.shield(self._finished(outcome))
+                if done:
+                    yield outcome
+
+    async def _finished(self, outcome: Outcome) -> None:
+        for hook in self.hooks:
+            await hook.on_finish(outcome)
+
+    async def _failed(self, job: Job, exc: BaseException | None) -> None:
+        for hook in self.hooks:
+            await hook.on_error(job, exc if exc is not None else asyncio.CancelledError())
 
 
 def _pick(values: Mapping[str, Any], name: str, default: Any) -> Any:

@@ -17,7 +17,11 @@ from tests.e2e.harness import CHROMIUM, CHROMIUM_ARGS, LiveServer, Watch, open_p
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The service, started once for all browser tests."""
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, environment="test", log_level="WARNING", provider="local"
+        _env_file=None,
+        environment="test",
+        log_level="WARNING",
+        provider="local",
+        data_dir=tmp_path_factory.mktemp("e2e-data"),
     )
     with serve(settings) as server:
         yield server
