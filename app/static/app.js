@@ -172,6 +172,7 @@ function collectSampling() {
   const out = {};
   for (const f of FIELDS) {
     const input = $(`#f-${f.name}`);
+    if (input.disabled) continue; // not offered in this mode
     if (!input.checkValidity()) throw new FormError(input, `${f.name}: ${input.validationMessage}`);
     const raw = input.value.trim();
     if (raw === "") continue;
@@ -519,8 +520,18 @@ function renderPresetInputs() {
   const box = $("#preset-inputs");
   box.replaceChildren();
   const preset = state.presets.get($("#preset").value);
-  $("#preset-description").textContent = preset?.description || "";
+  const about = $("#preset-description");
+  about.textContent = preset?.description || "";
   if (!preset) return;
+  const defaults = Object.entries(preset.sampling || {}).map(([k, v]) => `${k} ${JSON.stringify(v)}`);
+  if (defaults.length) about.append(document.createElement("br"), `Preset defaults: ${defaults.join(", ")}.`);
+  const variants = Object.keys(preset.tuning?.variants || {});
+  if (variants.length) {
+    about.append(
+      document.createElement("br"),
+      `Tuned by feedback between ${variants.join(", ")}: leave the sampling fields empty to let it choose.`,
+    );
+  }
   const legend = document.createElement("legend");
   legend.textContent = "Inputs";
   box.append(legend);
@@ -551,10 +562,14 @@ function renderPresetInputs() {
       if (min != null) input.min = String(min);
       if (max != null) input.max = String(max);
     } else {
-      input = document.createElement("textarea");
-      input.rows = 2;
-      const maxLength = f.maxLength ?? f.max_length ?? f.max;
+      const multiline = f.format === "multiline" || type === "text";
+      input = document.createElement(multiline ? "textarea" : "input");
+      if (multiline) input.rows = 3;
+      else input.type = "text";
+      const maxLength = f.maxLength ?? f.max_length;
       if (maxLength != null) input.maxLength = maxLength;
+      const minLength = f.minLength ?? f.min_length;
+      if (minLength != null) input.minLength = minLength;
     }
     input.id = id;
     input.dataset.name = f.name;
@@ -619,9 +634,10 @@ async function refreshConversations() {
   select.replaceChildren(new Option("(new conversation)", ""));
   for (const c of list) {
     const when = c.created_at || c.created;
-    const label = c.title || c.metadata?.title || c.preview || c.id;
+    const label = c.metadata?.title || c.title || `Conversation ${c.id.slice(-6)}`;
     const date = when ? new Date(typeof when === "number" ? when * 1000 : when).toLocaleString() : "";
-    select.append(new Option(date ? `${label} · ${date}` : label, c.id));
+    const count = c.message_count != null ? ` · ${c.message_count} messages` : "";
+    select.append(new Option(`${label}${count}${date ? ` · ${date}` : ""}`, c.id));
   }
   select.value = state.conversationId || "";
 }
@@ -658,6 +674,8 @@ async function createConversation() {
   const body = {};
   if ($("#model").value) body.model = $("#model").value;
   if ($("#chat-system").value.trim()) body.system = $("#chat-system").value;
+  // The first message names the conversation in the list.
+  body.metadata = { title: $("#message").value.trim().replace(/\s+/g, " ").slice(0, 60) };
   const response = await api("/v1/conversations", { method: "POST", body });
   if (!response.ok) throw await serviceError(response);
   const created = await response.json();
@@ -834,6 +852,8 @@ function setMode(mode, { focus = false } = {}) {
   $("#thread").hidden = mode !== "chat";
   $("#choices").hidden = mode === "chat";
   $("#send").textContent = mode === "chat" ? "Send message" : "Send";
+  // A conversation keeps one reply per turn: n is always 1 there.
+  for (const el of [$("#f-n"), $("#r-n")]) el.disabled = mode === "chat";
 }
 
 function onTabKey(event) {
