@@ -353,6 +353,21 @@ function showMeta(result, clientTtftMs) {
   meta.hidden = false;
 }
 
+/** A thumb drawn inline (emoji fonts are not everywhere, and the page loads nothing else). */
+function thumbIcon() {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute(
+    "d",
+    "M14 9V5a3 3 0 0 0-3-3l-4 9v11h11.28a2 2 0 0 0 2-1.7l1.38-9a2 2 0 0 0-2-2.3zM7 22H4a2 2 0 0 1-2-2v-7a2 2 0 0 1 2-2h3",
+  );
+  svg.append(path);
+  return svg;
+}
+
 function feedbackBar(generationId) {
   const bar = document.createElement("div");
   bar.className = "feedback-bar";
@@ -362,13 +377,14 @@ function feedbackBar(generationId) {
   note.className = "hint feedback-status";
   note.setAttribute("aria-live", "polite");
   const buttons = [];
-  for (const [rating, icon, name] of [
-    ["up", "👍", "Good answer"],
-    ["down", "👎", "Bad answer"],
+  for (const [rating, text, name] of [
+    ["up", "Good", "Good answer"],
+    ["down", "Bad", "Bad answer"],
   ]) {
     const button = document.createElement("button");
     button.type = "button";
-    button.textContent = icon;
+    button.className = `thumb ${rating}`;
+    button.append(thumbIcon(), text);
     button.dataset.rating = rating;
     button.setAttribute("aria-label", name);
     button.setAttribute("aria-pressed", "false");
@@ -840,6 +856,12 @@ async function copySnippet(kind) {
 function setMode(mode, { focus = false } = {}) {
   const tab = $(`#tab-${mode}`);
   if (!tab || tab.hidden) mode = "generate";
+  if (mode !== state.mode) {
+    // The last answer's details belong to the mode that produced it.
+    $("#meta").hidden = true;
+    showFeedback(null);
+    clearError();
+  }
   state.mode = mode;
   localStorage.setItem(STORE.mode, mode);
   for (const t of document.querySelectorAll('[role="tab"]')) {
