@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
+from app.api.body_limit import BodyLimitMiddleware
 from app.api.routes import chat, generate, health, models, playground
 from app.errors import register_error_handlers
 from app.observability.request_id import RequestIdMiddleware
@@ -74,11 +75,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Text generation over HTTP: OpenAI-compatible, online or fully offline.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     register_error_handlers(app)
     for router in (generate.router, chat.router, models.router, health.router, playground.router):
         app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -67,6 +67,8 @@ class LocalProvider:
             model_path=self._path,
             n_ctx=self._n_ctx,
             n_threads=self._n_threads,
+            # Prompt evaluation too: under CPU contention, extra threads spin and slow it down.
+            n_threads_batch=self._n_threads,
             chat_format=self._chat_format,
             verbose=False,
         )
@@ -170,6 +172,8 @@ class LocalProvider:
             prompt_tokens = 0
             completion_tokens = 0
             for index in range(s.n):
+                if cancel.is_set():
+                    return  # the client left while this waited for the model: skip the prompt
                 steps: list[int] = []
 
                 def count(input_ids: Any, scores: Any, steps: list[int] = steps) -> Any:

@@ -89,7 +89,6 @@ class ChatCompletion(Schema):
     model: str
     choices: list[ChatChoice]
     usage: UsageOut
-    system_fingerprint: str | None = None
     provider: str
     sampling: EffectiveSampling
     timings: Timings
@@ -115,5 +114,4 @@ class ChatCompletionChunk(Schema):
     created: int
     model: str
     choices: list[ChunkChoice]
-    system_fingerprint: str | None = None
     usage: UsageOut | None = None
