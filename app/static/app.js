@@ -76,7 +76,9 @@ async function serviceError(response) {
   } catch {
     // Not JSON (a proxy's page, say): keep the status line.
   }
-  return new ServiceError(response.status, error || { message: `HTTP ${response.status} ${response.statusText}` });
+  const err = new ServiceError(response.status, error || { message: `HTTP ${response.status} ${response.statusText}` });
+  err.requestId = response.headers.get("x-request-id");
+  return err;
 }
 
 async function getJSON(path) {
@@ -245,7 +247,13 @@ function showError(err) {
   if (err instanceof ServiceError) {
     const detail = document.createElement("div");
     detail.className = "hint";
-    detail.textContent = [`HTTP ${err.status}`, err.type, err.code, err.param && `param: ${err.param}`]
+    detail.textContent = [
+      `HTTP ${err.status}`,
+      err.type,
+      err.code,
+      err.param && `param: ${err.param}`,
+      err.requestId && `request ${err.requestId}`,
+    ]
       .filter(Boolean)
       .join(" · ");
     box.append(detail);
@@ -298,7 +306,7 @@ function fmt(x, digits = 1) {
 }
 
 /** Finish reason, usage, timings and the effective sampling of a finished generation. */
-function showMeta(result, clientTtftMs) {
+function showMeta(result, clientTtftMs, requestId) {
   const meta = $("#meta");
   const choices = result.choices || [];
   const reasons = choices.map((c) => c.finish_reason);
@@ -346,7 +354,8 @@ function showMeta(result, clientTtftMs) {
   }
   sampling.append(seed);
   sampling.append(kv("tuned", s.tuned ? `yes (variant ${s.variant ?? "?"})` : "no", "tuned"));
-  $("#meta-served").textContent = `${result.model} via ${result.provider} · id ${result.id}`;
+  $("#meta-served").textContent =
+    `${result.model} via ${result.provider} · id ${result.id}` + (requestId ? ` · request ${requestId}` : "");
   const extra = result.metadata && Object.keys(result.metadata).length ? JSON.stringify(result.metadata) : "";
   $("#meta-extra").textContent = extra;
   $("#meta-extra").hidden = $("#meta-extra-label").hidden = !extra;
@@ -456,15 +465,17 @@ async function execute(request, { onText, onStart }) {
   const started = performance.now();
   let firstTextAt = null;
   let chunks = 0;
+  let requestId = null;
   setStatus("Waiting for the service…", true);
   try {
     const response = await api(request.path, { method: "POST", body: request.body, signal: controller.signal });
     if (!response.ok) throw await serviceError(response);
+    requestId = response.headers.get("x-request-id");
     onStart?.();
     let result = null;
     if (request.body.stream) {
       for await (const event of sseEvents(response)) {
-        if (event.error) throw new ServiceError(response.status, event.error);
+        if (event.error) throw Object.assign(new ServiceError(response.status, event.error), { requestId });
         if (event.usage && event.sampling) {
           result = event;
         } else if (typeof event.text === "string" || typeof event.delta === "string") {
@@ -481,7 +492,7 @@ async function execute(request, { onText, onStart }) {
     }
     const elapsed = (performance.now() - started) / 1000;
     setStatus(`Done in ${elapsed.toFixed(2)} s.`);
-    showMeta(result, firstTextAt == null ? null : firstTextAt - started);
+    showMeta(result, firstTextAt == null ? null : firstTextAt - started, requestId);
     return result;
   } catch (err) {
     if (err.name === "AbortError") {

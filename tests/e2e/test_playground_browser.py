@@ -173,6 +173,7 @@ async def test_service_errors_show_the_services_message(page: Page, live_server:
     assert await error.locator(".error-message").inner_text() == expected["message"]
     assert "HTTP 400" in await error.inner_text()
     assert "context_length_exceeded" in await error.inner_text()
+    assert "request " in await error.inner_text()  # the x-request-id, to find it in the logs
     assert await page.inner_text("#status") == "Failed."
 
     # An error event inside a stream is shown the same way.
