@@ -498,6 +498,8 @@ async function execute(request, { onText, onStart }) {
     if (err.name === "AbortError") {
       const elapsed = (performance.now() - started) / 1000;
       setStatus(`Stopped after ${elapsed.toFixed(2)} s (${chunks} chunks); the service stopped generating.`);
+    } else if (err.name === "TypeError" && /fetch|network/i.test(err.message)) {
+      showError(new Error(`Could not reach the service (${err.message}). Is it still running?`));
     } else {
       showError(err);
     }

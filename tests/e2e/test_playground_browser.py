@@ -187,6 +187,16 @@ async def test_service_errors_show_the_services_message(page: Page, live_server:
         "document.querySelector('#error .error-message')?.textContent === 'The upstream fell over.'"
     )
 
+    # And a service that cannot be reached says so, instead of leaving a blank panel.
+    await page.unroute("**/v1/generate")
+    await page.route("**/v1/generate", lambda route: route.abort("connectionrefused"))
+    await page.click("#send")
+    message = page.locator("#error .error-message")
+    await page.wait_for_function(
+        "document.querySelector('#error .error-message')?.textContent.startsWith('Could not reach')"
+    )
+    assert "Is it still running?" in await message.inner_text()
+
 
 async def test_copy_as_curl_runs_exactly_what_was_sent(page: Page, watch: Watch) -> None:
     await ask(page, "Say 'it's fine'.", max_tokens=6, seed=3, temperature=0.2)
