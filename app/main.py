@@ -12,10 +12,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
 from app.api.body_limit import BodyLimitMiddleware
-from app.api.routes import chat, generate, health, models, playground
+from app.api.routes import chat, conversations, feedback, generate, health, models, playground, presets
 from app.errors import register_error_handlers
 from app.observability.request_id import RequestIdMiddleware
 from app.providers.base import Provider
+from app.services.conversations import ConversationService
+from app.services.feedback_loop import open_feedback_loop
 from app.services.generation import GenerationService, JobHook
 from app.settings import Settings
 from app.state import AppState
@@ -60,14 +62,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for provider in providers.values():
                 stack.push_async_callback(provider.aclose)
             hooks: list[JobHook] = []
+            generation = GenerationService(settings, providers, hooks)
             app.state.genserve = AppState(
                 settings=settings,
                 providers=providers,
-                generation=GenerationService(settings, providers, hooks),
+                generation=generation,
                 started_at=int(time.time()),
                 db=db,
+                conversations=ConversationService(
+                    db, generation, lock_timeout=settings.conversation_lock_timeout
+                ),
                 redis=redis,
             )
+            await open_feedback_loop(app.state.genserve, stack)
             yield
 
     app = FastAPI(
@@ -77,7 +84,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     register_error_handlers(app)
-    for router in (generate.router, chat.router, models.router, health.router, playground.router):
+    for router in (
+        generate.router,
+        chat.router,
+        conversations.router,
+        models.router,
+        health.router,
+        presets.router,
+        feedback.router,
+        playground.router,
+    ):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
