@@ -64,7 +64,8 @@ function api(path, { method = "GET", body, signal } = {}) {
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
     signal,
-    cache: "no-store",
+    // No `cache` option: "no-store" would add `Cache-Control: no-cache`, which makes the service
+    // skip its response cache — then the page would not behave like the copied request.
   });
 }
 
@@ -306,7 +307,7 @@ function fmt(x, digits = 1) {
 }
 
 /** Finish reason, usage, timings and the effective sampling of a finished generation. */
-function showMeta(result, clientTtftMs, requestId) {
+function showMeta(result, clientTtftMs, requestId, cache) {
   const meta = $("#meta");
   const choices = result.choices || [];
   const reasons = choices.map((c) => c.finish_reason);
@@ -355,7 +356,9 @@ function showMeta(result, clientTtftMs, requestId) {
   sampling.append(seed);
   sampling.append(kv("tuned", s.tuned ? `yes (variant ${s.variant ?? "?"})` : "no", "tuned"));
   $("#meta-served").textContent =
-    `${result.model} via ${result.provider} · id ${result.id}` + (requestId ? ` · request ${requestId}` : "");
+    `${result.model} via ${result.provider} · id ${result.id}` +
+    (requestId ? ` · request ${requestId}` : "") +
+    (cache ? ` · cache ${cache}` : "");
   const extra = result.metadata && Object.keys(result.metadata).length ? JSON.stringify(result.metadata) : "";
   $("#meta-extra").textContent = extra;
   $("#meta-extra").hidden = $("#meta-extra-label").hidden = !extra;
@@ -471,6 +474,7 @@ async function execute(request, { onText, onStart }) {
     const response = await api(request.path, { method: "POST", body: request.body, signal: controller.signal });
     if (!response.ok) throw await serviceError(response);
     requestId = response.headers.get("x-request-id");
+    const cache = response.headers.get("x-cache");
     onStart?.();
     let result = null;
     if (request.body.stream) {
@@ -492,7 +496,7 @@ async function execute(request, { onText, onStart }) {
     }
     const elapsed = (performance.now() - started) / 1000;
     setStatus(`Done in ${elapsed.toFixed(2)} s.`);
-    showMeta(result, firstTextAt == null ? null : firstTextAt - started, requestId);
+    showMeta(result, firstTextAt == null ? null : firstTextAt - started, requestId, cache);
     return result;
   } catch (err) {
     if (err.name === "AbortError") {
@@ -638,7 +642,7 @@ function collectPresetInputs() {
 // ---------------------------------------------------------------------------------------------
 // Chat: conversations kept by the service, the current one remembered across reloads
 
-function messageItem(role, text, generationId) {
+function messageItem(role, text, generationId, interrupted = false) {
   const li = document.createElement("li");
   li.className = `msg ${role}`;
   li.dataset.role = role;
@@ -646,6 +650,12 @@ function messageItem(role, text, generationId) {
   body.className = "msg-text";
   body.textContent = text;
   li.append(body);
+  if (interrupted) {
+    const note = document.createElement("div");
+    note.className = "hint";
+    note.textContent = "(stopped before the end)";
+    li.append(note);
+  }
   if (role === "assistant" && generationId && state.features.feedback) li.append(feedbackBar(generationId));
   return li;
 }
@@ -686,7 +696,7 @@ async function openConversation(id) {
   try {
     const data = await getJSON(`/v1/conversations/${encodeURIComponent(id)}`);
     for (const m of data.messages || data.data || []) {
-      thread.append(messageItem(m.role, messageText(m), m.generation_id));
+      thread.append(messageItem(m.role, messageText(m), m.generation_id, m.interrupted));
     }
     thread.scrollTop = thread.scrollHeight;
   } catch (err) {

@@ -145,6 +145,17 @@ async def test_stop_aborts_the_stream_and_the_service_stops_generating(
     await finished(page)
 
 
+async def test_a_repeated_seeded_request_says_it_came_from_the_cache(page: Page) -> None:
+    await ask(page, "Name a fruit.", max_tokens=6, seed=5, temperature=0.5)
+    await finished(page)
+    assert (await page.inner_text("#meta-served")).endswith("cache miss")
+    first = await page.inner_text("#choices .text")
+    await page.click("#send")
+    await finished(page)
+    assert (await page.inner_text("#meta-served")).endswith("cache hit")
+    assert await page.inner_text("#choices .text") == first
+
+
 async def test_n_choices_are_shown_side_by_side(page: Page) -> None:
     await ask(page, "Invent a name for a cat.", max_tokens=8, n=3)
     await finished(page)
