@@ -359,9 +359,13 @@ function showMeta(result, clientTtftMs, requestId, cache) {
     `${result.model} via ${result.provider} · id ${result.id}` +
     (requestId ? ` · request ${requestId}` : "") +
     (cache ? ` · cache ${cache}` : "");
-  const extra = result.metadata && Object.keys(result.metadata).length ? JSON.stringify(result.metadata) : "";
-  $("#meta-extra").textContent = extra;
-  $("#meta-extra").hidden = $("#meta-extra-label").hidden = !extra;
+  // Facts the service adds (turns left out, cache, fallbacks, redactions), as it names them.
+  const notes = Object.entries(result.metadata || {});
+  const extra = $("#meta-extra");
+  extra.replaceChildren(
+    ...notes.map(([k, v]) => kv(k.replace(/_/g, " "), typeof v === "string" ? v : JSON.stringify(v))),
+  );
+  extra.hidden = $("#meta-extra-label").hidden = !notes.length;
   meta.hidden = false;
 }
 
