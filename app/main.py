@@ -14,7 +14,18 @@ from redis.asyncio import Redis
 from app.api.access import AccessMiddleware, authenticate_client
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.request_options import RequestOptionsMiddleware
-from app.api.routes import admin, chat, conversations, feedback, generate, health, models, presets, usage
+from app.api.routes import (
+    admin,
+    chat,
+    conversations,
+    feedback,
+    generate,
+    health,
+    models,
+    playground,
+    presets,
+    usage,
+)
 from app.api.routes import metrics as metrics_endpoint
 from app.errors import register_error_handlers
 from app.observability.metrics import Metrics
@@ -114,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         presets.router,
         feedback.router,
         metrics_endpoint.router,
+        playground.router,
     ):
         app.include_router(router)
     app.include_router(usage.router)
