@@ -7,6 +7,7 @@
     ├── PermissionDenied          403 permission_error
     ├── NotFound                  404 not_found_error
     │   └── ModelNotFound         404 invalid_request_error  code=model_not_found
+    ├── Conflict                  409 conflict_error         (Retry-After when it is worth retrying)
     ├── PayloadTooLarge           413 invalid_request_error
     ├── RateLimited               429 rate_limit_error       (Retry-After)
     ├── UpstreamError             502 upstream_error         (never echoes a key)
@@ -21,6 +22,7 @@ Every body is OpenAI's `{"error": {"message", "type", "param", "code"}}`.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -95,6 +97,14 @@ class ModelNotFound(NotFound):
     default_code = "model_not_found"
 
 
+class Conflict(AppError):
+    """The resource is busy or changed under the request (a conversation answering another message)."""
+
+    status_code = 409
+    type = "conflict_error"
+    default_code = "conflict"
+
+
 class PayloadTooLarge(AppError):
     status_code = 413
     type = "invalid_request_error"
@@ -138,6 +148,11 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+#: pydantic names the member of a union it tried (`str`, `list[TextPart]`) inside `loc`;
+#: that is no part of the client's parameter name.
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|bytes|dict|list|constrained-\w+)$|\[")
+
+
 def _param_from_loc(loc: Sequence[Any]) -> str | None:
     """`("body", "messages", 0, "role")` → `messages[0].role`."""
     parts = list(loc)
@@ -147,9 +162,19 @@ def _param_from_loc(loc: Sequence[Any]) -> str | None:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif isinstance(part, str) and not part.startswith(("function-", "union[", "tagged-union")):
+        elif (
+            isinstance(part, str)
+            and not part.startswith(("function-", "union[", "tagged-union"))
+            and not _UNION_MEMBER.search(part)
+        ):
             out += f".{part}" if out else part
     return out or None
+
+
+def _within(param: str | None, parent: str | None) -> bool:
+    if param is None or parent is None:
+        return param == parent
+    return param == parent or param.startswith((f"{parent}.", f"{parent}["))
 
 
 def validation_error(exc: RequestValidationError) -> InvalidRequest:
@@ -162,7 +187,21 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
     param = _param_from_loc(first.get("loc", ()))
     if first.get("type") == "missing" and param is None:
         return InvalidRequest("A JSON request body is required.", code="missing_body")
-    message = str(first.get("msg", "Invalid value"))
+    if param is None and first.get("type") in ("model_attributes_type", "dict_type", "model_type"):
+        return InvalidRequest(
+            "The request body must be a JSON object, sent with Content-Type: application/json.",
+            code="invalid_body",
+        )
+    if first.get("type") == "extra_forbidden":
+        return InvalidRequest(
+            f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter"
+        )
+    # When a union (`stop`: string or list) fails, every member reports an error; the deepest
+    # one says most (`stop[0]` is empty, rather than "`stop` is not a string").
+    related = [e for e in errors if _within(_param_from_loc(e.get("loc", ())), param)]
+    best = max(related, key=lambda e: len(e.get("loc", ())), default=first)
+    param = _param_from_loc(best.get("loc", ()))
+    message = str(best.get("msg", "Invalid value"))
     if message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
     if param:

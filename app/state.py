@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from app.providers.base import Provider
+from app.services.access import Access
+from app.services.conversations import ConversationService
 from app.services.feedback import FeedbackService
 from app.services.generation import GenerationService
 from app.services.presets import PresetService
@@ -23,6 +25,7 @@ class AppState:
     started_at: int
     """Unix time the service started (reported as the models' `created`)."""
     db: Database
+    conversations: ConversationService
     redis: Redis | None = None
     """Shared counters and caches, when REDIS_URL is configured."""
     presets: PresetService | None = None
@@ -31,3 +34,5 @@ class AppState:
     """Writes one record per generation (issue 3)."""
     feedback: FeedbackService | None = None
     """Ratings of generations (issue 3)."""
+    access: Access | None = None
+    """Client keys, rate limits and usage accounting."""
