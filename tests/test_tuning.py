@@ -4,7 +4,9 @@ the state lives in the database (restarts, replicas), and it converges on what u
 from __future__ import annotations
 
 import httpx
+import pytest
 import respx
+from sqlalchemy import text
 
 from app.main import create_app
 from bench.tuning_convergence import PREFERRED, simulate
@@ -108,3 +110,17 @@ async def test_tuning_converges_on_the_variant_users_prefer(upstream: respx.Mock
     assert max(variants, key=lambda name: variants[name]["mean"]) == PREFERRED
     assert variants[PREFERRED]["recent_share"] > 0.6
     assert report["chosen_total"] == 300
+
+
+async def test_tuning_falls_back_to_the_priors_when_the_database_cannot_answer(
+    upstream: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    FakeUpstream().install(upstream)
+    app = create_app(openai_settings())
+    async with serve(app) as client:
+        async with app.state.genserve.db.engine.begin() as connection:
+            await connection.execute(text("ALTER TABLE feedback RENAME TO feedback_away"))
+        r = await client.post("/v1/presets/qa/generate", json={"inputs": {"question": "Still there?"}})
+        assert r.status_code == 200, r.text
+        assert r.json()["sampling"]["tuned"] is True
+        assert "reading the tuning feedback of preset 'qa' failed" in caplog.text
