@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: serve install dev test lint fmt typecheck bench clean
+.PHONY: serve install dev test lint fmt typecheck bench clean env-example
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,11 @@ dev: $(VENV)/.installed-dev
 serve: install  ## Install and start the service on 127.0.0.1:8000 (embedded model, no key needed)
 	$(BIN)/python -m app
 
-lint: dev
+lint: dev  ## ruff, plus the Dockerfile and compose file (no Docker engine needed)
 	$(BIN)/ruff check app tests
 	$(BIN)/ruff format --check app tests
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/yamllint docker-compose.yml
 
 typecheck: dev
 	$(BIN)/mypy
@@ -44,3 +46,6 @@ fmt: dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+env-example: install  ## Regenerate .env.example from the settings
+	$(BIN)/python -m app.settings > .env.example

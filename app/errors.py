@@ -16,12 +16,15 @@
     ├── UpstreamTimeout           504 timeout_error
     └── ClientDisconnected        499 (nobody is left to read it; logged only)
 
-Every body is OpenAI's `{"error": {"message", "type", "param", "code"}}`.
+Every body is OpenAI's `{"error": {"message", "type", "param", "code"}}`. An error marked
+`transient` (a timeout, a dropped connection, an upstream 429 or 5xx) may succeed if the same
+request is sent again; the retry policy (`app/services/resilience.py`) retries only those.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -48,6 +51,7 @@ class AppError(Exception):
         code: str | None = None,
         retry_after: float | None = None,
         headers: dict[str, str] | None = None,
+        transient: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -55,6 +59,8 @@ class AppError(Exception):
         self.code = code if code is not None else self.default_code
         self.retry_after = retry_after
         self.headers = dict(headers or {})
+        self.transient = transient
+        """Sending the same request again may succeed (used by the retry policy)."""
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.type, self.param, self.code)
@@ -147,6 +153,11 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+#: pydantic names the member of a union it tried (`str`, `list[TextPart]`) inside `loc`;
+#: that is no part of the client's parameter name.
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|bytes|dict|list|constrained-\w+)$|\[")
+
+
 def _param_from_loc(loc: Sequence[Any]) -> str | None:
     """`("body", "messages", 0, "role")` → `messages[0].role`."""
     parts = list(loc)
@@ -156,9 +167,19 @@ def _param_from_loc(loc: Sequence[Any]) -> str | None:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif isinstance(part, str) and not part.startswith(("function-", "union[", "tagged-union")):
+        elif (
+            isinstance(part, str)
+            and not part.startswith(("function-", "union[", "tagged-union"))
+            and not _UNION_MEMBER.search(part)
+        ):
             out += f".{part}" if out else part
     return out or None
+
+
+def _within(param: str | None, parent: str | None) -> bool:
+    if param is None or parent is None:
+        return param == parent
+    return param == parent or param.startswith((f"{parent}.", f"{parent}["))
 
 
 def validation_error(exc: RequestValidationError) -> InvalidRequest:
@@ -171,7 +192,21 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
     param = _param_from_loc(first.get("loc", ()))
     if first.get("type") == "missing" and param is None:
         return InvalidRequest("A JSON request body is required.", code="missing_body")
-    message = str(first.get("msg", "Invalid value"))
+    if param is None and first.get("type") in ("model_attributes_type", "dict_type", "model_type"):
+        return InvalidRequest(
+            "The request body must be a JSON object, sent with Content-Type: application/json.",
+            code="invalid_body",
+        )
+    if first.get("type") == "extra_forbidden":
+        return InvalidRequest(
+            f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter"
+        )
+    # When a union (`stop`: string or list) fails, every member reports an error; the deepest
+    # one says most (`stop[0]` is empty, rather than "`stop` is not a string").
+    related = [e for e in errors if _within(_param_from_loc(e.get("loc", ())), param)]
+    best = max(related, key=lambda e: len(e.get("loc", ())), default=first)
+    param = _param_from_loc(best.get("loc", ()))
+    message = str(best.get("msg", "Invalid value"))
     if message.startswith("Value error, "):
         message = message.removeprefix("Value error, ")
     if param:

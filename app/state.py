@@ -7,8 +7,13 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from app.providers.base import Provider
+from app.services.access import Access
 from app.services.conversations import ConversationService
+from app.services.feedback import FeedbackService
 from app.services.generation import GenerationService
+from app.services.presets import PresetService
+from app.services.records import RecordWriter
+from app.services.safeguards import Safeguards
 from app.settings import Settings
 from app.storage.db import Database
 
@@ -24,3 +29,13 @@ class AppState:
     conversations: ConversationService
     redis: Redis | None = None
     """Shared counters and caches, when REDIS_URL is configured."""
+    presets: PresetService | None = None
+    """Task presets and their tuning (issue 3)."""
+    records: RecordWriter | None = None
+    """Writes one record per generation (issue 3)."""
+    feedback: FeedbackService | None = None
+    """Ratings of generations (issue 3)."""
+    access: Access | None = None
+    """Client keys, rate limits and usage accounting."""
+    safeguards: Safeguards | None = None
+    """Privacy, response cache and resilience: their counters and circuit states feed metrics."""

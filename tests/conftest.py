@@ -9,18 +9,23 @@ import httpx2
 httpx2.alias_httpx()
 
 import os  # noqa: E402
+import socket  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import AsyncIterator, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import pytest  # noqa: E402
 import respx  # noqa: E402
+import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
 from app.main import create_app  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from app.settings import LOCAL_DEFAULT_MODEL, Settings  # noqa: E402
 
 UPSTREAM = "http://upstream.test/v1"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -42,6 +47,9 @@ def make_settings(**overrides: object) -> Settings:
         "log_level": "WARNING",
         # Each app gets its own SQLite file unless a test names a database.
         "data_dir": tempfile.mkdtemp(prefix="genserve-test-"),
+        # Repeated seeded requests would be answered from the response cache and stop exercising
+        # the model; the cache's own tests turn it on.
+        "cache_enabled": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -71,7 +79,8 @@ async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture(scope="session")
 async def local_app() -> AsyncIterator[FastAPI]:
     """One app with the real embedded model, shared by the whole session (loading costs time)."""
-    app = create_app(make_settings(provider="local"))
+    # One thread: the test machine is shared, and spinning llama.cpp threads slow down under load.
+    app = create_app(make_settings(provider="local", local_n_threads=1))
     async with app.router.lifespan_context(app):
         yield app
 
@@ -94,6 +103,63 @@ def upstream() -> Iterator[respx.MockRouter]:
 async def openai_client(upstream: respx.MockRouter) -> AsyncIterator[httpx.AsyncClient]:
     async for client in _client(create_app(openai_settings())):
         yield client
+
+
+# -- a real HTTP server, for clients that cannot use an ASGI transport (the sync SDK) ------------
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    app: FastAPI
+    url: str
+    """Base URL, e.g. `http://127.0.0.1:PORT`."""
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI) -> Iterator[LiveServer]:
+    """Run `app` (lifespan included) under uvicorn on a free loopback port in a background thread."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="on", loop="asyncio", http="h11", ws="none"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(600):
+            if server.started or not thread.is_alive():
+                break
+            threading.Event().wait(0.05)
+        assert server.started, "the test server did not start"
+        yield LiveServer(app=app, url=f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def mixed_settings(**overrides: object) -> Settings:
+    """Both providers: the embedded model and a mocked upstream, under their usual names."""
+    values: dict[str, object] = {
+        "models": {
+            LOCAL_DEFAULT_MODEL: {"provider": "local", "context_window": 2048, "max_output_tokens": 2048},
+            "gpt-4o-mini": {"provider": "openai"},
+        },
+        "local_n_threads": 1,
+    }
+    values.update(overrides)
+    return openai_settings(**values)
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[LiveServer]:
+    """The service over real HTTP, serving the embedded model and `gpt-4o-mini` (mock upstream:
+    activate the `upstream` fixture in tests that use it)."""
+    with serve_in_thread(create_app(mixed_settings())) as server:
+        yield server
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -101,6 +101,8 @@ class Completion:
     usage: Usage
     seed: int | None = None
     """The seed actually used, when the provider knows it."""
+    ttft_ms: float | None = None
+    """Milliseconds until the first text, when the provider could see it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,8 @@ class LocalProvider:
             model_path=self._path,
             n_ctx=self._n_ctx,
             n_threads=self._n_threads,
+            # Prompt evaluation too: under CPU contention, extra threads spin and slow it down.
+            n_threads_batch=self._n_threads,
             chat_format=self._chat_format,
             verbose=False,
         )
@@ -104,8 +106,12 @@ class LocalProvider:
         texts: dict[int, list[str]] = {}
         finish: dict[int, FinishReason] = {}
         usage = Usage()
+        started = time.perf_counter()
+        ttft: float | None = None
         async for chunk in self.stream(request):
             if chunk.text:
+                if ttft is None:
+                    ttft = (time.perf_counter() - started) * 1000
                 texts.setdefault(chunk.index, []).append(chunk.text)
             if chunk.finish_reason is not None:
                 finish[chunk.index] = chunk.finish_reason
@@ -115,7 +121,9 @@ class LocalProvider:
             Choice(index=i, text="".join(texts.get(i, [])), finish_reason=finish.get(i, "stop"))
             for i in range(request.sampling.n)
         )
-        return Completion(model=request.model, choices=choices, usage=usage, seed=request.sampling.seed)
+        return Completion(
+            model=request.model, choices=choices, usage=usage, seed=request.sampling.seed, ttft_ms=ttft
+        )
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         if self._llm is None:
@@ -164,6 +172,8 @@ class LocalProvider:
             prompt_tokens = 0
             completion_tokens = 0
             for index in range(s.n):
+                if cancel.is_set():
+                    return  # the client left while this waited for the model: skip the prompt
                 steps: list[int] = []
 
                 def count(input_ids: Any, scores: Any, steps: list[int] = steps) -> Any:

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from app.providers.base import FinishReason
-from app.schemas.common import EffectiveSampling, SamplingFields, Timings, UsageOut
+from app.schemas.common import EffectiveSampling, SamplingFields, Schema, Timings, UsageOut
 from app.schemas.generate import MAX_PROMPT_CHARS
 
 
-class TextPart(BaseModel):
+class TextPart(Schema):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["text"]
     text: str = Field(max_length=MAX_PROMPT_CHARS)
 
 
-class ChatMessageIn(BaseModel):
+class ChatMessageIn(Schema):
     """A message of the conversation so far."""
 
     model_config = ConfigDict(extra="forbid")
@@ -34,7 +34,7 @@ class ChatMessageIn(BaseModel):
         return "".join(part.text for part in self.content)
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(Schema):
     model_config = ConfigDict(extra="forbid")
 
     include_usage: bool = False
@@ -67,20 +67,20 @@ class ChatCompletionRequest(SamplingFields):
         return {k: v for k, v in extra.items() if v is not None and v is not False}
 
 
-class ChatMessageOut(BaseModel):
+class ChatMessageOut(Schema):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
 
 
-class ChatChoice(BaseModel):
+class ChatChoice(Schema):
     index: int
     message: ChatMessageOut
     logprobs: None = None
     finish_reason: FinishReason
 
 
-class ChatCompletion(BaseModel):
+class ChatCompletion(Schema):
     """OpenAI's `chat.completion`, plus this service's metadata fields."""
 
     id: str
@@ -89,31 +89,29 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: UsageOut
-    system_fingerprint: str | None = None
     provider: str
     sampling: EffectiveSampling
     timings: Timings
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class ChunkDelta(BaseModel):
+class ChunkDelta(Schema):
     role: Literal["assistant"] | None = None
     content: str | None = None
     refusal: str | None = None
 
 
-class ChunkChoice(BaseModel):
+class ChunkChoice(Schema):
     index: int
     delta: ChunkDelta
     logprobs: None = None
     finish_reason: FinishReason | None = None
 
 
-class ChatCompletionChunk(BaseModel):
+class ChatCompletionChunk(Schema):
     id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     created: int
     model: str
     choices: list[ChunkChoice]
-    system_fingerprint: str | None = None
     usage: UsageOut | None = None

@@ -6,16 +6,23 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+
+class Schema(BaseModel):
+    """Base of every wire model: attribute docstrings become the OpenAPI descriptions."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+
 StopField = Annotated[
     str | list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
     Field(default=None, description="Up to 4 sequences where generation stops."),
 ]
 
 
-class SamplingFields(BaseModel):
+class SamplingFields(Schema):
     """Sampling settings a request may set; unset fields take the model's (or preset's) defaults."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     temperature: float | None = Field(default=None, ge=0, le=2)
     """Randomness: 0 is (nearly) deterministic, 2 is wild."""
@@ -51,7 +58,7 @@ class SamplingFields(BaseModel):
         }
 
 
-class EffectiveSampling(BaseModel):
+class EffectiveSampling(Schema):
     """The sampling settings actually used, after defaults, presets and tuning."""
 
     temperature: float
@@ -69,13 +76,13 @@ class EffectiveSampling(BaseModel):
     """The tuning variant chosen, when tuned."""
 
 
-class UsageOut(BaseModel):
+class UsageOut(Schema):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
 
 
-class Timings(BaseModel):
+class Timings(Schema):
     ttft_ms: float
     """Milliseconds until the first text was available."""
     total_ms: float

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from app.providers.base import FinishReason
-from app.schemas.common import EffectiveSampling, SamplingFields, Timings, UsageOut
+from app.schemas.common import EffectiveSampling, SamplingFields, Schema, Timings, UsageOut
 
 MAX_PROMPT_CHARS = 200_000
 
@@ -25,13 +25,13 @@ class GenerateRequest(SamplingFields):
     """Answer with server-sent events: text deltas, then the metadata."""
 
 
-class GenerateChoice(BaseModel):
+class GenerateChoice(Schema):
     index: int
     text: str
     finish_reason: FinishReason
 
 
-class GenerateResponse(BaseModel):
+class GenerateResponse(Schema):
     """The generated text with everything needed to understand and reproduce it."""
 
     id: str
@@ -49,7 +49,7 @@ class GenerateResponse(BaseModel):
     """Extra facts about the generation (turns left out, redactions, cache, fallbacks)."""
 
 
-class GenerateChunk(BaseModel):
+class GenerateChunk(Schema):
     """One streamed text delta."""
 
     id: str

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel
+from app.schemas.common import Schema
 
 
-class ModelCard(BaseModel):
+class ModelCard(Schema):
     id: str
     object: Literal["model"] = "model"
     created: int
@@ -17,6 +17,6 @@ class ModelCard(BaseModel):
     max_output_tokens: int
 
 
-class ModelList(BaseModel):
+class ModelList(Schema):
     object: Literal["list"] = "list"
     data: list[ModelCard]

@@ -1,0 +1,503 @@
+"""Bad input never produces a 500: each one gets its status and an OpenAI-shaped error body."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from app.main import create_app
+from tests import openai_mock as mock
+from tests.conftest import _client, make_settings
+
+GEN = "/v1/generate"
+CHAT = "/v1/chat/completions"
+USER = [{"role": "user", "content": "Hi"}]
+JSON = {"content-type": "application/json"}
+LONG_PROMPT = "word " * 3000  # about 3000 tokens: more than the embedded model's 2048 of context
+
+
+def chat(**fields: Any) -> dict[str, Any]:
+    return {"json": {"messages": USER, **fields}}
+
+
+def gen(**fields: Any) -> dict[str, Any]:
+    return {"json": {"prompt": "Hi", **fields}}
+
+
+def raw(content: bytes, content_type: str = "application/json") -> dict[str, Any]:
+    return {"content": content, "headers": {"content-type": content_type}}
+
+
+INVALID = "invalid_request_error"
+
+#: (id, method, path, request kwargs, status, type, param, code)
+CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None, str | None]] = [
+    ("not-json", "POST", GEN, raw(b"{prompt: hi"), 400, INVALID, None, "invalid_json"),
+    ("chat-not-json", "POST", CHAT, raw(b"messages="), 400, INVALID, None, "invalid_json"),
+    ("json-array", "POST", GEN, {"json": [{"prompt": "Hi"}]}, 400, INVALID, None, "invalid_body"),
+    ("json-string", "POST", CHAT, {"json": "Hi"}, 400, INVALID, None, "invalid_body"),
+    ("no-body", "POST", GEN, {}, 400, INVALID, None, "missing_body"),
+    (
+        "wrong-content-type",
+        "POST",
+        GEN,
+        raw(b'{"prompt": "Hi"}', "text/plain"),
+        400,
+        INVALID,
+        None,
+        "invalid_body",
+    ),
+    ("invalid-utf8", "POST", GEN, raw(b'{"prompt": "\xff\xfe"}'), 400, INVALID, None, None),
+    ("missing-prompt", "POST", GEN, {"json": {"temperature": 1}}, 400, INVALID, "prompt", "invalid_value"),
+    ("null-prompt", "POST", GEN, gen(prompt=None), 400, INVALID, "prompt", "invalid_value"),
+    ("empty-prompt", "POST", GEN, gen(prompt=""), 400, INVALID, "prompt", "invalid_value"),
+    ("prompt-wrong-type", "POST", GEN, gen(prompt=["Hi"]), 400, INVALID, "prompt", "invalid_value"),
+    (
+        "prompt-too-many-chars",
+        "POST",
+        GEN,
+        gen(prompt="x" * 200_001),
+        400,
+        INVALID,
+        "prompt",
+        "invalid_value",
+    ),
+    (
+        "prompt-too-many-tokens",
+        "POST",
+        GEN,
+        gen(prompt=LONG_PROMPT),
+        400,
+        INVALID,
+        "messages",
+        "context_length_exceeded",
+    ),
+    (
+        "chat-too-many-tokens",
+        "POST",
+        CHAT,
+        {"json": {"messages": [{"role": "user", "content": LONG_PROMPT}]}},
+        400,
+        INVALID,
+        "messages",
+        "context_length_exceeded",
+    ),
+    (
+        "prompt-plus-max-tokens-too-long",
+        "POST",
+        GEN,
+        gen(prompt="word " * 1900, max_tokens=500),
+        400,
+        INVALID,
+        "max_tokens",
+        "context_length_exceeded",
+    ),
+    (
+        "system-wrong-type",
+        "POST",
+        GEN,
+        gen(system={"role": "system"}),
+        400,
+        INVALID,
+        "system",
+        "invalid_value",
+    ),
+    ("temperature-string", "POST", GEN, gen(temperature="hot"), 400, INVALID, "temperature", "invalid_value"),
+    ("temperature-3", "POST", CHAT, chat(temperature=3), 400, INVALID, "temperature", "invalid_value"),
+    (
+        "temperature-negative",
+        "POST",
+        GEN,
+        gen(temperature=-0.1),
+        400,
+        INVALID,
+        "temperature",
+        "invalid_value",
+    ),
+    (
+        "temperature-nan",
+        "POST",
+        GEN,
+        raw(b'{"prompt": "Hi", "temperature": NaN}'),
+        400,
+        INVALID,
+        "temperature",
+        "invalid_value",
+    ),
+    ("top-p-0", "POST", GEN, gen(top_p=0), 400, INVALID, "top_p", "invalid_value"),
+    ("top-p-above-1", "POST", CHAT, chat(top_p=1.5), 400, INVALID, "top_p", "invalid_value"),
+    ("n-0", "POST", GEN, gen(n=0), 400, INVALID, "n", "invalid_value"),
+    ("n-9", "POST", CHAT, chat(n=9), 400, INVALID, "n", "invalid_value"),
+    ("max-tokens-negative", "POST", GEN, gen(max_tokens=-1), 400, INVALID, "max_tokens", "invalid_value"),
+    ("max-tokens-fraction", "POST", GEN, gen(max_tokens=1.5), 400, INVALID, "max_tokens", "invalid_value"),
+    ("max-tokens-beyond-model", "POST", GEN, gen(max_tokens=5000), 400, INVALID, "max_tokens", None),
+    (
+        "max-completion-tokens-0",
+        "POST",
+        CHAT,
+        chat(max_completion_tokens=0),
+        400,
+        INVALID,
+        "max_completion_tokens",
+        "invalid_value",
+    ),
+    (
+        "five-stop-strings",
+        "POST",
+        GEN,
+        gen(stop=["a", "b", "c", "d", "e"]),
+        400,
+        INVALID,
+        "stop",
+        "invalid_value",
+    ),
+    ("empty-stop-string", "POST", CHAT, chat(stop=""), 400, INVALID, "stop", "invalid_value"),
+    ("empty-stop-in-list", "POST", GEN, gen(stop=["\n", ""]), 400, INVALID, "stop[1]", "invalid_value"),
+    ("stop-wrong-type", "POST", GEN, gen(stop=5), 400, INVALID, "stop", "invalid_value"),
+    ("seed-negative", "POST", GEN, gen(seed=-1), 400, INVALID, "seed", "invalid_value"),
+    ("seed-huge", "POST", CHAT, chat(seed=2**70), 400, INVALID, "seed", "invalid_value"),
+    (
+        "presence-penalty-3",
+        "POST",
+        CHAT,
+        chat(presence_penalty=3),
+        400,
+        INVALID,
+        "presence_penalty",
+        "invalid_value",
+    ),
+    (
+        "frequency-penalty--3",
+        "POST",
+        GEN,
+        gen(frequency_penalty=-3),
+        400,
+        INVALID,
+        "frequency_penalty",
+        "invalid_value",
+    ),
+    ("unknown-model-generate", "POST", GEN, gen(model="gpt-9"), 404, INVALID, "model", "model_not_found"),
+    ("unknown-model-chat", "POST", CHAT, chat(model="gpt-9"), 404, INVALID, "model", "model_not_found"),
+    (
+        "unknown-model-chat-stream",
+        "POST",
+        CHAT,
+        chat(model="gpt-9", stream=True),
+        404,
+        INVALID,
+        "model",
+        "model_not_found",
+    ),
+    (
+        "unknown-parameter-generate",
+        "POST",
+        GEN,
+        gen(temprature=0.5),
+        400,
+        INVALID,
+        "temprature",
+        "unknown_parameter",
+    ),
+    ("empty-messages", "POST", CHAT, {"json": {"messages": []}}, 400, INVALID, "messages", "invalid_value"),
+    (
+        "messages-not-a-list",
+        "POST",
+        CHAT,
+        {"json": {"messages": "Hi"}},
+        400,
+        INVALID,
+        "messages",
+        "invalid_value",
+    ),
+    ("missing-messages", "POST", CHAT, {"json": {"model": "x"}}, 400, INVALID, "messages", "invalid_value"),
+    (
+        "only-system-message",
+        "POST",
+        CHAT,
+        {"json": {"messages": [{"role": "system", "content": "Be nice."}]}},
+        400,
+        INVALID,
+        "messages",
+        "invalid_value",
+    ),
+    (
+        "bad-role",
+        "POST",
+        CHAT,
+        {"json": {"messages": [{"role": "robot", "content": "Hi"}]}},
+        400,
+        INVALID,
+        "messages[0].role",
+        "invalid_value",
+    ),
+    (
+        "missing-content",
+        "POST",
+        CHAT,
+        {"json": {"messages": [*USER, {"role": "user"}]}},
+        400,
+        INVALID,
+        "messages[1].content",
+        "invalid_value",
+    ),
+    (
+        "null-content",
+        "POST",
+        CHAT,
+        {"json": {"messages": [{"role": "user", "content": None}]}},
+        400,
+        INVALID,
+        "messages[0].content",
+        "invalid_value",
+    ),
+    (
+        "image-content",
+        "POST",
+        CHAT,
+        {
+            "json": {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}],
+                    }
+                ]
+            }
+        },
+        400,
+        INVALID,
+        "messages[0].content[0].type",
+        "invalid_value",
+    ),
+    (
+        "message-extra-field",
+        "POST",
+        CHAT,
+        {"json": {"messages": [{"role": "user", "content": "Hi", "tool_call_id": "x"}]}},
+        400,
+        INVALID,
+        "messages[0].tool_call_id",
+        "unknown_parameter",
+    ),
+    (
+        "stream-options-wrong-type",
+        "POST",
+        CHAT,
+        chat(stream=True, stream_options={"include_usage": "sure"}),
+        400,
+        INVALID,
+        "stream_options.include_usage",
+        "invalid_value",
+    ),
+    ("user-wrong-type", "POST", CHAT, chat(user=5), 400, INVALID, "user", "invalid_value"),
+    (
+        "tools-unsupported",
+        "POST",
+        CHAT,
+        chat(tools=[{"type": "function", "function": {"name": "f"}}]),
+        400,
+        INVALID,
+        "tools",
+        "unsupported_parameter",
+    ),
+    (
+        "logprobs-unsupported",
+        "POST",
+        CHAT,
+        chat(logprobs=True),
+        400,
+        INVALID,
+        "logprobs",
+        "unsupported_parameter",
+    ),
+    (
+        "logprobs-unsupported-stream",
+        "POST",
+        CHAT,
+        chat(logprobs=True, stream=True),
+        400,
+        INVALID,
+        "logprobs",
+        "unsupported_parameter",
+    ),
+    (
+        "logit-bias-unsupported",
+        "POST",
+        CHAT,
+        chat(logit_bias={"1": 5}),
+        400,
+        INVALID,
+        "logit_bias",
+        "unsupported_parameter",
+    ),
+    ("oversized-body", "POST", GEN, gen(prompt="x" * 1_100_000), 413, INVALID, None, "payload_too_large"),
+    ("get-on-post-route", "GET", GEN, {}, 405, INVALID, None, "method_not_allowed"),
+    ("delete-on-models", "DELETE", "/v1/models", {}, 405, INVALID, None, "method_not_allowed"),
+    ("unknown-route", "POST", "/v1/completions", gen(), 404, "not_found_error", None, "not_found"),
+    ("unknown-model-retrieve", "GET", "/v1/models/gpt-9", {}, 404, INVALID, "model", "model_not_found"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "type_", "param", "code"),
+    [pytest.param(*case[1:], id=case[0]) for case in CASES],
+)
+async def test_bad_input_is_refused_with_an_openai_error(
+    local_client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    kwargs: dict[str, Any],
+    status: int,
+    type_: str,
+    param: str | None,
+    code: str | None,
+) -> None:
+    r = await local_client.request(method, path, **kwargs)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert (error["type"], error["param"], error["code"]) == (type_, param, code)
+    assert r.headers["x-request-id"]
+
+
+def test_the_table_is_large_enough() -> None:
+    assert len(CASES) >= 25
+
+
+async def test_unsupported_parameters_are_named_in_the_message(local_client: httpx.AsyncClient) -> None:
+    r = await local_client.post(CHAT, **chat(tools=[], logprobs=True))
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] in r.json()["error"]["message"]
+
+
+async def test_a_chunked_oversized_body_is_413(local_client: httpx.AsyncClient) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"prompt": "'
+        for _ in range(20):
+            yield b"x" * 65_536
+        yield b'"}'
+
+    r = await local_client.post(GEN, content=body(), headers=JSON)
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_a_small_max_body_setting_is_honoured() -> None:
+    async for client in _client(
+        create_app(make_settings(provider="openai", openai_api_key="sk-x", max_body_bytes=2048))
+    ):
+        r = await client.post(GEN, json={"prompt": "x" * 3000})
+        assert r.status_code == 413
+        assert "2048" in r.json()["error"]["message"]
+
+
+async def test_false_and_null_optional_openai_parameters_are_accepted(
+    openai_client: httpx.AsyncClient, upstream: respx.MockRouter
+) -> None:
+    """The SDK and many clients send defaults like `logprobs: false`: that is no request for them."""
+    route = upstream.post("/chat/completions").respond(json=mock.completion("ok"))
+    r = await openai_client.post(CHAT, **chat(logprobs=False, tools=None, parallel_tool_calls=None))
+    assert r.status_code == 200, r.text
+    sent = json.loads(route.calls.last.request.content)
+    assert "logprobs" not in sent
+    assert "tools" not in sent
+
+
+# -- no input produces a 500 -------------------------------------------------------------------
+
+GARBAGE: list[Any] = [None, True, -1, 0, 10**30, 1e308, -1e308, "", "x" * 300, [], [None], {}, {"a": {}}]
+FIELDS = [
+    "prompt",
+    "system",
+    "model",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "n",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "stream",
+]
+CHAT_FIELDS = ["messages", "max_completion_tokens", "user", "stream_options", "n", "stop", "model"]
+
+
+@pytest.mark.parametrize("field", FIELDS)
+async def test_no_garbage_value_in_generate_is_a_server_error(
+    openai_client: httpx.AsyncClient, upstream: respx.MockRouter, field: str
+) -> None:
+    upstream.post("/chat/completions").respond(json=mock.completion("ok"))
+    for value in GARBAGE:
+        body = {"prompt": "Hi", field: value}
+        r = await openai_client.post(GEN, json=body)
+        assert r.status_code < 500, (body, r.text)
+        if r.status_code >= 400:
+            assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize("field", CHAT_FIELDS)
+async def test_no_garbage_value_in_chat_is_a_server_error(
+    openai_client: httpx.AsyncClient, upstream: respx.MockRouter, field: str
+) -> None:
+    upstream.post("/chat/completions").respond(json=mock.completion("ok"))
+    garbage = [*GARBAGE, [{"role": "user"}], [{"role": "user", "content": [{"type": "text"}]}], [{}]]
+    for value in garbage:
+        body = {"messages": USER, field: value}
+        r = await openai_client.post(CHAT, json=body)
+        assert r.status_code < 500, (body, r.text)
+        if r.status_code >= 400:
+            assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+# -- request ids ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("GET", "/healthz", {}),
+        ("GET", "/v1/models", {}),
+        ("POST", GEN, gen(n=0)),
+        ("GET", "/nope", {}),
+        ("GET", GEN, {}),
+        ("POST", GEN, gen(prompt="x" * 1_100_000)),
+    ],
+)
+async def test_every_response_carries_a_request_id(
+    local_client: httpx.AsyncClient, method: str, path: str, kwargs: dict[str, Any]
+) -> None:
+    r = await local_client.request(method, path, **kwargs)
+    assert len(r.headers["x-request-id"]) >= 16
+
+
+async def test_request_ids_are_unique(local_client: httpx.AsyncClient) -> None:
+    ids = {(await local_client.get("/healthz")).headers["x-request-id"] for _ in range(5)}
+    assert len(ids) == 5
+
+
+@pytest.mark.parametrize("incoming", ["abc-123", "req_01HZX.9:trace", "a" * 128])
+async def test_a_sane_incoming_request_id_is_kept(local_client: httpx.AsyncClient, incoming: str) -> None:
+    r = await local_client.post(GEN, json={"prompt": ""}, headers={"x-request-id": incoming})
+    assert r.status_code == 400
+    assert r.headers["x-request-id"] == incoming
+
+
+@pytest.mark.parametrize("incoming", ["a" * 129, "has space", "<script>", "line\tbreak", "ünïcode", ""])
+async def test_an_insane_incoming_request_id_is_replaced(
+    local_client: httpx.AsyncClient, incoming: str
+) -> None:
+    r = await local_client.get("/healthz", headers={"x-request-id": incoming.encode("utf-8")})
+    assert r.headers["x-request-id"] != incoming
+    assert r.headers["x-request-id"].isalnum()
+    assert r.headers.get_list("x-request-id") == [r.headers["x-request-id"]]
