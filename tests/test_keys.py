@@ -120,6 +120,25 @@ async def test_the_openai_sdk_sends_the_key_we_expect(upstream: respx.MockRouter
                 await bad.chat.completions.create(
                     model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}]
                 )
+            _, limited = await create_key(
+                client, limits={"requests_per_minute": 1}, allowed_models=["gpt-4o-mini"]
+            )
+            sdk = openai.AsyncOpenAI(
+                api_key=limited, base_url="http://genserve.test/v1", http_client=http, max_retries=0
+            )
+            with pytest.raises(openai.PermissionDeniedError):
+                await sdk.chat.completions.create(
+                    model="gpt-4o", messages=[{"role": "user", "content": "Hi"}]
+                )
+            raw = await sdk.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]
+            )
+            assert raw.headers["x-ratelimit-remaining-requests"] == "0"
+            with pytest.raises(openai.RateLimitError) as limited_error:
+                await sdk.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]
+                )
+            assert limited_error.value.code == "rate_limit_exceeded"
 
 
 async def test_a_revoked_key_is_refused_at_once_on_every_replica(
@@ -297,7 +316,8 @@ async def test_keys_never_reach_logs_or_stored_records(
                 stored.extend(repr(row) for row in rows)
     assert any(key_id in row for row in stored)  # the records are there...
     assert not any(secret in row or secret[3:] in row for row in stored)  # ...the secret is not
-    logged = "\n".join(f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__!r} {r.exc_text or ''}" for r in caplog.records)
+    assert key_id in logged  # the key's creation and revocation are logged, by id
     assert secret not in logged
     assert secret[3:] not in logged
     assert ADMIN["authorization"].split()[1] not in logged
