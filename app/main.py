@@ -13,11 +13,13 @@ from redis.asyncio import Redis
 
 from app.api.access import AccessMiddleware, authenticate_client
 from app.api.body_limit import BodyLimitMiddleware
-from app.api.routes import admin, chat, generate, health, models, usage
+from app.api.routes import admin, chat, conversations, feedback, generate, health, models, presets, usage
 from app.errors import register_error_handlers
 from app.observability.request_id import RequestIdMiddleware
 from app.providers.base import Provider
 from app.services.access import open_access
+from app.services.conversations import ConversationService
+from app.services.feedback_loop import open_feedback_loop
 from app.services.generation import GenerationService, JobHook
 from app.services.limits import RATE_LIMIT_HEADERS
 from app.settings import Settings
@@ -65,15 +67,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             access = await stack.enter_async_context(open_access(settings, db, redis))
             # Keys and limits first: a refused job never reaches the hooks after it.
             hooks: list[JobHook] = [access.hook]
+            generation = GenerationService(settings, providers, hooks)
             app.state.genserve = AppState(
                 settings=settings,
                 providers=providers,
-                generation=GenerationService(settings, providers, hooks),
+                generation=generation,
                 started_at=int(time.time()),
                 db=db,
+                conversations=ConversationService(
+                    db, generation, lock_timeout=settings.conversation_lock_timeout
+                ),
                 redis=redis,
                 access=access,
             )
+            await open_feedback_loop(app.state.genserve, stack)
             yield
 
     app = FastAPI(
@@ -85,7 +92,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(authenticate_client)],
     )
     register_error_handlers(app)
-    for router in (generate.router, chat.router, models.router, health.router):
+    for router in (
+        generate.router,
+        chat.router,
+        conversations.router,
+        models.router,
+        health.router,
+        presets.router,
+        feedback.router,
+    ):
         app.include_router(router)
     app.include_router(usage.router)
     app.include_router(admin.router)

@@ -155,6 +155,17 @@ class Settings(BaseSettings):
     """Prefix of every Redis key this service writes."""
     store_text: bool = False
     """Store prompt and output text in generation records (off by default: privacy)."""
+    conversation_lock_timeout: float = Field(default=120.0, gt=0, le=3600)
+    """Seconds a message waits for its conversation's previous reply before 409 (busy)."""
+
+    # --- presets, generation records, feedback tuning (issue 3) ----------------------------
+    presets_file: Path | None = None
+    """An operator's YAML or TOML preset file: adds presets, and replaces shipped ones by name."""
+    tuning_refresh_seconds: float = Field(default=2.0, ge=0, le=3600)
+    """How long a replica reuses the feedback posteriors it read (feedback it receives itself
+    applies at once; 0 reads them for every tuned request)."""
+    summarize_concurrency: int = Field(default=4, ge=1, le=32)
+    """Parts of a long text summarized at the same time (the summarize preset's map stage)."""
 
     # --- client keys, limits and usage ----------------------------------------------------
     auth_mode: Literal["none", "keys"] = "none"

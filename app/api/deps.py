@@ -12,7 +12,10 @@ from app.api.access import authenticate_client
 from app.errors import AuthenticationFailed
 from app.services.access import Access, current_access
 from app.services.auth import Client
+from app.services.conversations import ConversationService
+from app.services.feedback import FeedbackService
 from app.services.generation import GenerationService
+from app.services.presets import PresetService
 from app.settings import Settings
 from app.state import AppState
 
@@ -28,6 +31,22 @@ def get_settings(request: Request) -> Settings:
 
 def get_generation(request: Request) -> GenerationService:
     return get_state(request).generation
+
+
+def get_presets(request: Request) -> PresetService:
+    presets = get_state(request).presets
+    assert presets is not None, "the lifespan sets up presets"
+    return presets
+
+
+def get_feedback(request: Request) -> FeedbackService:
+    feedback = get_state(request).feedback
+    assert feedback is not None, "the lifespan sets up feedback"
+    return feedback
+
+
+def get_conversations(request: Request) -> ConversationService:
+    return get_state(request).conversations
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -53,5 +72,8 @@ StateDep = Annotated[AppState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 GenerationDep = Annotated[GenerationService, Depends(get_generation)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+PresetsDep = Annotated[PresetService, Depends(get_presets)]
+FeedbackDep = Annotated[FeedbackService, Depends(get_feedback)]
+ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]
 AccessDep = Annotated[Access, Depends(get_access)]
 ClientDep = Annotated[Client, Depends(get_client)]
