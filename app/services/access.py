@@ -125,6 +125,8 @@ class AccessHook(JobHook):
             await self._settle(opened, 0)
 
     def _prompt_tokens(self, job: Job) -> int:
+        if job.prompt_tokens is not None:
+            return job.prompt_tokens
         return job.provider.count_tokens(job.request.model, job.request.messages)
 
     async def _settle(self, opened: _Open, used: int) -> None:

@@ -46,6 +46,8 @@ class Job:
     preset: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     """Facts reported back to the client (turns left out, redactions, ...)."""
+    prompt_tokens: int | None = None
+    """The prompt's size as counted when planning (quotas reserve it without counting again)."""
 
 
 @dataclass(slots=True)
@@ -203,6 +205,7 @@ class GenerationService:
             route=route,
             provider=provider,
             request=request,
+            prompt_tokens=prompt_tokens,
         )
 
     # -- running -----------------------------------------------------------------------------
