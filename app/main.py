@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from app.api.access import AccessMiddleware, authenticate_client
 from app.api.body_limit import BodyLimitMiddleware
+from app.api.request_options import RequestOptionsMiddleware
 from app.api.routes import admin, chat, conversations, feedback, generate, health, models, presets, usage
 from app.errors import register_error_handlers
 from app.observability.request_id import RequestIdMiddleware
@@ -22,6 +23,7 @@ from app.services.conversations import ConversationService
 from app.services.feedback_loop import open_feedback_loop
 from app.services.generation import GenerationService, JobHook
 from app.services.limits import RATE_LIMIT_HEADERS
+from app.services.safeguards import Safeguards
 from app.settings import Settings
 from app.state import AppState
 from app.storage.db import Database
@@ -67,7 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             access = await stack.enter_async_context(open_access(settings, db, redis))
             # Keys and limits first: a refused job never reaches the hooks after it.
             hooks: list[JobHook] = [access.hook]
-            generation = GenerationService(settings, providers, hooks)
+            safeguards = Safeguards.build(settings, providers, redis)
+            generation = GenerationService(settings, providers, hooks, runner=safeguards)
             app.state.genserve = AppState(
                 settings=settings,
                 providers=providers,
@@ -79,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ),
                 redis=redis,
                 access=access,
+                safeguards=safeguards,
             )
             await open_feedback_loop(app.state.genserve, stack)
             yield
@@ -114,5 +118,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["x-request-id", "retry-after", "x-cache", *RATE_LIMIT_HEADERS],
         )
     app.add_middleware(AccessMiddleware)
+    app.add_middleware(RequestOptionsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

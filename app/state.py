@@ -13,6 +13,7 @@ from app.services.feedback import FeedbackService
 from app.services.generation import GenerationService
 from app.services.presets import PresetService
 from app.services.records import RecordWriter
+from app.services.safeguards import Safeguards
 from app.settings import Settings
 from app.storage.db import Database
 
@@ -36,3 +37,5 @@ class AppState:
     """Ratings of generations (issue 3)."""
     access: Access | None = None
     """Client keys, rate limits and usage accounting."""
+    safeguards: Safeguards | None = None
+    """Privacy, response cache and resilience: their counters and circuit states feed metrics."""
