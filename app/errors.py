@@ -7,6 +7,7 @@
     ├── PermissionDenied          403 permission_error
     ├── NotFound                  404 not_found_error
     │   └── ModelNotFound         404 invalid_request_error  code=model_not_found
+    ├── Conflict                  409 conflict_error         (Retry-After when it is worth retrying)
     ├── PayloadTooLarge           413 invalid_request_error
     ├── RateLimited               429 rate_limit_error       (Retry-After)
     ├── UpstreamError             502 upstream_error         (never echoes a key)
@@ -94,6 +95,14 @@ class NotFound(AppError):
 class ModelNotFound(NotFound):
     type = "invalid_request_error"
     default_code = "model_not_found"
+
+
+class Conflict(AppError):
+    """The resource is busy or changed under the request (a conversation answering another message)."""
+
+    status_code = 409
+    type = "conflict_error"
+    default_code = "conflict"
 
 
 class PayloadTooLarge(AppError):

@@ -7,12 +7,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
+from app.api.access import AccessMiddleware, authenticate_client
 from app.api.body_limit import BodyLimitMiddleware
-from app.api.routes import chat, generate, health, models
+from app.api.routes import admin, chat, conversations, feedback, generate, health, models, presets, usage
 from app.api.routes import metrics as metrics_endpoint
 from app.errors import register_error_handlers
 from app.observability.logging import configure_logging
@@ -20,7 +21,11 @@ from app.observability.metrics import Metrics
 from app.observability.request_id import RequestIdMiddleware
 from app.observability.requests import ObservabilityHook, ObservabilityMiddleware
 from app.providers.base import Provider
+from app.services.access import open_access
+from app.services.conversations import ConversationService
+from app.services.feedback_loop import open_feedback_loop
 from app.services.generation import GenerationService, JobHook
+from app.services.limits import RATE_LIMIT_HEADERS
 from app.settings import Settings
 from app.state import AppState
 from app.storage.db import Database
@@ -68,16 +73,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if "local" in providers:
                 local_provider = providers["local"]
                 metrics.watch_local_queue(lambda: getattr(local_provider, "queue_depth", 0))
-            hooks: list[JobHook] = [ObservabilityHook(metrics)]
+            access = await stack.enter_async_context(open_access(settings, db, redis))
+            # Observability sees every job (refusals included, through on_error); then keys and
+            # limits: a refused job never reaches the hooks after them.
+            hooks: list[JobHook] = [ObservabilityHook(metrics), access.hook]
+            generation = GenerationService(settings, providers, hooks)
             app.state.genserve = AppState(
                 settings=settings,
                 providers=providers,
-                generation=GenerationService(settings, providers, hooks),
+                generation=generation,
                 started_at=int(time.time()),
                 db=db,
+                conversations=ConversationService(
+                    db, generation, lock_timeout=settings.conversation_lock_timeout
+                ),
                 redis=redis,
+                access=access,
                 metrics=metrics,
             )
+            await open_feedback_loop(app.state.genserve, stack)
             yield
 
     app = FastAPI(
@@ -85,11 +99,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Text generation over HTTP: OpenAI-compatible, online or fully offline.",
         lifespan=lifespan,
+        # Every /v1 route, including routers added later, learns its caller here.
+        dependencies=[Depends(authenticate_client)],
     )
     register_error_handlers(app)
     app.state.metrics = metrics
-    for router in (generate.router, chat.router, models.router, health.router, metrics_endpoint.router):
+    for router in (
+        generate.router,
+        chat.router,
+        conversations.router,
+        models.router,
+        health.router,
+        presets.router,
+        feedback.router,
+        metrics_endpoint.router,
+    ):
         app.include_router(router)
+    app.include_router(usage.router)
+    app.include_router(admin.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
@@ -97,8 +124,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["x-request-id", "retry-after", "x-cache"],
+            expose_headers=["x-request-id", "retry-after", "x-cache", *RATE_LIMIT_HEADERS],
         )
+    app.add_middleware(AccessMiddleware)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import ipaddress
 import json
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +35,20 @@ class ModelRoute(BaseModel):
     """Estimated cost (in the operator's currency) per million prompt tokens."""
     output_price_per_mtok: float = Field(default=0.0, ge=0)
     """Estimated cost per million completion tokens."""
+
+
+_PLACEHOLDER_TOKENS = frozenset(
+    {"changethis", "changeme", "change-me", "change_me", "secret", "admin", "password", "token"}
+)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _smollm2_path() -> str | None:
@@ -142,6 +157,32 @@ class Settings(BaseSettings):
     """Prefix of every Redis key this service writes."""
     store_text: bool = False
     """Store prompt and output text in generation records (off by default: privacy)."""
+    conversation_lock_timeout: float = Field(default=120.0, gt=0, le=3600)
+    """Seconds a message waits for its conversation's previous reply before 409 (busy)."""
+
+    # --- presets, generation records, feedback tuning (issue 3) ----------------------------
+    presets_file: Path | None = None
+    """An operator's YAML or TOML preset file: adds presets, and replaces shipped ones by name."""
+    tuning_refresh_seconds: float = Field(default=2.0, ge=0, le=3600)
+    """How long a replica reuses the feedback posteriors it read (feedback it receives itself
+    applies at once; 0 reads them for every tuned request)."""
+    summarize_concurrency: int = Field(default=4, ge=1, le=32)
+    """Parts of a long text summarized at the same time (the summarize preset's map stage)."""
+
+    # --- client keys, limits and usage ----------------------------------------------------
+    auth_mode: Literal["none", "keys"] = "none"
+    """none: no keys, loopback only (development); keys: /v1 needs `Authorization: Bearer <key>`.
+    With none, a non-loopback host is refused unless `allow_open_access` is set."""
+    admin_token: SecretStr | None = None
+    """Bearer token for /admin/* (keys, usage); required with auth_mode=keys (16+ characters)."""
+    allow_open_access: bool = False
+    """Allow auth_mode=none on a non-loopback host (e.g. behind your own authenticating proxy)."""
+    key_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
+    """Seconds a replica caches a key lookup; revocation still applies at once (0: no cache).
+    Every lookup checks a version that each change bumps (in Redis when configured, so across
+    replicas; without Redis, within this process only)."""
+    usage_flush_seconds: float = Field(default=1.0, ge=0, le=60)
+    """Seconds between usage writes (batched; also before reads and at shutdown; 0: each request)."""
 
     # --- sampling defaults ----------------------------------------------------------------
     default_temperature: float = Field(default=0.7, ge=0, le=2)
@@ -161,7 +202,7 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("local_chat_format", "openai_base_url", mode="before")
+    @field_validator("local_chat_format", "openai_base_url", "admin_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -177,6 +218,23 @@ class Settings(BaseSettings):
                     raise ValueError(f"model {name!r} names unknown fallback {fallback!r}")
         if self.default_model is not None and self.default_model not in table:
             raise ValueError(f"default_model {self.default_model!r} is not in the model table")
+        return self
+
+    @model_validator(mode="after")
+    def _check_access(self) -> Settings:
+        if self.auth_mode == "keys":
+            token = self.admin_token.get_secret_value() if self.admin_token is not None else ""
+            if len(token) < 16 or token.lower() in _PLACEHOLDER_TOKENS:
+                raise ValueError(
+                    "auth_mode=keys needs GENSERVE_ADMIN_TOKEN: a random secret of at least 16 "
+                    "characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                )
+        elif not _is_loopback(self.host) and not self.allow_open_access:
+            raise ValueError(
+                f"auth_mode=none serves anyone who can reach {self.host}: set GENSERVE_AUTH_MODE=keys, "
+                "bind to 127.0.0.1, or set GENSERVE_ALLOW_OPEN_ACCESS=true if something else "
+                "authenticates callers"
+            )
         return self
 
     @property

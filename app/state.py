@@ -8,7 +8,12 @@ from redis.asyncio import Redis
 
 from app.observability.metrics import Metrics
 from app.providers.base import Provider
+from app.services.access import Access
+from app.services.conversations import ConversationService
+from app.services.feedback import FeedbackService
 from app.services.generation import GenerationService
+from app.services.presets import PresetService
+from app.services.records import RecordWriter
 from app.settings import Settings
 from app.storage.db import Database
 
@@ -21,7 +26,16 @@ class AppState:
     started_at: int
     """Unix time the service started (reported as the models' `created`)."""
     db: Database
+    conversations: ConversationService
     redis: Redis | None = None
     """Shared counters and caches, when REDIS_URL is configured."""
+    presets: PresetService | None = None
+    """Task presets and their tuning (issue 3)."""
+    records: RecordWriter | None = None
+    """Writes one record per generation (issue 3)."""
+    feedback: FeedbackService | None = None
+    """Ratings of generations (issue 3)."""
+    access: Access | None = None
+    """Client keys, rate limits and usage accounting."""
     metrics: Metrics = field(default_factory=Metrics)
     """Prometheus series of this app instance (see `app.observability.metrics`)."""

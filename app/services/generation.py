@@ -208,8 +208,7 @@ class GenerationService:
     # -- running -----------------------------------------------------------------------------
 
     async def complete(self, job: Job) -> Outcome:
-        for hook in self.hooks:
-            await hook.on_start(job)
+        await self._start(job)
         started = time.perf_counter()
         created = int(time.time())
         try:
@@ -227,8 +226,7 @@ class GenerationService:
     async def stream(self, job: Job) -> AsyncGenerator[Chunk | Outcome, None]:
         """Yield the provider's text chunks, then one `Outcome` with the assembled result.
         A stream cut short still reaches the hooks, as an aborted outcome: never free."""
-        for hook in self.hooks:
-            await hook.on_start(job)
+        await self._start(job)
         started = time.perf_counter()
         created = int(time.time())
         ttft: float | None = None
@@ -289,6 +287,19 @@ class GenerationService:
                 await asyncio.shield(self._finished(outcome))
                 if done:
                     yield outcome
+
+    async def _start(self, job: Job) -> None:
+        """Run every `on_start`; when one refuses the job, the hooks already started hear of it
+        through `on_error` (so that, e.g., a quota reservation is released)."""
+        started: list[JobHook] = []
+        try:
+            for hook in self.hooks:
+                await hook.on_start(job)
+                started.append(hook)
+        except BaseException as exc:
+            for hook in reversed(started):
+                await asyncio.shield(hook.on_error(job, exc))
+            raise
 
     async def _finished(self, outcome: Outcome) -> None:
         for hook in self.hooks:

@@ -1,0 +1,76 @@
+"""`/admin/*`: client keys (create, list, update, revoke) and everyone's usage. Admin token only."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter, Depends, Query
+
+from app.api.access import require_admin
+from app.api.deps import AccessDep, GenerationDep
+from app.errors import InvalidRequest
+from app.schemas.keys import KeyCreate, KeyCreated, KeyInfo, KeyList, KeyUpdate
+from app.schemas.usage import UsageReport
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+def _check_models(names: list[str] | None, service: GenerationDep) -> None:
+    for i, name in enumerate(names or ()):
+        if name not in service.model_table:
+            raise InvalidRequest(
+                f"Unknown model '{name}'; GET /v1/models lists the available ones.",
+                param=f"allowed_models[{i}]",
+                code="model_not_found",
+            )
+
+
+@router.post("/keys", status_code=201)
+async def create_key(body: KeyCreate, access: AccessDep, service: GenerationDep) -> KeyCreated:
+    """Create a key. The answer holds its secret: the only time it is ever shown."""
+    _check_models(body.allowed_models, service)
+    row, secret = await access.keys.create(
+        name=body.name,
+        limits=body.limits.to_limits(),
+        allowed_models=body.allowed_models,
+        allowed_presets=body.allowed_presets,
+        expires_at=body.expires_at,
+    )
+    return KeyCreated(**KeyInfo.of(row).model_dump(), key=secret)
+
+
+@router.get("/keys")
+async def list_keys(access: AccessDep, include_revoked: bool = True) -> KeyList:
+    """Every key, newest first; never their secrets."""
+    return KeyList(data=[KeyInfo.of(row) for row in await access.keys.list(include_revoked=include_revoked)])
+
+
+@router.get("/keys/{key_id}")
+async def get_key(key_id: str, access: AccessDep) -> KeyInfo:
+    return KeyInfo.of(await access.keys.get(key_id))
+
+
+@router.patch("/keys/{key_id}")
+async def update_key(key_id: str, body: KeyUpdate, access: AccessDep, service: GenerationDep) -> KeyInfo:
+    """Change a key's name, limits, allowed models or presets, or expiry; applies at once."""
+    _check_models(body.allowed_models, service)
+    return KeyInfo.of(await access.keys.update(key_id, body.columns()))
+
+
+@router.delete("/keys/{key_id}")
+async def revoke_key(key_id: str, access: AccessDep) -> KeyInfo:
+    """Revoke a key: refused from its next request on, on every replica. Its usage is kept."""
+    return KeyInfo.of(await access.keys.revoke(key_id))
+
+
+@router.get("/usage")
+async def all_usage(
+    access: AccessDep,
+    key_id: str | None = None,
+    model: str | None = None,
+    start: dt.date | None = Query(default=None, description="First UTC day (inclusive)."),
+    end: dt.date | None = Query(default=None, description="Last UTC day (inclusive)."),
+) -> UsageReport:
+    """Usage of every key, per model and day, with estimated cost; filter by key, model, dates."""
+    rows = await access.usage.query(key_id=key_id, model=model, start=start, end=end)
+    return UsageReport.of(rows, start, end)

@@ -1,0 +1,52 @@
+"""`/v1/presets`: list the task presets, generate with one, see how its tuning goes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from app.api.deps import GenerationDep, PresetsDep
+from app.api.routes.generate import generate_body, render_generate_stream
+from app.api.streaming import sse_response, until_disconnected
+from app.schemas.generate import GenerateResponse
+from app.schemas.presets import PresetGenerateRequest, PresetList, PresetOut, TuningReport
+
+router = APIRouter(tags=["presets"])
+
+
+@router.get("/v1/presets", response_model=PresetList)
+async def list_presets(presets: PresetsDep) -> dict[str, object]:
+    """Every preset with its input schema, default sampling and tuning variants."""
+    return {"object": "list", "data": [preset.describe() for preset in presets.all()]}
+
+
+@router.get("/v1/presets/{name}", response_model=PresetOut)
+async def get_preset(name: str, presets: PresetsDep) -> dict[str, object]:
+    return presets.get(name).describe()
+
+
+@router.get("/v1/presets/{name}/tuning", response_model=TuningReport)
+async def get_tuning(name: str, presets: PresetsDep) -> dict[str, object]:
+    """Each tuning variant's Beta posterior (from the feedback so far) and how often it is chosen."""
+    return await presets.tuning.report(presets.get(name))
+
+
+@router.post(
+    "/v1/presets/{name}/generate",
+    response_model=GenerateResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}},
+)
+async def generate_with_preset(
+    name: str, body: PresetGenerateRequest, presets: PresetsDep, service: GenerationDep, request: Request
+) -> Response | dict[str, object]:
+    """Generate with a preset: its prompts are rendered from `inputs`, its sampling defaults
+    (or a tuned variant) apply where the request sets nothing. Answers exactly like
+    `POST /v1/generate`, streaming included."""
+    job = await until_disconnected(
+        request,
+        presets.plan(name, body.inputs, model=body.model, overrides=body.sampling_overrides()),
+    )
+    if body.stream:
+        return await sse_response(service.stream(job), render_generate_stream(job.id))
+    outcome = await until_disconnected(request, service.complete(job))
+    return generate_body(outcome)

@@ -1,0 +1,37 @@
+"""`GET /v1/usage`: the calling key's own usage and estimated cost."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter, Query
+
+from app.api.deps import AccessDep, ClientDep
+from app.schemas.keys import KeyLimits
+from app.schemas.usage import UsageReport
+
+router = APIRouter(tags=["usage"])
+
+
+@router.get("/v1/usage")
+async def own_usage(
+    access: AccessDep,
+    client: ClientDep,
+    model: str | None = None,
+    start: dt.date | None = Query(default=None, description="First UTC day (inclusive)."),
+    end: dt.date | None = Query(default=None, description="Last UTC day (inclusive)."),
+) -> UsageReport:
+    """Requests, tokens and estimated cost per model and day for the key making this request."""
+    rows = await access.usage.query(key_id=client.key_id, model=model, start=start, end=end)
+    limits = client.limits
+    return UsageReport.of(
+        rows,
+        start,
+        end,
+        KeyLimits(
+            requests_per_minute=limits.requests_per_minute,
+            tokens_per_minute=limits.tokens_per_minute,
+            tokens_per_day=limits.tokens_per_day,
+            tokens_per_month=limits.tokens_per_month,
+        ),
+    )

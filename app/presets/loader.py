@@ -1,0 +1,75 @@
+"""Reading preset files: the shipped `presets.yaml`, then an operator's file on top.
+
+An operator's file (YAML or TOML, `GENSERVE_PRESETS_FILE`) adds presets and replaces shipped
+ones of the same name, whole. Any mistake stops the service at start-up with a message naming
+the file, the preset and the field.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from app.presets.spec import NAME_PATTERN, Preset, PresetError, PresetSpec
+
+SHIPPED = "presets.yaml"
+
+
+class PresetFileError(ValueError):
+    """A preset file that cannot be used; the message says where and why."""
+
+
+def load_presets(operator_file: Path | None = None) -> dict[str, Preset]:
+    """The shipped presets, with the operator's file (if any) applied on top."""
+    shipped = resources.files("app.presets").joinpath(SHIPPED)
+    presets = parse_presets(shipped.read_text(encoding="utf-8"), source=f"app/presets/{SHIPPED}")
+    if operator_file is not None:
+        path = Path(operator_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PresetFileError(f"{path}: cannot read the preset file: {exc.strerror or exc}") from exc
+        presets.update(parse_presets(text, source=str(path), toml=path.suffix.lower() == ".toml"))
+    return presets
+
+
+def parse_presets(text: str, *, source: str, toml: bool = False) -> dict[str, Preset]:
+    """Presets from the text of a file whose top level is `presets: {name: {...}}`."""
+    try:
+        data = tomllib.loads(text) if toml else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise PresetFileError(f"{source}: not valid {'TOML' if toml else 'YAML'}: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("presets"), dict):
+        raise PresetFileError(f"{source}: expected a top-level 'presets' table of name → preset")
+    unknown = set(data) - {"presets"}
+    if unknown:
+        raise PresetFileError(f"{source}: unknown top-level key(s) {', '.join(sorted(unknown))}")
+    presets: dict[str, Preset] = {}
+    for name, raw in data["presets"].items():
+        presets[str(name)] = _preset(str(name), raw, source)
+    return presets
+
+
+def _preset(name: str, raw: Any, source: str) -> Preset:
+    if not re.match(NAME_PATTERN, name):
+        raise PresetFileError(f"{source}: preset {name!r}: the name must match {NAME_PATTERN}")
+    if not isinstance(raw, dict):
+        raise PresetFileError(f"{source}: preset '{name}': expected a table of fields")
+    try:
+        spec = PresetSpec.model_validate(raw)
+        return Preset(name, spec, source)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "(preset)"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        more = len(exc.errors()) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise PresetFileError(f"{source}: preset '{name}', field '{field}': {message}{suffix}") from exc
+    except PresetError as exc:
+        raise PresetFileError(f"{source}: preset '{name}', field '{exc.field}': {exc.message}") from exc

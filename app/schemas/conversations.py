@@ -1,0 +1,120 @@
+"""Wire models of `/v1/conversations`: persistent multi-turn conversations."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.providers.base import FinishReason
+from app.schemas.common import SamplingFields
+from app.schemas.generate import MAX_PROMPT_CHARS, GenerateResponse
+
+MetadataKey = Annotated[str, Field(min_length=1, max_length=64)]
+MetadataValue = Annotated[str, Field(max_length=512)]
+
+
+class ConversationSampling(SamplingFields):
+    """Sampling defaults for every reply of a conversation (each message may still override
+    them). A conversation has one reply per turn, so `n` is always 1."""
+
+    n: int | None = Field(default=None, ge=1, le=1)
+    """Always 1: a conversation keeps one reply per turn."""
+
+
+class ConversationCreate(BaseModel):
+    """A new conversation: who the assistant is (a preset or a system prompt) and its model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    """A model from `GET /v1/models`; the default model when omitted. Fixed for the conversation."""
+    system: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    """Instructions kept at the start of the context in every turn."""
+    sampling: ConversationSampling | None = None
+    """Default sampling settings of every reply (a message's own settings win)."""
+    metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=16)
+    """Up to 16 key/value pairs of the caller's own, returned as given."""
+
+
+class MessageCreate(ConversationSampling):
+    """The user's next message, and optional sampling settings for this reply only."""
+
+    content: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    """What the user says."""
+    stream: bool = False
+    """Answer with server-sent events, exactly as `POST /v1/generate` streams."""
+
+    @field_validator("content")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the message must not be blank")
+        return value
+
+
+class MessageOut(BaseModel):
+    """One stored turn."""
+
+    seq: int
+    """The turn's number in the conversation, from 1."""
+    role: Literal["user", "assistant"]
+    content: str
+    created_at: int
+    """Unix time (seconds) the turn was stored."""
+    generation_id: str | None = None
+    """For replies: the generation's id (what `POST /v1/feedback` rates)."""
+    finish_reason: FinishReason | None = None
+    interrupted: bool = False
+    """The client went away while this reply streamed: the content is what it had received."""
+    usage: dict[str, int] | None = None
+
+
+class Conversation(BaseModel):
+    """A conversation's settings."""
+
+    id: str
+    object: Literal["conversation"] = "conversation"
+    created_at: int
+    updated_at: int
+    model: str
+    system: str | None
+    """The system prompt (a preset's, rendered with its inputs, or the caller's own)."""
+    preset: str | None = None
+    inputs: dict[str, Any] | None = None
+    sampling: dict[str, Any]
+    """The conversation's default sampling settings (only those set)."""
+    metadata: dict[str, str]
+    message_count: int
+
+
+class ConversationWithMessages(Conversation):
+    """A conversation with one page of its history."""
+
+    messages: list[MessageOut]
+    """Oldest first: the newest turns, or those just before `before`."""
+    has_more: bool
+    """Older turns exist: ask again with `before` set to the first message's `seq`."""
+
+
+class ConversationList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Conversation]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+    """More conversations follow: ask again with `after` set to `last_id`."""
+
+
+class ConversationDeleted(BaseModel):
+    id: str
+    object: Literal["conversation.deleted"] = "conversation.deleted"
+    deleted: bool = True
+
+
+class ConversationReply(GenerateResponse):
+    """The assistant's reply: `POST /v1/generate`'s response, plus where it was stored."""
+
+    conversation_id: str
+    turn: int
+    """The reply's `seq` in the conversation (the user's message is `turn - 1`)."""

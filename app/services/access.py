@@ -1,0 +1,170 @@
+"""Who may generate, how much, and what it cost: the job hook that applies keys, limits and usage.
+
+Every generating endpoint runs its jobs through `GenerationService`, so this hook sees them all
+(generate, chat, presets, conversations) without any of them knowing. The caller's identity
+reaches it through `current_access`, a per-request context the API layer fills in.
+
+A job's life, for its key:
+  on_start   may it use this model and preset? (403) — reserve 1 request and
+             prompt estimate + max_tokens × n tokens (429 when a limit is reached)
+  on_finish  settle the reservation with the real usage — streams, and streams cut short, too —
+             and count the usage and its estimated cost
+  on_error   the upstream or the service failed: the tokens are released (the request still
+             counts against requests per minute). The client went away before any output:
+             the prompt is billed, since the upstream has already read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from app.errors import AuthenticationFailed, ClientDisconnected, PermissionDenied, ServiceUnavailable
+from app.providers.base import Usage
+from app.services.auth import ANONYMOUS, Client, KeyStore
+from app.services.generation import Job, JobHook, Outcome
+from app.services.limits import Limiter, MemoryLimiter, RedisLimiter, Reservation
+from app.services.usage import UsageRecorder, cost
+from app.settings import Settings
+from app.storage.db import Database
+
+log = logging.getLogger("genserve.access")
+
+
+@dataclass(slots=True)
+class RequestAccess:
+    """One HTTP request's caller, and the rate-limit headers its response carries."""
+
+    client: Client | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+current_access: ContextVar[RequestAccess | None] = ContextVar("genserve_access", default=None)
+
+
+@dataclass(slots=True)
+class _Open:
+    client: Client
+    reservation: Reservation | None
+
+
+_GONE = (asyncio.CancelledError, GeneratorExit, ClientDisconnected)
+
+
+class AccessHook(JobHook):
+    """Applies the caller's permissions and limits to every job and records its usage."""
+
+    def __init__(self, settings: Settings, limiter: Limiter, usage: UsageRecorder) -> None:
+        self._keys_required = settings.auth_mode == "keys"
+        self._limiter = limiter
+        self._usage = usage
+        self._open: dict[str, _Open] = {}
+
+    async def on_start(self, job: Job) -> None:
+        ctx = current_access.get()
+        client = ctx.client if ctx is not None else None
+        if client is None:
+            if self._keys_required:  # a job started outside an authenticated request: fail closed
+                raise AuthenticationFailed("An API key is required.", code="missing_api_key")
+            client = ANONYMOUS
+        if client.allowed_models is not None and job.model not in client.allowed_models:
+            raise PermissionDenied(
+                f"This API key may not use the model '{job.model}'.", param="model", code="model_not_allowed"
+            )
+        if (
+            job.preset is not None
+            and client.allowed_presets is not None
+            and job.preset not in client.allowed_presets
+        ):
+            raise PermissionDenied(
+                f"This API key may not use the preset '{job.preset}'.",
+                param="preset",
+                code="preset_not_allowed",
+            )
+        reservation = None
+        if client.limits.any:
+            s = job.request.sampling
+            tokens = 0
+            if client.limits.counts_tokens:
+                tokens = self._prompt_tokens(job) + s.max_tokens * s.n
+            try:
+                reservation, snapshot = await self._limiter.reserve(client.key_id, client.limits, tokens)
+            except RedisError as exc:  # limits that cannot be checked are not skipped
+                log.error("rate limiter unavailable", exc_info=exc)
+                raise ServiceUnavailable("Rate limits cannot be checked right now.", retry_after=1) from exc
+            if ctx is not None:
+                ctx.headers.update(snapshot.headers())
+        self._open[job.id] = _Open(client, reservation)
+
+    async def on_finish(self, outcome: Outcome) -> None:
+        opened = self._open.pop(outcome.job.id, None)
+        if opened is None:
+            return
+        usage = outcome.completion.usage
+        await self._settle(opened, usage.total_tokens)
+        self._record(opened.client, outcome.job, usage)
+        await self._maybe_flush()
+
+    async def on_error(self, job: Job, exc: BaseException) -> None:
+        opened = self._open.pop(job.id, None)
+        if opened is None:
+            return
+        if isinstance(exc, _GONE):
+            usage = Usage(self._prompt_tokens(job), 0)
+            await self._settle(opened, usage.total_tokens)
+            self._record(opened.client, job, usage)
+            await self._maybe_flush()
+        else:
+            await self._settle(opened, 0)
+
+    def _prompt_tokens(self, job: Job) -> int:
+        return job.provider.count_tokens(job.request.model, job.request.messages)
+
+    async def _settle(self, opened: _Open, used: int) -> None:
+        if opened.reservation is None:
+            return
+        try:
+            await self._limiter.settle(opened.reservation, used)
+        except Exception:  # the answer is already out; losing one settlement must not fail it
+            log.error("settling a rate-limit reservation failed", exc_info=True)
+
+    def _record(self, client: Client, job: Job, usage: Usage) -> None:
+        self._usage.add(client.key_id, job.model, usage, cost(job.route, usage))
+
+    async def _maybe_flush(self) -> None:
+        if self._usage.flush_seconds == 0:
+            try:
+                await self._usage.flush()
+            except Exception:
+                log.warning("writing usage failed; will retry", exc_info=True)
+
+
+@dataclass(slots=True)
+class Access:
+    """Keys, limits and usage, as the lifespan builds them."""
+
+    keys: KeyStore
+    limiter: Limiter
+    usage: UsageRecorder
+    hook: AccessHook
+
+
+@contextlib.asynccontextmanager
+async def open_access(settings: Settings, db: Database, redis: Redis | None) -> AsyncIterator[Access]:
+    """Build keys, limits and usage; at exit, stop the usage writer and write what is pending."""
+    keys = KeyStore(db, redis, settings.redis_prefix, settings.key_cache_seconds)
+    limiter: Limiter = RedisLimiter(redis, settings.redis_prefix) if redis is not None else MemoryLimiter()
+    usage = UsageRecorder(db, settings.usage_flush_seconds)
+    access = Access(keys=keys, limiter=limiter, usage=usage, hook=AccessHook(settings, limiter, usage))
+    task = asyncio.create_task(usage.run(), name="usage-writer") if settings.usage_flush_seconds > 0 else None
+    try:
+        yield access
+    finally:
+        await usage.aclose(task)

@@ -1,0 +1,434 @@
+"""Conversations: stored turns, a history that fits the model's window, one reply at a time.
+
+A reply is produced under the conversation's lock — an in-process lock (one waiter per
+conversation per replica holds a database connection) and, on PostgreSQL, the conversation's
+row locked `FOR UPDATE` until the turns are committed, so replicas take turns as well. The
+user's message and the reply are stored together in one transaction, numbered after the turn
+the reply was generated from; if anything else appended meanwhile (two processes sharing one
+SQLite file) the reply is refused with 409 instead of being stored out of order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, InvalidRequest, NotFound
+from app.providers.base import Chunk, Message
+from app.services.generation import GenerationService, Job, Outcome
+from app.settings import ModelRoute
+from app.storage import conversations as store
+from app.storage.conversations import ConversationRow, MessageRow
+from app.storage.db import Database
+
+log = logging.getLogger("genserve.conversations")
+
+_PG_LOCK_NOT_AVAILABLE = "55P03"
+_HISTORY_BATCH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A stored reply: the generation's outcome and the turn number it was stored as."""
+
+    outcome: Outcome
+    conversation_id: str
+    turn: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyChunk:
+    """A streamed text delta of the reply being generated as `generation_id`."""
+
+    generation_id: str
+    chunk: Chunk
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """One page of a conversation's turns."""
+
+    conversation: ConversationRow
+    messages: list[MessageRow]
+    has_more: bool
+
+
+class _KeyedLocks:
+    """One asyncio lock per key, forgotten when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str, wait: float) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            try:
+                async with asyncio.timeout(wait):
+                    await lock.acquire()
+            except TimeoutError:
+                raise _busy(key, wait) from None
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+def _busy(conversation_id: str, waited: float) -> Conflict:
+    return Conflict(
+        f"The conversation '{conversation_id}' is still answering another message "
+        f"(waited {waited:.0f} s); try again shortly.",
+        code="conversation_busy",
+        retry_after=5,
+    )
+
+
+def _not_found(conversation_id: str) -> NotFound:
+    return NotFound(
+        f"No conversation found with id '{conversation_id}'.",
+        param="conversation_id",
+        code="conversation_not_found",
+    )
+
+
+class ConversationService:
+    """Creates, lists and deletes conversations, and answers their messages."""
+
+    def __init__(self, db: Database, generation: GenerationService, *, lock_timeout: float = 120.0) -> None:
+        self._db = db
+        self._generation = generation
+        self._lock_timeout = lock_timeout
+        self._locks = _KeyedLocks()
+
+    # -- conversations -----------------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        model: str | None,
+        system: str | None,
+        sampling: Mapping[str, Any],
+        metadata: Mapping[str, str],
+        preset: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> ConversationRow:
+        name, route, _ = self._generation.resolve(model)
+        max_tokens = sampling.get("max_tokens")
+        if max_tokens is not None and max_tokens > route.max_output_tokens:
+            raise InvalidRequest(
+                f"max_tokens is too large: model '{name}' generates at most "
+                f"{route.max_output_tokens} tokens.",
+                param="sampling.max_tokens",
+            )
+        if system:
+            reserve = self._reserve(route, sampling)
+            fixed = self._counter(name, route).fixed(system, None)
+            if fixed + reserve > route.context_window:
+                raise InvalidRequest(
+                    f"The system prompt is about {fixed} tokens: with room for a reply of {reserve} "
+                    f"tokens it leaves no room for the conversation in model '{name}''s context "
+                    f"window of {route.context_window} tokens.",
+                    param="system",
+                    code="context_length_exceeded",
+                )
+        now = store.utcnow()
+        row = ConversationRow(
+            id=f"conv_{uuid.uuid4().hex}",
+            created_at=now,
+            updated_at=now,
+            model=name,
+            system=system or None,
+            preset=preset,
+            inputs=dict(inputs) if inputs is not None else None,
+            sampling=dict(sampling),
+            meta=dict(metadata),
+            turns=0,
+        )
+        async with self._db.session() as session:
+            session.add(row)
+            await session.commit()
+        return row
+
+    async def history(self, conversation_id: str, *, limit: int, before: int | None) -> History:
+        async with self._db.session() as session:
+            row = await store.get_conversation(session, conversation_id)
+            if row is None:
+                raise _not_found(conversation_id)
+            messages = await store.page_messages(session, conversation_id, limit=limit, before=before)
+        has_more = bool(messages) and messages[0].seq > 1
+        if not messages and before is not None:
+            has_more = False
+        return History(conversation=row, messages=messages, has_more=has_more)
+
+    async def list(self, *, limit: int, after: str | None) -> tuple[list[ConversationRow], bool]:
+        async with self._db.session() as session:
+            page = await store.list_conversations(session, limit=limit, after=after)
+        if page is None:
+            raise NotFound(
+                f"No conversation found with id '{after}' to list after.",
+                param="after",
+                code="conversation_not_found",
+            )
+        return page
+
+    async def delete(self, conversation_id: str) -> None:
+        async with self._db.session() as session:
+            deleted = await store.delete_conversation(session, conversation_id)
+            await session.commit()
+        if not deleted:
+            raise _not_found(conversation_id)
+
+    # -- replies -----------------------------------------------------------------------------
+
+    async def reply(self, conversation_id: str, content: str, overrides: Mapping[str, Any]) -> Reply:
+        """Answer the user's message and store both turns (nothing is stored if it fails)."""
+        async with self._turn(conversation_id) as (session, row):
+            job = await self._plan(session, row, content, overrides)
+            outcome = await self._generation.complete(job)
+            choice = outcome.completion.choices[0]
+            turn = await self._store(
+                session,
+                row,
+                content,
+                job,
+                text=choice.text,
+                finish_reason=choice.finish_reason,
+                usage=outcome.completion.usage.as_dict(),
+            )
+            return Reply(outcome=outcome, conversation_id=row.id, turn=turn)
+
+    async def reply_stream(
+        self, conversation_id: str, content: str, overrides: Mapping[str, Any]
+    ) -> AsyncGenerator[ReplyChunk | Reply, None]:
+        """Stream the reply; both turns are stored when it ends, before the final `Reply`.
+
+        A failure stores nothing. A client that goes away after some text keeps what it was
+        shown: both turns are stored, the reply marked `interrupted`."""
+        async with self._turn(conversation_id) as (session, row):
+            job = await self._plan(session, row, content, overrides)
+            shown: list[str] = []
+            outcome: Outcome | None = None
+            try:
+                async with aclosing(self._generation.stream(job)) as items:
+                    async for item in items:
+                        if isinstance(item, Outcome):
+                            outcome = item
+                            continue
+                        if item.text and item.index == 0:
+                            shown.append(item.text)
+                        yield ReplyChunk(job.id, item)
+            except Exception:
+                raise
+            except BaseException:
+                # Cancelled or closed: the client is gone. Keep what it saw, if anything.
+                if shown:
+                    with anyio.CancelScope(shield=True):
+                        await self._store_interrupted(session, row, content, job, "".join(shown))
+                raise
+            assert outcome is not None, "a finished stream ends with its outcome"
+            choice = outcome.completion.choices[0]
+            turn = await self._store(
+                session,
+                row,
+                content,
+                job,
+                text=choice.text,
+                finish_reason=choice.finish_reason,
+                usage=outcome.completion.usage.as_dict(),
+            )
+            yield Reply(outcome=outcome, conversation_id=row.id, turn=turn)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _turn(self, conversation_id: str) -> AsyncIterator[tuple[AsyncSession, ConversationRow]]:
+        """Hold the conversation for one reply: this replica's lock, then (PostgreSQL) its row."""
+        deadline = time.monotonic() + self._lock_timeout
+        async with self._locks.hold(conversation_id, self._lock_timeout), self._db.session() as session:
+            row = await self._lock_row(session, conversation_id, deadline)
+            if row is None:
+                raise _not_found(conversation_id)
+            yield session, row
+
+    async def _lock_row(
+        self, session: AsyncSession, conversation_id: str, deadline: float
+    ) -> ConversationRow | None:
+        if self._db.is_sqlite:
+            # No row locks: the in-process lock serializes, the turn counter catches the rest.
+            return await store.get_conversation(session, conversation_id)
+        left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+        await session.execute(text(f"SET LOCAL lock_timeout = '{left_ms}ms'"))
+        try:
+            return await store.get_conversation(session, conversation_id, lock=True)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE:
+                raise _busy(conversation_id, self._lock_timeout) from exc
+            raise
+
+    def _reserve(self, route: ModelRoute, sampling: Mapping[str, Any]) -> int:
+        """Tokens kept free for the reply: the requested max_tokens, else the model's default."""
+        max_tokens = sampling.get("max_tokens")
+        if max_tokens is None:
+            return self._generation.default_max_tokens(route)
+        return int(min(max_tokens, route.max_output_tokens))
+
+    def _counter(self, name: str, route: ModelRoute) -> _TokenCounter:
+        _, _, provider = self._generation.resolve(name)
+        return _TokenCounter(provider, route.upstream_model or name)
+
+    async def _plan(
+        self, session: AsyncSession, row: ConversationRow, content: str, overrides: Mapping[str, Any]
+    ) -> Job:
+        """The job for the next reply: system prompt, the newest turns that fit, the message."""
+        name, route, _ = self._generation.resolve(row.model)
+        counter = self._counter(name, route)
+        merged = {**row.sampling, **overrides}
+        reserve = self._reserve(route, merged)
+        window = route.context_window
+        system = [Message("system", row.system)] if row.system else []
+        user = Message("user", content)
+        fixed = counter.fixed(row.system, content)
+        if fixed + reserve > window:
+            raise InvalidRequest(
+                f"The message is about {counter.cost(user)} tokens: with the system prompt and room "
+                f"for a reply of {reserve} tokens it does not fit model '{name}''s context window "
+                f"of {window} tokens. Send a shorter message"
+                + (" or a smaller max_tokens." if "max_tokens" in merged else "."),
+                param="content",
+                code="context_length_exceeded",
+            )
+        # Walk back from the newest turn while the turns fit; then make the kept history start
+        # with a user message (a reply without its question misleads the model).
+        budget = window - reserve - fixed
+        kept: list[MessageRow] = []
+        before: int | None = None
+        full = False
+        while not full:
+            batch = await store.newest_messages(session, row.id, before=before, limit=_HISTORY_BATCH)
+            for message in batch:
+                cost = counter.cost(Message(message.role, message.content))  # type: ignore[arg-type]
+                if cost > budget:
+                    full = True
+                    break
+                budget -= cost
+                kept.append(message)
+            if len(batch) < _HISTORY_BATCH:
+                break
+            before = batch[-1].seq
+        while kept and kept[-1].role != "user":
+            kept.pop()
+        kept.reverse()
+        messages = [*system, *(Message(m.role, m.content) for m in kept), user]  # type: ignore[arg-type]
+        # The sum of per-message costs is what providers count; check the whole once anyway.
+        while kept and counter.total(messages) + reserve > window:
+            del kept[:2]
+            messages = [*system, *(Message(m.role, m.content) for m in kept), user]  # type: ignore[arg-type]
+        job = self._generation.plan(
+            endpoint="conversation",
+            model=row.model,
+            messages=messages,
+            overrides=overrides,
+            defaults=row.sampling,
+        )
+        job.preset = row.preset
+        job.metadata.update(
+            {
+                "conversation_id": row.id,
+                "turns_in_context": len(kept),
+                "turns_dropped": row.turns - len(kept),
+            }
+        )
+        return job
+
+    async def _store(
+        self,
+        session: AsyncSession,
+        row: ConversationRow,
+        content: str,
+        job: Job,
+        *,
+        text: str,
+        finish_reason: str | None,
+        usage: dict[str, int] | None,
+        interrupted: bool = False,
+    ) -> int:
+        """Append the user's message and the reply as the next two turns, atomically."""
+        question = MessageRow(role="user", content=content, interrupted=False)
+        answer = MessageRow(
+            role="assistant",
+            content=text,
+            generation_id=job.id,
+            finish_reason=finish_reason,
+            interrupted=interrupted,
+            usage=usage,
+        )
+        conversation_id = row.id  # a rollback expires `row`
+        if not await store.append_turns(session, row, [question, answer]):
+            await session.rollback()
+            if await store.get_conversation(session, conversation_id) is None:
+                raise NotFound(
+                    f"The conversation '{conversation_id}' was deleted while the reply was generated.",
+                    param="conversation_id",
+                    code="conversation_not_found",
+                )
+            raise Conflict(
+                f"Another message was added to conversation '{conversation_id}' while this reply "
+                "was generated; it was not stored. Send the message again.",
+                code="conversation_changed",
+            )
+        await session.commit()
+        return answer.seq
+
+    async def _store_interrupted(
+        self, session: AsyncSession, row: ConversationRow, content: str, job: Job, shown: str
+    ) -> None:
+        try:
+            await self._store(
+                session, row, content, job, text=shown, finish_reason=None, usage=None, interrupted=True
+            )
+        except Exception:
+            # Nobody is left to tell; the turn is simply not kept.
+            log.warning("could not store an interrupted reply", exc_info=True)
+
+
+class _TokenCounter:
+    """Token costs with the model's own tokenizer, message by message (providers' counts are a
+    fixed priming cost plus one cost per message, so a history's cost is a sum)."""
+
+    def __init__(self, provider: Any, model: str) -> None:
+        self._provider = provider
+        self._model = model
+        self._base: int = provider.count_tokens(model, ())
+
+    def total(self, messages: list[Message]) -> int:
+        return int(self._provider.count_tokens(self._model, tuple(messages)))
+
+    def cost(self, message: Message) -> int:
+        return int(self._provider.count_tokens(self._model, (message,))) - self._base
+
+    def fixed(self, system: str | None, content: str | None) -> int:
+        """Priming, the system prompt and the new message: what every request must hold."""
+        total = self._base
+        if system:
+            total += self.cost(Message("system", system))
+        if content is not None:
+            total += self.cost(Message("user", content))
+        return total

@@ -1,0 +1,159 @@
+"""Feedback on generations: store one rating per generation, summarize them per preset and variant.
+
+Ratings are thumbs ("up"/"down") or stars (1–5), normalized to a score in [0, 1] so that both
+kinds can be averaged and feed the tuning posteriors: up = 1, down = 0, r stars = (r - 1) / 4.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.errors import NotFound
+from app.services.records import RecordWriter
+from app.services.tuning import TuningService
+from app.storage.db import Database
+from app.storage.tables import Feedback, GenerationRecord
+
+Rating = str | int
+
+SCALE = "mean_rating is in [0, 1]: up = 1, down = 0, and r stars (1–5) count as (r - 1) / 4"
+
+
+def normalize(rating: Rating) -> float:
+    if rating == "up":
+        return 1.0
+    if rating == "down":
+        return 0.0
+    if not isinstance(rating, int) or not 1 <= rating <= 5:
+        raise ValueError(f"not a rating: {rating!r}")
+    return (rating - 1) / 4
+
+
+class FeedbackService:
+    def __init__(self, db: Database, records: RecordWriter, tuning: TuningService) -> None:
+        self._db = db
+        self._records = records
+        self._tuning = tuning
+
+    async def rate(self, generation_id: str, rating: Rating, comment: str | None) -> dict[str, Any]:
+        """Store (or replace) the rating of a generation; `NotFound` for an unknown id."""
+        record = await self._record(generation_id)
+        if record is None:
+            # It may still be waiting in this replica's queue of records.
+            await self._records.flush(within=5.0)
+            record = await self._record(generation_id)
+        if record is None:
+            raise NotFound(
+                f"No generation with id '{generation_id}'.",
+                param="generation_id",
+                code="generation_not_found",
+            )
+        preset, variant = record
+        now = datetime.now(UTC)
+        values = {
+            "generation_id": generation_id,
+            "rating": str(rating),
+            "score": normalize(rating),
+            "comment": comment,
+            "created_at": now,
+            "updated_at": now,
+        }
+        dialect = postgresql if self._db.engine.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(Feedback).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[Feedback.generation_id],
+            set_={
+                "rating": statement.excluded.rating,
+                "score": statement.excluded.score,
+                "comment": statement.excluded.comment,
+                "updated_at": statement.excluded.updated_at,
+            },
+        ).returning(Feedback.created_at)
+        async with self._db.session() as session:
+            created_at = (await session.execute(statement)).scalar_one()
+            await session.commit()
+        self._tuning.forget(preset)
+        return {
+            "object": "feedback",
+            "generation_id": generation_id,
+            "rating": rating,
+            "score": values["score"],
+            "comment": comment,
+            "preset": preset,
+            "variant": variant,
+            "replaced": _utc(created_at) != now,
+            "created_at": int(_utc(created_at).timestamp()),
+            "updated_at": int(now.timestamp()),
+        }
+
+    async def _record(self, generation_id: str) -> tuple[str | None, str | None] | None:
+        async with self._db.session() as session:
+            row = (
+                await session.execute(
+                    select(GenerationRecord.preset, GenerationRecord.variant).where(
+                        GenerationRecord.id == generation_id
+                    )
+                )
+            ).first()
+        return None if row is None else (row[0], row[1])
+
+    async def summary(self) -> dict[str, Any]:
+        """Count, mean score and time range of the ratings, per preset and per variant."""
+        query = (
+            select(
+                GenerationRecord.preset,
+                GenerationRecord.variant,
+                func.count(),
+                func.sum(Feedback.score),
+                func.min(Feedback.updated_at),
+                func.max(Feedback.updated_at),
+            )
+            .join(GenerationRecord, GenerationRecord.id == Feedback.generation_id)
+            .group_by(GenerationRecord.preset, GenerationRecord.variant)
+        )
+        async with self._db.session() as session:
+            rows = (await session.execute(query)).all()
+        groups: dict[str | None, list[dict[str, Any]]] = {}
+        for preset, variant, count, total, first, last in rows:
+            groups.setdefault(preset, []).append(
+                _stats(int(count), float(total or 0), first, last) | {"variant": variant}
+            )
+        presets = []
+        for preset in sorted(groups, key=lambda p: (p is None, p or "")):
+            variants = sorted(groups[preset], key=lambda v: (v["variant"] is None, v["variant"] or ""))
+            count = sum(v["count"] for v in variants)
+            total = sum(v["_sum"] for v in variants)
+            first = min(v["_first"] for v in variants)
+            last = max(v["_last"] for v in variants)
+            presets.append(
+                {"preset": preset}
+                | _public(_stats(count, total, first, last))
+                | {"variants": [{"variant": v["variant"]} | _public(v) for v in variants]}
+            )
+        return {"object": "feedback.summary", "scale": SCALE, "presets": presets}
+
+
+def _stats(count: int, total: float, first: datetime, last: datetime) -> dict[str, Any]:
+    first, last = _utc(first), _utc(last)
+    return {
+        "count": count,
+        "mean_rating": round(total / count, 4) if count else None,
+        "first_rated_at": int(first.timestamp()),
+        "last_rated_at": int(last.timestamp()),
+        "_sum": total,
+        "_first": first,
+        "_last": last,
+    }
+
+
+def _public(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in stats.items() if not k.startswith("_") and k != "variant"}
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

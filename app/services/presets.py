@@ -1,0 +1,199 @@
+"""Presets at work: validate inputs, render prompts, pick sampling (tuned or not), plan the job.
+
+Other services use a preset through three calls: `get(name)`, `system_prompt(name, inputs)`
+(a conversation's system prompt) and `choose_sampling(preset, overrides)` (the defaults to pass
+to `GenerationService.plan`, with the tuning variant; `annotate(job)` records the choice).
+`plan(...)` does all of it for `POST /v1/presets/{name}/generate`, including summarizing in
+stages a text longer than the model's context window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from app.errors import NotFound
+from app.presets import Preset
+from app.providers.base import Message
+from app.services.generation import GenerationService, Job
+from app.services.summarize import PartResult, reduce_to_fit, user_message_counter
+from app.services.tuning import TuningService
+
+#: Tokens kept free besides the prompt and the answer, for the estimate's own error.
+_MARGIN = 16
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingChoice:
+    """A preset's sampling for one request: its defaults, and the tuning variant (if any)."""
+
+    preset: str
+    defaults: dict[str, Any]
+    """Pass as `defaults=` to `GenerationService.plan`; the client's own values still win."""
+    variant: str | None = None
+    tuned: bool = False
+
+    def annotate(self, job: Job) -> Job:
+        """Mark `job` as this preset's (its record and its `sampling` metadata say so)."""
+        job.preset = self.preset
+        job.tuned = self.tuned
+        job.variant = self.variant
+        return job
+
+
+class PresetService:
+    """The loaded presets and what can be done with them."""
+
+    def __init__(
+        self,
+        presets: Mapping[str, Preset],
+        generation: GenerationService,
+        tuning: TuningService,
+        *,
+        map_concurrency: int = 4,
+    ) -> None:
+        self._presets = dict(presets)
+        self._generation = generation
+        self.tuning = tuning
+        self._map_concurrency = map_concurrency
+
+    def all(self) -> list[Preset]:
+        return list(self._presets.values())
+
+    def get(self, name: str) -> Preset:
+        preset = self._presets.get(name)
+        if preset is None:
+            raise NotFound(
+                f"The preset '{name}' does not exist; GET /v1/presets lists the available ones.",
+                param="preset",
+                code="preset_not_found",
+            )
+        return preset
+
+    def system_prompt(self, name: str, inputs: Mapping[str, Any], *, param_prefix: str = "inputs") -> str:
+        """The preset's system prompt rendered from `inputs` (only the inputs it uses are
+        required); `InvalidRequest` naming `{param_prefix}.{field}` when one is wrong."""
+        preset = self.get(name)
+        values = preset.validate_inputs(dict(inputs), param_prefix=param_prefix, only=preset.system_inputs)
+        return preset.render(values).system
+
+    async def choose_sampling(self, preset: Preset | str, overrides: Mapping[str, Any]) -> SamplingChoice:
+        """The preset's defaults; when it has tuning variants and the request sets none of the
+        fields they vary, one variant picked by Thompson sampling on top."""
+        preset = self.get(preset) if isinstance(preset, str) else preset
+        variants = preset.variants
+        if not variants or any(overrides.get(f) is not None for f in preset.tuned_fields):
+            return SamplingChoice(preset.name, preset.defaults)
+        variant = await self.tuning.choose(preset)
+        return SamplingChoice(preset.name, {**preset.defaults, **variants[variant]}, variant, tuned=True)
+
+    async def plan(
+        self,
+        name: str,
+        inputs: Mapping[str, Any],
+        *,
+        model: str | None,
+        overrides: Mapping[str, Any],
+        extra: Mapping[str, Any] | None = None,
+        user: str | None = None,
+        endpoint: str = "presets",
+    ) -> Job:
+        """The job for one preset generation (after any map stages a long text needs)."""
+        preset = self.get(name)
+        values = preset.validate_inputs(dict(inputs))
+        choice = await self.choose_sampling(preset, overrides)
+        rendered = preset.render(values)
+        messages = [Message("system", rendered.system), Message("user", rendered.prompt)]
+        reduction_meta: dict[str, Any] | None = None
+        summarize = preset.spec.summarize
+        if summarize is not None and values.get(summarize.input):
+            messages, reduction_meta = await self._fit(
+                preset, values, summarize.input, choice, model, overrides, extra, user, endpoint
+            )
+        job = self._generation.plan(
+            endpoint=endpoint,
+            model=model,
+            messages=messages,
+            overrides=overrides,
+            defaults=choice.defaults,
+            extra=extra,
+            user=user,
+        )
+        choice.annotate(job)
+        if reduction_meta is not None:
+            job.metadata["summarize"] = reduction_meta
+        return job
+
+    async def _fit(
+        self,
+        preset: Preset,
+        values: dict[str, Any],
+        key: str,
+        choice: SamplingChoice,
+        model: str | None,
+        overrides: Mapping[str, Any],
+        extra: Mapping[str, Any] | None,
+        user: str | None,
+        endpoint: str,
+    ) -> tuple[list[Message], dict[str, Any] | None]:
+        """Summarize `values[key]` in stages until the final prompt fits the context window."""
+        name, route, provider = self._generation.resolve(model)
+        upstream = route.upstream_model or name
+
+        def count_messages(messages: tuple[Message, ...]) -> int:
+            return provider.count_tokens(upstream, messages)
+
+        def messages_for(text: str, stage: str, part: int = 1, parts: int = 1) -> list[Message]:
+            r = preset.render({**values, key: text}, stage=stage, part=part, parts=parts)
+            return [Message("system", r.system), Message("user", r.prompt)]
+
+        merged = {**choice.defaults, **overrides}
+        answer = min(
+            merged.get("max_tokens") or self._generation.default_max_tokens(route), route.max_output_tokens
+        )
+        window = route.context_window
+        original = values[key]
+
+        def fits(text: str) -> bool:
+            stage = "single" if text is original else "final"
+            return count_messages(tuple(messages_for(text, stage))) + answer + _MARGIN <= window
+
+        # Each part's summary is kept short enough that several fit together in the next stage.
+        part_answer = min(answer, max(32, window // 8))
+        overhead = count_messages(tuple(messages_for("", "map", 999, 999)))
+        budget = window - overhead - part_answer - _MARGIN
+        part_overrides = {k: v for k, v in overrides.items() if k != "max_tokens"} | {"n": 1}
+
+        async def summarize_part(text: str, part: int, parts: int) -> PartResult:
+            job = self._generation.plan(
+                endpoint=endpoint,
+                model=model,
+                messages=messages_for(text, "map", part, parts),
+                overrides=part_overrides,
+                defaults={**choice.defaults, "max_tokens": part_answer},
+                extra=extra,
+                user=user,
+            )
+            job.preset = preset.name
+            job.metadata["summarize_stage"] = {"stage": "map", "part": part, "parts": parts}
+            outcome = await self._generation.complete(job)
+            c = outcome.completion
+            return PartResult(
+                job.id,
+                c.choices[0].text if c.choices else "",
+                c.usage.prompt_tokens,
+                c.usage.completion_tokens,
+            )
+
+        text, reduction = await reduce_to_fit(
+            original,
+            fits=fits,
+            budget=budget,
+            count=user_message_counter(count_messages),
+            summarize_part=summarize_part,
+            concurrency=self._map_concurrency,
+        )
+        if reduction is None:
+            return messages_for(text, "single"), None
+        return messages_for(text, "final"), reduction.metadata()

@@ -1,0 +1,136 @@
+"""Generation records: a hook that writes one row per generation, off the response's path.
+
+The hook only queues the row; one writer task inserts queued rows in batches (one INSERT for
+many rows under load). Nothing is dropped: a failing database is retried with backoff while rows
+wait in memory, a full queue makes the next generation wait rather than forget, and shutdown
+drains the queue. Feedback on an id still in the queue flushes it first (`RecordWriter.flush`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
+
+from app.services.generation import JobHook, Outcome
+from app.storage.db import Database
+from app.storage.tables import GenerationRecord
+
+log = logging.getLogger("genserve.records")
+
+_BATCH = 500
+_MAX_BACKOFF = 5.0
+
+
+def record_row(outcome: Outcome, *, store_text: bool) -> dict[str, Any]:
+    """The `generation_records` row for a finished (or aborted) generation."""
+    job = outcome.job
+    completion = outcome.completion
+    first = completion.choices[0] if completion.choices else None
+    return {
+        "id": job.id,
+        # When the generation started (outcome.created is only whole seconds).
+        "created_at": datetime.now(UTC) - timedelta(milliseconds=outcome.total_ms),
+        "endpoint": job.endpoint,
+        "preset": job.preset,
+        "model": job.model,
+        "provider": job.provider.name,
+        "sampling": job.request.sampling.as_dict(),
+        "tuned": job.tuned,
+        "variant": job.variant,
+        "prompt_tokens": completion.usage.prompt_tokens,
+        "completion_tokens": completion.usage.completion_tokens,
+        "ttft_ms": round(outcome.ttft_ms, 2),
+        "total_ms": round(outcome.total_ms, 2),
+        "finish_reason": None if outcome.aborted or first is None else first.finish_reason,
+        "aborted": outcome.aborted,
+        "meta": dict(job.metadata),
+        "prompt": (
+            [{"role": m.role, "content": m.content} for m in job.request.messages] if store_text else None
+        ),
+        "output": [c.text for c in completion.choices] if store_text else None,
+    }
+
+
+class RecordWriter:
+    """Inserts queued record rows in the background; `flush()` waits until all are stored."""
+
+    def __init__(self, db: Database, *, max_pending: int = 10_000) -> None:
+        self._db = db
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=max_pending)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="genserve-record-writer")
+
+    async def put(self, row: dict[str, Any]) -> None:
+        """Queue a row; waits only when `max_pending` rows are already waiting (backpressure)."""
+        await self._queue.put(row)
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def flush(self, within: float = 10.0) -> None:
+        """Wait until every row queued so far is in the database (at most `within` seconds)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), within)
+
+    async def aclose(self, within: float = 30.0) -> None:
+        """Drain the queue, then stop the writer."""
+        if self._task is None:
+            return
+        await self.flush(within)
+        if self._queue.qsize():
+            log.error("shutting down with %d generation records not stored", self._queue.qsize())
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < _BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._insert(batch)
+            for _ in batch:
+                self._queue.task_done()
+
+    async def _insert(self, batch: list[dict[str, Any]]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                async with self._db.session() as session:
+                    await session.execute(insert(GenerationRecord), batch)
+                    await session.commit()
+                return
+            except IntegrityError:
+                # Retrying cannot help a row the database refuses (an id already stored):
+                # store the others one by one and report the refused ones.
+                if len(batch) == 1:
+                    log.error("generation record %s refused by the database", batch[0]["id"])
+                    return
+                for row in batch:
+                    await self._insert([row])
+                return
+            except Exception:
+                log.exception("storing %d generation records failed; retrying in %.2fs", len(batch), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+
+
+class RecordHook(JobHook):
+    """Queues a record for every generation that produced an outcome (aborted streams included)."""
+
+    def __init__(self, writer: RecordWriter, *, store_text: bool) -> None:
+        self._writer = writer
+        self._store_text = store_text
+
+    async def on_finish(self, outcome: Outcome) -> None:
+        await self._writer.put(record_row(outcome, store_text=self._store_text))

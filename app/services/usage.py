@@ -1,0 +1,139 @@
+"""Usage and estimated cost per key, per model, per UTC day.
+
+Counts are added up in memory and written in one short transaction every `usage_flush_seconds`
+(and before every read, and at shutdown), so accounting costs a request a dictionary update, not
+a database round trip. Writes are upserts that add to the stored row, so any number of replicas
+can flush into the same table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.providers.base import Usage
+from app.settings import ModelRoute
+from app.storage.db import Database
+from app.storage.tables import UsageDaily
+
+log = logging.getLogger("genserve.usage")
+
+
+def cost(route: ModelRoute, usage: Usage) -> float:
+    """Estimated cost of one generation from the model table's prices (per million tokens)."""
+    return (
+        usage.prompt_tokens * route.input_price_per_mtok
+        + usage.completion_tokens * route.output_price_per_mtok
+    ) / 1_000_000
+
+
+@dataclass(slots=True)
+class _Counts:
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+
+    def add(self, other: _Counts) -> None:
+        self.requests += other.requests
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost += other.cost
+
+
+class UsageRecorder:
+    """Buffers usage in memory and writes it to `usage_daily`."""
+
+    def __init__(self, db: Database, flush_seconds: float) -> None:
+        self._db = db
+        self.flush_seconds = flush_seconds
+        self._pending: dict[tuple[str, str, date], _Counts] = {}
+        self._lock = asyncio.Lock()
+
+    def add(self, key_id: str, model: str, usage: Usage, cost: float, *, at: datetime | None = None) -> None:
+        day = (at or datetime.now(UTC)).date()
+        counts = self._pending.setdefault((key_id, model, day), _Counts())
+        counts.add(_Counts(1, usage.prompt_tokens, usage.completion_tokens, cost))
+
+    async def flush(self) -> None:
+        """Write what has been counted so far; on failure it stays pending for the next try."""
+        async with self._lock:
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, {}
+            try:
+                async with self._db.session() as session:
+                    for (key_id, model, day), counts in sorted(batch.items()):
+                        await session.execute(self._upsert(key_id, model, day, counts))
+                    await session.commit()
+            except BaseException:
+                for k, counts in batch.items():
+                    self._pending.setdefault(k, _Counts()).add(counts)
+                raise
+
+    def _upsert(self, key_id: str, model: str, day: date, counts: _Counts) -> Any:
+        insert = sqlite.insert if self._db.is_sqlite else postgresql.insert
+        stmt = insert(UsageDaily).values(
+            key_id=key_id,
+            model=model,
+            day=day,
+            requests=counts.requests,
+            prompt_tokens=counts.prompt_tokens,
+            completion_tokens=counts.completion_tokens,
+            cost=counts.cost,
+        )
+        new = stmt.excluded
+        return stmt.on_conflict_do_update(
+            index_elements=[UsageDaily.key_id, UsageDaily.model, UsageDaily.day],
+            set_={
+                "requests": UsageDaily.requests + new.requests,
+                "prompt_tokens": UsageDaily.prompt_tokens + new.prompt_tokens,
+                "completion_tokens": UsageDaily.completion_tokens + new.completion_tokens,
+                "cost": UsageDaily.cost + new.cost,
+            },
+        )
+
+    async def run(self) -> None:
+        """Flush periodically until cancelled (the lifespan flushes once more at shutdown)."""
+        while True:
+            await asyncio.sleep(self.flush_seconds)
+            try:
+                await self.flush()
+            except Exception:
+                log.warning("writing usage failed; will retry", exc_info=True)
+
+    async def aclose(self, task: asyncio.Task[None] | None) -> None:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.flush()
+
+    async def query(
+        self,
+        *,
+        key_id: str | None = None,
+        model: str | None = None,
+        start: date | None = None,
+        end: date | None = None,
+    ) -> list[UsageDaily]:
+        """Rows in date order, newest counts included (this replica's pending ones are written first)."""
+        await self.flush()
+        q = select(UsageDaily).order_by(UsageDaily.day, UsageDaily.key_id, UsageDaily.model)
+        if key_id is not None:
+            q = q.where(UsageDaily.key_id == key_id)
+        if model is not None:
+            q = q.where(UsageDaily.model == model)
+        if start is not None:
+            q = q.where(UsageDaily.day >= start)
+        if end is not None:
+            q = q.where(UsageDaily.day <= end)
+        async with self._db.session() as session:
+            return list((await session.execute(q)).scalars())

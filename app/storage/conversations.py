@@ -1,0 +1,160 @@
+"""Conversation tables and the queries on them: conversations, and their numbered turns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    and_,
+    delete,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm.attributes import set_committed_value
+
+from app.storage.tables import Base
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ConversationRow(Base):
+    """A conversation's settings. `turns` counts its stored messages and is the number every
+    new turn is checked against, so two writers can never both append after the same turn."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    model: Mapped[str] = mapped_column(String(200))
+    system: Mapped[str | None] = mapped_column(Text)
+    preset: Mapped[str | None] = mapped_column(String(100))
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    sampling: Mapped[dict[str, Any]] = mapped_column(JSON)
+    meta: Mapped[dict[str, str]] = mapped_column("metadata", JSON)
+    turns: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class MessageRow(Base):
+    """One turn: the user's message or the assistant's reply, numbered from 1."""
+
+    __tablename__ = "conversation_messages"
+
+    conversation_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    generation_id: Mapped[str | None] = mapped_column(String(100))
+    finish_reason: Mapped[str | None] = mapped_column(String(32))
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
+    usage: Mapped[dict[str, int] | None] = mapped_column(JSON)
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+
+async def get_conversation(
+    session: AsyncSession, conversation_id: str, *, lock: bool = False
+) -> ConversationRow | None:
+    """The conversation, or None. With `lock`, its row stays locked (PostgreSQL `FOR UPDATE`)
+    until the session's transaction ends; SQLite has no row locks and ignores it."""
+    query = select(ConversationRow).where(ConversationRow.id == conversation_id)
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def list_conversations(
+    session: AsyncSession, *, limit: int, after: str | None
+) -> tuple[list[ConversationRow], bool] | None:
+    """Newest first, `limit` at a time, starting after the conversation `after` (None when
+    that conversation does not exist). Returns the page and whether more follow."""
+    query = select(ConversationRow)
+    if after is not None:
+        anchor = (
+            await session.execute(select(ConversationRow.created_at).where(ConversationRow.id == after))
+        ).scalar_one_or_none()
+        if anchor is None:
+            return None
+        query = query.where(
+            or_(
+                ConversationRow.created_at < anchor,
+                and_(ConversationRow.created_at == anchor, ConversationRow.id < after),
+            )
+        )
+    query = query.order_by(ConversationRow.created_at.desc(), ConversationRow.id.desc()).limit(limit + 1)
+    rows = list((await session.execute(query)).scalars())
+    return rows[:limit], len(rows) > limit
+
+
+async def page_messages(
+    session: AsyncSession, conversation_id: str, *, limit: int, before: int | None
+) -> list[MessageRow]:
+    """Up to `limit` messages just before turn `before` (default: the newest), oldest first."""
+    query = select(MessageRow).where(MessageRow.conversation_id == conversation_id)
+    if before is not None:
+        query = query.where(MessageRow.seq < before)
+    query = query.order_by(MessageRow.seq.desc()).limit(limit)
+    rows = list((await session.execute(query)).scalars())
+    rows.reverse()
+    return rows
+
+
+async def newest_messages(
+    session: AsyncSession, conversation_id: str, *, before: int | None, limit: int
+) -> Sequence[MessageRow]:
+    """Messages newest first, `limit` at a time (for fitting history into a context window)."""
+    query = select(MessageRow).where(MessageRow.conversation_id == conversation_id)
+    if before is not None:
+        query = query.where(MessageRow.seq < before)
+    query = query.order_by(MessageRow.seq.desc()).limit(limit)
+    return list((await session.execute(query)).scalars())
+
+
+async def append_turns(
+    session: AsyncSession, conversation: ConversationRow, messages: Sequence[MessageRow]
+) -> bool:
+    """Append `messages` after the conversation's last known turn, numbering them; False when
+    the conversation changed meanwhile (deleted, or another writer appended first)."""
+    expected = conversation.turns
+    now = utcnow()
+    result = await session.execute(
+        update(ConversationRow)
+        .where(ConversationRow.id == conversation.id, ConversationRow.turns == expected)
+        .values(turns=expected + len(messages), updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    set_committed_value(conversation, "turns", expected + len(messages))
+    set_committed_value(conversation, "updated_at", now)
+    for offset, message in enumerate(messages, start=1):
+        message.conversation_id = conversation.id
+        message.seq = expected + offset
+        message.created_at = now
+        session.add(message)
+    await session.flush()
+    return True
+
+
+async def delete_conversation(session: AsyncSession, conversation_id: str) -> bool:
+    await session.execute(delete(MessageRow).where(MessageRow.conversation_id == conversation_id))
+    result = await session.execute(delete(ConversationRow).where(ConversationRow.id == conversation_id))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
