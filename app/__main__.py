@@ -5,12 +5,14 @@ from __future__ import annotations
 import uvicorn
 
 from app.main import create_app
-from app.observability.logging import uvicorn_log_config
+from app.observability.logging import configure_logging, uvicorn_log_config
 from app.settings import Settings
 
 
 def main() -> None:
     settings = Settings()
+    # Logging is process-wide: configured by the process's entry point, not by each app built.
+    configure_logging(settings)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

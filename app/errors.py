@@ -16,7 +16,9 @@
     ├── UpstreamTimeout           504 timeout_error
     └── ClientDisconnected        499 (nobody is left to read it; logged only)
 
-Every body is OpenAI's `{"error": {"message", "type", "param", "code"}}`.
+Every body is OpenAI's `{"error": {"message", "type", "param", "code"}}`. An error marked
+`transient` (a timeout, a dropped connection, an upstream 429 or 5xx) may succeed if the same
+request is sent again; the retry policy (`app/services/resilience.py`) retries only those.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class AppError(Exception):
         code: str | None = None,
         retry_after: float | None = None,
         headers: dict[str, str] | None = None,
+        transient: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -56,6 +59,8 @@ class AppError(Exception):
         self.code = code if code is not None else self.default_code
         self.retry_after = retry_after
         self.headers = dict(headers or {})
+        self.transient = transient
+        """Sending the same request again may succeed (used by the retry policy)."""
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.type, self.param, self.code)

@@ -13,10 +13,10 @@ from redis.asyncio import Redis
 
 from app.api.access import AccessMiddleware, authenticate_client
 from app.api.body_limit import BodyLimitMiddleware
+from app.api.request_options import RequestOptionsMiddleware
 from app.api.routes import admin, chat, conversations, feedback, generate, health, models, presets, usage
 from app.api.routes import metrics as metrics_endpoint
 from app.errors import register_error_handlers
-from app.observability.logging import configure_logging
 from app.observability.metrics import Metrics
 from app.observability.request_id import RequestIdMiddleware
 from app.observability.requests import ObservabilityHook, ObservabilityMiddleware
@@ -26,6 +26,7 @@ from app.services.conversations import ConversationService
 from app.services.feedback_loop import open_feedback_loop
 from app.services.generation import GenerationService, JobHook
 from app.services.limits import RATE_LIMIT_HEADERS
+from app.services.safeguards import Safeguards
 from app.settings import Settings
 from app.state import AppState
 from app.storage.db import Database
@@ -53,7 +54,6 @@ async def build_providers(settings: Settings) -> dict[str, Provider]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service. Nothing is opened until the lifespan starts."""
     settings = settings or Settings()
-    configure_logging(settings)
     metrics = Metrics()
 
     @asynccontextmanager
@@ -77,7 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Observability sees every job (refusals included, through on_error); then keys and
             # limits: a refused job never reaches the hooks after them.
             hooks: list[JobHook] = [ObservabilityHook(metrics), access.hook]
-            generation = GenerationService(settings, providers, hooks)
+            safeguards = Safeguards.build(settings, providers, redis)
+            metrics.watch_safeguards(safeguards)
+            generation = GenerationService(settings, providers, hooks, runner=safeguards)
             app.state.genserve = AppState(
                 settings=settings,
                 providers=providers,
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ),
                 redis=redis,
                 access=access,
+                safeguards=safeguards,
                 metrics=metrics,
             )
             await open_feedback_loop(app.state.genserve, stack)
@@ -127,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["x-request-id", "retry-after", "x-cache", *RATE_LIMIT_HEADERS],
         )
     app.add_middleware(AccessMiddleware)
+    app.add_middleware(RequestOptionsMiddleware)
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

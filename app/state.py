@@ -14,6 +14,7 @@ from app.services.feedback import FeedbackService
 from app.services.generation import GenerationService
 from app.services.presets import PresetService
 from app.services.records import RecordWriter
+from app.services.safeguards import Safeguards
 from app.settings import Settings
 from app.storage.db import Database
 
@@ -37,5 +38,7 @@ class AppState:
     """Ratings of generations (issue 3)."""
     access: Access | None = None
     """Client keys, rate limits and usage accounting."""
+    safeguards: Safeguards | None = None
+    """Privacy, response cache and resilience: their counters and circuit states feed metrics."""
     metrics: Metrics = field(default_factory=Metrics)
     """Prometheus series of this app instance (see `app.observability.metrics`)."""

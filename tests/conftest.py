@@ -47,6 +47,9 @@ def make_settings(**overrides: object) -> Settings:
         "log_level": "WARNING",
         # Each app gets its own SQLite file unless a test names a database.
         "data_dir": tempfile.mkdtemp(prefix="genserve-test-"),
+        # Repeated seeded requests would be answered from the response cache and stop exercising
+        # the model; the cache's own tests turn it on.
+        "cache_enabled": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -136,6 +136,9 @@ class PresetSpec(BaseModel):
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     tuning: TuningSpec | None = None
     summarize: SummarizeSpec | None = None
+    privacy: Literal["off", "redact", "block"] | None = None
+    """Personal-data mode for this preset's generations; the strictest of it, the request's and
+    the service default applies."""
 
     @field_validator("inputs")
     @classmethod

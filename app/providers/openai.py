@@ -5,8 +5,10 @@ This is the only module that imports `openai`; SDK exceptions become the project
 
 from __future__ import annotations
 
+import email.utils
 import re
 import ssl
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from functools import cached_property
 from typing import Any, cast
@@ -98,26 +100,39 @@ def _upstream_message(exc: openai.APIStatusError) -> str:
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after")
-    if value is None:
-        return None
+    """Seconds the upstream asks us to wait: `retry-after-ms` (OpenAI's), or `retry-after` in
+    seconds or as an HTTP date."""
+    headers = exc.response.headers
     try:
-        return float(value)
-    except ValueError:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return max(0.0, float(ms) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (ValueError, TypeError):
         return None
 
 
 def translate_error(exc: openai.OpenAIError) -> AppError:
     """Map an SDK exception to the error the client of this service should see."""
     if isinstance(exc, openai.APITimeoutError):
-        return UpstreamTimeout("The upstream model did not answer in time.")
+        return UpstreamTimeout("The upstream model did not answer in time.", transient=True)
     if isinstance(exc, openai.APIConnectionError):
-        return UpstreamError("Could not connect to the upstream model.", code="upstream_unreachable")
+        return UpstreamError(
+            "Could not connect to the upstream model.", code="upstream_unreachable", transient=True
+        )
     if isinstance(exc, openai.RateLimitError):
+        retry_after = _retry_after(exc)
         return RateLimited(
             f"The upstream model is rate limited: {_upstream_message(exc)}",
-            retry_after=_retry_after(exc) or 1.0,
+            retry_after=1.0 if retry_after is None else retry_after,
             code="upstream_rate_limited",
+            transient=True,
         )
     if isinstance(exc, openai.BadRequestError | openai.UnprocessableEntityError):
         param = exc.body.get("param") if isinstance(exc.body, dict) else None
@@ -131,8 +146,15 @@ def translate_error(exc: openai.OpenAIError) -> AppError:
             "The upstream model refused this service's credentials.", code="upstream_auth_failed"
         )
     if isinstance(exc, openai.APIStatusError):
-        return UpstreamError(f"The upstream model failed with HTTP {exc.status_code}.", code="upstream_error")
-    return UpstreamError("The upstream model returned an unusable answer.", code="upstream_bad_response")
+        return UpstreamError(
+            f"The upstream model failed with HTTP {exc.status_code}.",
+            code="upstream_error",
+            retry_after=_retry_after(exc),
+            transient=exc.status_code >= 500 or exc.status_code in (408, 409),
+        )
+    return UpstreamError(
+        "The upstream model returned an unusable answer.", code="upstream_bad_response", transient=True
+    )
 
 
 class OpenAIProvider:
@@ -150,7 +172,9 @@ class OpenAIProvider:
             api_key=api_key or "unused",
             base_url=settings.openai_base_url,
             timeout=settings.openai_timeout,
-            max_retries=settings.openai_max_retries,
+            # The service owns retries (app/services/resilience.py): one budget and one deadline
+            # per request across fallbacks, counted in metrics. SDK retries would multiply them.
+            max_retries=0,
             http_client=http_client,
         )
         self._encoding_name = settings.openai_tokenizer
@@ -193,7 +217,7 @@ class OpenAIProvider:
             raise translate_error(exc) from exc
         except orjson.JSONDecodeError as exc:
             raise UpstreamError(
-                "The upstream model returned malformed JSON.", code="upstream_bad_response"
+                "The upstream model returned malformed JSON.", code="upstream_bad_response", transient=True
             ) from exc
         try:
             choices = tuple(
@@ -209,7 +233,9 @@ class OpenAIProvider:
             completion_tokens = usage.get("completion_tokens")
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise UpstreamError(
-                "The upstream model returned an unexpected answer.", code="upstream_bad_response"
+                "The upstream model returned an unexpected answer.",
+                code="upstream_bad_response",
+                transient=True,
             ) from exc
         if not isinstance(prompt_tokens, int):
             prompt_tokens = self.count_tokens(request.model, request.messages)
@@ -281,7 +307,9 @@ class OpenAIProvider:
         except openai.OpenAIError as exc:
             raise translate_error(exc) from exc
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise UpstreamError("The upstream stream was malformed.", code="upstream_bad_response") from exc
+            raise UpstreamError(
+                "The upstream stream was malformed.", code="upstream_bad_response", transient=True
+            ) from exc
         finally:
             await response.aclose()
         if usage is None:

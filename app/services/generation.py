@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from app.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 from app.providers.base import (
@@ -46,6 +46,10 @@ class Job:
     preset: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     """Facts reported back to the client (turns left out, redactions, ...)."""
+    seed_fixed: bool = False
+    """The seed was chosen by the client or a preset, not drawn at random (makes it cacheable)."""
+    privacy: Literal["off", "redact", "block"] | None = None
+    """A preset's privacy mode; the strictest of this, the request's and the default applies."""
 
 
 @dataclass(slots=True)
@@ -86,6 +90,26 @@ class JobHook:
         return None
 
 
+class Runner(Protocol):
+    """Runs a planned job against a provider. Policies (privacy, cache, retries and fallbacks)
+    wrap one another as runners; a runner may update the job (the model that served it,
+    `metadata`)."""
+
+    async def complete(self, job: Job) -> Completion: ...
+
+    def stream(self, job: Job) -> AsyncGenerator[Chunk, None]: ...
+
+
+class DirectRunner:
+    """Calls the job's provider, with no policy around it."""
+
+    async def complete(self, job: Job) -> Completion:
+        return await job.provider.complete(job.request)
+
+    def stream(self, job: Job) -> AsyncGenerator[Chunk, None]:
+        return job.provider.stream(job.request)
+
+
 class GenerationService:
     """Plans and runs generations against the configured providers."""
 
@@ -94,11 +118,13 @@ class GenerationService:
         settings: Settings,
         providers: Mapping[str, Provider],
         hooks: Sequence[JobHook] = (),
+        runner: Runner | None = None,
     ) -> None:
         self._settings = settings
         self._providers = providers
         self._table = settings.model_table
         self.hooks: list[JobHook] = list(hooks)
+        self.runner: Runner = runner or DirectRunner()
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -203,6 +229,7 @@ class GenerationService:
             route=route,
             provider=provider,
             request=request,
+            seed_fixed=seed is not None,
         )
 
     # -- running -----------------------------------------------------------------------------
@@ -212,7 +239,7 @@ class GenerationService:
         started = time.perf_counter()
         created = int(time.time())
         try:
-            completion = await job.provider.complete(job.request)
+            completion = await self.runner.complete(job)
         except BaseException as exc:
             await self._failed(job, exc)
             raise
@@ -237,7 +264,7 @@ class GenerationService:
         done = False
         error: BaseException | None = None
         try:
-            async with aclosing(job.provider.stream(job.request)) as chunks:
+            async with aclosing(self.runner.stream(job)) as chunks:
                 async for chunk in chunks:
                     if chunk.usage is not None:
                         usage = chunk.usage

@@ -121,6 +121,7 @@ class PresetService:
             user=user,
         )
         choice.annotate(job)
+        job.privacy = preset.spec.privacy
         if reduction_meta is not None:
             job.metadata["summarize"] = reduction_meta
         return job
@@ -176,6 +177,7 @@ class PresetService:
                 user=user,
             )
             job.preset = preset.name
+            job.privacy = preset.spec.privacy
             job.metadata["summarize_stage"] = {"stage": "map", "part": part, "parts": parts}
             outcome = await self._generation.complete(job)
             c = outcome.completion

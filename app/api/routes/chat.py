@@ -47,10 +47,11 @@ def chat_body(outcome: Outcome) -> dict[str, object]:
 def render_chat_stream(job: Job, include_usage: bool) -> Callable[[Chunk | Outcome], list[bytes]]:
     started: set[int] = set()
     # No `system_fingerprint`: OpenAI's schema allows it absent but not null, and we have none.
-    head = {"id": job.id, "object": "chat.completion.chunk", "model": job.model}
+    head = {"id": job.id, "object": "chat.completion.chunk"}
 
     def chunk(created: int, choices: list[dict[str, object]], **more: object) -> bytes:
-        return frame({**head, "created": created, "choices": choices, **more})
+        # `job.model` is read late: a fallback model may have taken over when the stream opened.
+        return frame({**head, "model": job.model, "created": created, "choices": choices, **more})
 
     created = int(time.time())
 

@@ -1,0 +1,41 @@
+"""The policies every job runs through, outermost first: privacy → response cache → resilience
+(retries, fallbacks, circuit breakers, concurrency caps) → the provider.
+
+Privacy comes first so that the cache and the upstream only ever see redacted prompts; the cache
+comes before resilience so that a hit costs no upstream call, no retry and no concurrency slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from app.providers.base import Chunk, Completion, Provider
+from app.services.cache import ResponseCache
+from app.services.generation import Job
+from app.services.privacy import PrivacyGuard
+from app.services.resilience import Resilience
+from app.settings import Settings
+
+
+@dataclass(slots=True)
+class Safeguards:
+    """The runner chain, with each step at hand for metrics (circuit states, cache hits, retries)."""
+
+    privacy: PrivacyGuard
+    cache: ResponseCache
+    resilience: Resilience
+
+    @classmethod
+    def build(cls, settings: Settings, providers: Mapping[str, Provider], redis: Redis | None) -> Safeguards:
+        resilience = Resilience(settings, providers)
+        cache = ResponseCache.build(settings, resilience, redis)
+        return cls(privacy=PrivacyGuard(settings, cache), cache=cache, resilience=resilience)
+
+    async def complete(self, job: Job) -> Completion:
+        return await self.privacy.complete(job)
+
+    def stream(self, job: Job) -> AsyncGenerator[Chunk, None]:
+        return self.privacy.stream(job)
