@@ -1024,6 +1024,8 @@ function initKey() {
 
 function init() {
   buildSamplingControls();
+  // On a phone the sampling controls start folded, so the prompt and the answer stay close.
+  if (matchMedia("(max-width: 899px)").matches) $("#sampling").open = false;
   initKey();
   for (const tab of document.querySelectorAll('[role="tab"]')) {
     tab.addEventListener("click", () => setMode(tab.dataset.mode));
