@@ -26,8 +26,11 @@ from app.api.routes import (
     presets,
     usage,
 )
+from app.api.routes import metrics as metrics_endpoint
 from app.errors import register_error_handlers
+from app.observability.metrics import Metrics
 from app.observability.request_id import RequestIdMiddleware
+from app.observability.requests import ObservabilityHook, ObservabilityMiddleware
 from app.providers.base import Provider
 from app.services.access import open_access
 from app.services.conversations import ConversationService
@@ -62,6 +65,7 @@ async def build_providers(settings: Settings) -> dict[str, Provider]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service. Nothing is opened until the lifespan starts."""
     settings = settings or Settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,9 +81,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             providers = await build_providers(settings)
             for provider in providers.values():
                 stack.push_async_callback(provider.aclose)
+            if "local" in providers:
+                local_provider = providers["local"]
+                metrics.watch_local_queue(lambda: getattr(local_provider, "queue_depth", 0))
             access = await stack.enter_async_context(open_access(settings, db, redis))
             # Keys and limits first: a refused job never reaches the hooks after it.
-            hooks: list[JobHook] = [access.hook]
+            hooks: list[JobHook] = [access.hook, ObservabilityHook(metrics)]
             safeguards = Safeguards.build(settings, providers, redis)
             generation = GenerationService(settings, providers, hooks, runner=safeguards)
             app.state.genserve = AppState(
@@ -94,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 redis=redis,
                 access=access,
                 safeguards=safeguards,
+                metrics=metrics,
             )
             await open_feedback_loop(app.state.genserve, stack)
             yield
@@ -107,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(authenticate_client)],
     )
     register_error_handlers(app)
+    app.state.metrics = metrics
     for router in (
         generate.router,
         chat.router,
@@ -115,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.router,
         presets.router,
         feedback.router,
+        metrics_endpoint.router,
         playground.router,
     ):
         app.include_router(router)
@@ -131,5 +141,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(AccessMiddleware)
     app.add_middleware(RequestOptionsMiddleware)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app
