@@ -85,9 +85,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 local_provider = providers["local"]
                 metrics.watch_local_queue(lambda: getattr(local_provider, "queue_depth", 0))
             access = await stack.enter_async_context(open_access(settings, db, redis))
-            # Keys and limits first: a refused job never reaches the hooks after it.
-            hooks: list[JobHook] = [access.hook, ObservabilityHook(metrics)]
+            # Observability sees every job (refusals included, through on_error); then keys and
+            # limits: a refused job never reaches the hooks after them.
+            hooks: list[JobHook] = [ObservabilityHook(metrics), access.hook]
             safeguards = Safeguards.build(settings, providers, redis)
+            metrics.watch_safeguards(safeguards)
             generation = GenerationService(settings, providers, hooks, runner=safeguards)
             app.state.genserve = AppState(
                 settings=settings,
