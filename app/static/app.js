@@ -487,10 +487,11 @@ async function execute(request, { onText, onStart }) {
         if (event.usage && event.sampling) {
           result = event;
         } else if (typeof event.text === "string" || typeof event.delta === "string") {
+          // The status is a live region: announce that text flows, not every chunk of it.
+          if (firstTextAt == null) setStatus("Streaming…", true);
           firstTextAt ??= performance.now();
           chunks += 1;
           onText(event.index ?? 0, event.text ?? event.delta);
-          setStatus(`Streaming… ${chunks} chunk${chunks === 1 ? "" : "s"}`, true);
         }
       }
       if (!result) throw new Error("The stream finished without its metadata event.");
@@ -1024,6 +1025,8 @@ function initKey() {
 
 function init() {
   buildSamplingControls();
+  // On a phone the sampling controls start folded, so the prompt and the answer stay close.
+  if (matchMedia("(max-width: 899px)").matches) $("#sampling").open = false;
   initKey();
   for (const tab of document.querySelectorAll('[role="tab"]')) {
     tab.addEventListener("click", () => setMode(tab.dataset.mode));

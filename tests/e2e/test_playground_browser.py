@@ -24,9 +24,17 @@ LONG_PROMPT = "Write a very long story about a dragon, with many chapters."
 async def ask(page: Page, prompt: str, **fields: object) -> None:
     """Fill the generate form the way a user would, and press Send."""
     await page.fill("#prompt", prompt)
+    if fields:
+        await unfold_sampling(page)
     for name, value in fields.items():
         await page.fill(f"#f-{name}", str(value))
     await page.click("#send")
+
+
+async def unfold_sampling(page: Page) -> None:
+    """The sampling controls start folded on a phone."""
+    if await page.get_attribute("#sampling", "open") is None:
+        await page.click("#sampling > summary")
 
 
 async def finished(page: Page) -> None:
@@ -331,7 +339,7 @@ async def test_missing_endpoints_hide_their_modes(browser: Browser, live_server:
     assert not watch.errors, watch.errors
 
 
-async def test_phone_sized_and_dark(browser: Browser, live_server: LiveServer) -> None:
+async def test_phone_sized_and_dark(browser: Browser, live_server: LiveServer, tmp_path: Path) -> None:
     # Under the page's own Content-Security-Policy: a violation would show up as a console error.
     page, watch = await open_page(browser, live_server, phone=True, dark=True, own_csp=True)
     try:
@@ -339,10 +347,29 @@ async def test_phone_sized_and_dark(browser: Browser, live_server: LiveServer) -
         assert width <= 390, "nothing overflows a phone screen sideways"
         background = await page.evaluate("getComputedStyle(document.body).backgroundColor")
         assert background == "rgb(21, 23, 27)"  # the dark palette
+        assert await page.get_attribute("#sampling", "open") is None  # folded, to keep things close
         await ask(page, "Hi", max_tokens=4)
         await finished(page)
         assert await page.is_visible("#meta")
         assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+
+        # Chat on a phone: the picture in the README.
+        await page.click("#tab-chat")
+        await page.click("#new-conversation")
+        await page.fill("#message", "Hi! Can you recommend a good book?")
+        await unfold_sampling(page)
+        await page.fill("#f-max_tokens", "40")
+        await page.fill("#f-seed", "4")
+        await page.click("#sampling > summary")  # fold again
+        await page.click("#send")
+        await finished(page)
+        assert await page.locator("#thread .msg").count() == 2
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+        await page.locator("#thread").scroll_into_view_if_needed()
+        target = REPO / "docs" / "playground-phone-dark.png"
+        if os.environ.get("UPDATE_SCREENSHOTS") != "1":
+            target = tmp_path / target.name
+        await page.screenshot(path=str(target))
     finally:
         await page.context.close()
     assert not watch.errors, watch.errors
