@@ -76,7 +76,9 @@ def over_http(url: str, runs: int, max_tokens: int) -> dict[str, float]:
     for _ in range(runs + 1):
         conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=120)
         t0 = time.perf_counter()
-        conn.request("POST", "/v1/generate", body=body, headers={"content-type": "application/json"})
+        # no-store: a fixed seed makes the request cacheable, and a cached answer is not generation.
+        headers = {"content-type": "application/json", "cache-control": "no-store"}
+        conn.request("POST", "/v1/generate", body=body, headers=headers)
         response = conn.getresponse()
         ttft = 0.0
         tokens = 0

@@ -316,7 +316,7 @@ def local_model() -> list[tuple[str, dict[str, float]]]:
     results = []
     args = ["--runs", runs, "--max-tokens", max_tokens]
     with process([PY, "-m", "app"], env=env, ready=f"http://127.0.0.1:{port}/readyz"):
-        for _ in range(2):  # alternate: in-process, over HTTP, in-process, over HTTP
+        for _ in range(3):  # alternate: in-process, over HTTP, in-process, over HTTP, ...
             for mode in ("inproc", "http"):
                 cmd = [PY, "-m", "bench.local_model", mode, "--url", f"http://127.0.0.1:{port}", *args]
                 out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout

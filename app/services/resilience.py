@@ -112,7 +112,7 @@ class ConcurrencyCap:
 
     async def acquire(self, provider: str, deadline: float) -> None:
         """Take a slot (give it back with `release`), or raise 503 when none frees up in time."""
-        if self._semaphore is not None:
+        if self._semaphore is not None and self._semaphore.locked():
             try:
                 async with asyncio.timeout(max(0.0, min(self.wait, deadline - time.monotonic()))):
                     await self._semaphore.acquire()
@@ -123,6 +123,9 @@ class ConcurrencyCap:
                     code="upstream_busy",
                     retry_after=1.0,
                 ) from None
+        elif self._semaphore is not None:
+            # A free slot: taken at once, without arming a timer (most requests, on the hot path).
+            await self._semaphore.acquire()
         self.in_flight += 1
 
     def release(self) -> None:
