@@ -50,6 +50,9 @@ bench: install  ## Measure the service against a fake upstream (BENCH_QUICK=1: ~
 		else sudo apt-get install -y wrk; fi; }
 	$(BIN)/python -m bench.run
 
+tuning-plot: dev  ## Redraw docs/tuning.png: feedback tuning converging in a simulation (about a minute)
+	$(BIN)/python -m bench.tuning_convergence
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 

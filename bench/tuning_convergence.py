@@ -2,7 +2,7 @@
 40%; Thompson sampling should learn to pick that variant. Runs the real service in-process against
 a mocked upstream and draws how often each variant is chosen, round by round, into docs/tuning.png.
 
-    PYTHONPATH=. .venv/bin/python bench/tuning_convergence.py [--rounds 300] [--runs 8]
+    make tuning-plot     # or: .venv/bin/python -m bench.tuning_convergence [--rounds 300] [--runs 8]
 """
 
 from __future__ import annotations

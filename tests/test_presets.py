@@ -10,6 +10,7 @@ import pytest
 import respx
 
 from app.main import create_app
+from tests.access_helpers import bearer, create_key, keys_app, running
 from tests.conftest import openai_settings
 from tests.preset_helpers import FakeUpstream, serve, sse_events, system_prompt, user_prompt
 
@@ -217,3 +218,28 @@ async def test_customer_service_system_prompt_for_conversations(upstream: respx.
         assert choice.variant in {"steady", "balanced", "warm"}
         assert choice.defaults["max_tokens"] == 300
         assert not (await presets.choose_sampling("customer_service", {"temperature": 0.1})).tuned
+
+
+async def test_a_key_limited_to_some_presets_sees_and_uses_only_those(upstream: respx.MockRouter) -> None:
+    fake = FakeUpstream().install(upstream)
+    async with running(keys_app()) as client:
+        _, secret = await create_key(client, name="support-widget", allowed_presets=["qa"])
+        _, everything = await create_key(client, name="internal")
+        r = await client.get("/v1/presets", headers=bearer(secret))
+        assert [p["name"] for p in r.json()["data"]] == ["qa"]
+        r = await client.get("/v1/presets", headers=bearer(everything))
+        assert [p["name"] for p in r.json()["data"]] == SHIPPED
+        for path in ("/v1/presets/summarize", "/v1/presets/summarize/tuning"):
+            r = await client.get(path, headers=bearer(secret))
+            assert r.status_code == 403
+            assert r.json()["error"]["code"] == "preset_not_allowed"
+        r = await client.post(
+            "/v1/presets/summarize/generate", json={"inputs": {"text": "Long story."}}, headers=bearer(secret)
+        )
+        assert r.status_code == 403
+        assert fake.bodies == []
+        r = await client.post(
+            "/v1/presets/qa/generate", json={"inputs": {"question": "?"}}, headers=bearer(secret)
+        )
+        assert r.status_code == 200, r.text
+        assert (await client.get("/v1/presets", headers={})).status_code == 401
