@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 safeguards=safeguards,
             )
             await open_feedback_loop(app.state.genserve, stack)
+            app.state.genserve.conversations.presets = app.state.genserve.presets
             yield
 
     app = FastAPI(

@@ -531,3 +531,68 @@ async def test_a_busy_conversation_answers_409_after_the_wait(database_url: str,
         assert r.headers["retry-after"]
         await first
         assert_paired(await history(client, conversation), {"slow"})
+
+
+# -- presets ---------------------------------------------------------------------------------
+
+ACME = {"company": "Acme Anvils", "product_facts": "Anvils ship within 3 days.", "tone": "formal"}
+
+
+async def test_a_preset_conversation_renders_its_prompt_and_tunes_its_replies(
+    client: httpx.AsyncClient, mock: Upstream
+) -> None:
+    r = await client.post("/v1/conversations", json={"preset": "customer_service", "inputs": ACME})
+    assert r.status_code == 200, r.text
+    created = r.json()
+    assert created["preset"] == "customer_service"
+    assert created["inputs"] == ACME
+    assert "Acme Anvils" in created["system"]
+    assert "Anvils ship within 3 days." in created["system"]
+    conversation = created["id"]
+
+    reply = await say(client, conversation, "When will my anvil ship?")
+    system = mock.sent()[0]
+    assert system == {"role": "system", "content": created["system"]}
+    assert reply["sampling"]["tuned"] is True
+    assert reply["sampling"]["variant"] in {"steady", "balanced", "warm"}
+    assert reply["sampling"]["max_tokens"] == 300  # the preset's default
+    # Rated like any generation: feedback reaches the preset's tuning.
+    r = await client.post("/v1/feedback", json={"generation_id": reply["id"], "rating": "up"})
+    assert r.status_code == 200, r.text
+    assert r.json()["preset"] == "customer_service"
+    assert r.json()["variant"] == reply["sampling"]["variant"]
+
+    # A message's own temperature wins, and that reply is not tuned.
+    own = await say(client, conversation, "And to Norway?", temperature=0.0)
+    assert own["sampling"]["temperature"] == 0.0
+    assert own["sampling"]["tuned"] is False
+    assert own["sampling"]["max_tokens"] == 300
+    assert mock.sent()[0] == system
+
+
+async def test_a_conversations_own_sampling_beats_the_presets(client: httpx.AsyncClient) -> None:
+    conversation = await new_conversation(
+        client, system=None, preset="customer_service", inputs=ACME, sampling={"temperature": 0.1}
+    )
+    reply = await say(client, conversation, "hello")
+    assert reply["sampling"]["temperature"] == 0.1
+    assert reply["sampling"]["tuned"] is False
+
+
+async def test_preset_mistakes_name_the_field(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/v1/conversations", json={"preset": "customer_service", "inputs": {"tone": "formal"}}
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "inputs.company"
+    r = await client.post("/v1/conversations", json={"preset": "nope"})
+    assert r.status_code == 404
+    assert r.json()["error"]["param"] == "preset"
+    r = await client.post(
+        "/v1/conversations", json={"preset": "customer_service", "inputs": ACME, "system": "Be a pirate."}
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "system"
+    r = await client.post("/v1/conversations", json={"inputs": ACME})
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "inputs"
