@@ -335,7 +335,7 @@ async def test_a_streamed_failure_stores_nothing(client: httpx.AsyncClient, mock
 
 
 async def test_a_client_gone_mid_stream_keeps_what_it_was_shown(database_url: str, mock: Upstream) -> None:
-    mock.chunk_delay = 0.05
+    mock.chunk_delay = 0.2
     app = conversation_app(database_url)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -461,6 +461,14 @@ async def test_a_message_too_large_for_the_window_is_refused(database_url: str, 
 # -- one reply at a time ---------------------------------------------------------------------
 
 
+async def upstream_called(mock: Upstream, times: int) -> None:
+    for _ in range(200):
+        if len(mock.requests) >= times:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the upstream was not called")
+
+
 def assert_paired(page: dict[str, Any], questions: set[str]) -> None:
     """Every question is stored once, followed directly by its own answer."""
     pairs = turns(page)
@@ -520,11 +528,11 @@ async def test_a_conversation_continues_on_another_replica(database_url: str, mo
 
 
 async def test_a_busy_conversation_answers_409_after_the_wait(database_url: str, mock: Upstream) -> None:
-    mock.delay = 0.6
+    mock.delay = 1.5
     async for client in running(conversation_app(database_url, conversation_lock_timeout=0.1)):
         conversation = await new_conversation(client)
         first = asyncio.create_task(say(client, conversation, "slow"))
-        await asyncio.sleep(0.2)
+        await upstream_called(mock, 1)
         r = await client.post(f"/v1/conversations/{conversation}/messages", json={"content": "impatient"})
         assert r.status_code == 409, r.text
         assert r.json()["error"]["code"] == "conversation_busy"
@@ -596,3 +604,27 @@ async def test_preset_mistakes_name_the_field(client: httpx.AsyncClient) -> None
     r = await client.post("/v1/conversations", json={"inputs": ACME})
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "inputs"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_replica_waits_for_the_other_replicas_reply_then_gives_up(
+    database_url: str, mock: Upstream
+) -> None:
+    """The row lock, not the in-process lock, is what makes another replica wait."""
+    mock.delay = 1.5
+    one = running(conversation_app(database_url, conversation_lock_timeout=0.2))
+    two = running(conversation_app(database_url, conversation_lock_timeout=0.2))
+    a = await anext(one)
+    b = await anext(two)
+    try:
+        conversation = await new_conversation(a)
+        first = asyncio.create_task(say(a, conversation, "slow on one"))
+        await upstream_called(mock, 1)  # the first reply is under way, its turn held
+        r = await b.post(f"/v1/conversations/{conversation}/messages", json={"content": "on two"})
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "conversation_busy"
+        await first
+        assert_paired(await history(b, conversation), {"slow on one"})
+    finally:
+        for gen in (one, two):
+            await gen.aclose()
