@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     """json: one structured line per event (for log shippers); text: for humans."""
     log_prompts: bool = False
     """Log prompt text (off by default: privacy)."""
+    shutdown_timeout: int = Field(default=30, ge=1, le=3600)
+    """Seconds in-flight requests and streams get to finish after SIGTERM before they are cut."""
 
     # --- provider selection ---------------------------------------------------------------
     provider: Literal["auto", "openai", "local"] = "auto"
@@ -163,8 +165,8 @@ class Settings(BaseSettings):
     presets_file: Path | None = None
     """An operator's YAML or TOML preset file: adds presets, and replaces shipped ones by name."""
     tuning_refresh_seconds: float = Field(default=2.0, ge=0, le=3600)
-    """How long a replica reuses the feedback posteriors it read (feedback it receives itself
-    applies at once; 0 reads them for every tuned request)."""
+    """Seconds a replica reuses the tuning posteriors it read (0: read them for every request).
+    Feedback a replica receives itself applies at once."""
     summarize_concurrency: int = Field(default=4, ge=1, le=32)
     """Parts of a long text summarized at the same time (the summarize preset's map stage)."""
 

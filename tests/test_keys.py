@@ -12,10 +12,6 @@ import respx
 from pydantic import ValidationError
 from sqlalchemy import text
 
-from app.errors import PermissionDenied
-from app.providers.base import Message
-from app.services.access import RequestAccess, current_access
-from app.services.auth import Client
 from app.storage.tables import Base
 from tests.access_helpers import (
     ADMIN,
@@ -120,6 +116,25 @@ async def test_the_openai_sdk_sends_the_key_we_expect(upstream: respx.MockRouter
                 await bad.chat.completions.create(
                     model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}]
                 )
+            _, limited = await create_key(
+                client, limits={"requests_per_minute": 1}, allowed_models=["gpt-4o-mini"]
+            )
+            sdk = openai.AsyncOpenAI(
+                api_key=limited, base_url="http://genserve.test/v1", http_client=http, max_retries=0
+            )
+            with pytest.raises(openai.PermissionDeniedError):
+                await sdk.chat.completions.create(
+                    model="gpt-4o", messages=[{"role": "user", "content": "Hi"}]
+                )
+            raw = await sdk.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]
+            )
+            assert raw.headers["x-ratelimit-remaining-requests"] == "0"
+            with pytest.raises(openai.RateLimitError) as limited_error:
+                await sdk.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}]
+                )
+            assert limited_error.value.code == "rate_limit_exceeded"
 
 
 async def test_a_revoked_key_is_refused_at_once_on_every_replica(
@@ -195,25 +210,27 @@ async def test_a_model_the_key_may_not_use_is_403(upstream: respx.MockRouter) ->
         assert _assert_openai_error(r, 400, "invalid_request_error")["param"] == "allowed_models[0]"
 
 
-async def test_a_preset_the_key_may_not_use_is_refused(upstream: respx.MockRouter) -> None:
-    """Presets reach the hook as `job.preset`, whichever endpoint planned the job."""
-    upstream.post("/chat/completions").respond(json=completion())
-    app = keys_app()
-    async with running(app):
-        service = app.state.genserve.generation
-        client = Client(key_id="key_x", name="x", allowed_presets=frozenset({"qa"}))
-        token = current_access.set(RequestAccess(client=client))
-        try:
-            job = service.plan(endpoint="presets", model=None, messages=[Message("user", "Hi")], overrides={})
-            job.preset = "copywriting"
-            with pytest.raises(PermissionDenied) as refused:
-                await service.complete(job)
-            assert refused.value.code == "preset_not_allowed"
-            job = service.plan(endpoint="presets", model=None, messages=[Message("user", "Hi")], overrides={})
-            job.preset = "qa"
-            assert (await service.complete(job)).completion.choices[0].text == "Hi there!"
-        finally:
-            current_access.reset(token)
+async def test_a_preset_the_key_may_not_use_is_403(upstream: respx.MockRouter) -> None:
+    route = upstream.post("/chat/completions").respond(json=completion())
+    async with running(keys_app()) as client:
+        _, secret = await create_key(client, allowed_presets=["qa"])
+        for stream in (False, True):
+            r = await client.post(
+                "/v1/presets/copywriting/generate",
+                json={"inputs": {"kind": "ad", "topic": "tea"}, "stream": stream},
+                headers=bearer(secret),
+            )
+            error = _assert_openai_error(r, 403, "permission_error")
+            assert error["param"] == "preset"
+            assert error["code"] == "preset_not_allowed"
+        assert route.call_count == 0
+        r = await client.post(
+            "/v1/presets/qa/generate", json={"inputs": {"question": "Why?"}}, headers=bearer(secret)
+        )
+        assert r.status_code == 200, r.text
+        # Plain generation is not a preset: a preset-restricted key may still use it.
+        r = await client.post("/v1/generate", json={"prompt": "Hi"}, headers=bearer(secret))
+        assert r.status_code == 200, r.text
 
 
 # --- the admin API ---------------------------------------------------------------------------------
@@ -297,7 +314,8 @@ async def test_keys_never_reach_logs_or_stored_records(
                 stored.extend(repr(row) for row in rows)
     assert any(key_id in row for row in stored)  # the records are there...
     assert not any(secret in row or secret[3:] in row for row in stored)  # ...the secret is not
-    logged = "\n".join(f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__!r} {r.exc_text or ''}" for r in caplog.records)
+    assert key_id in logged  # the key's creation and revocation are logged, by id
     assert secret not in logged
     assert secret[3:] not in logged
     assert ADMIN["authorization"].split()[1] not in logged

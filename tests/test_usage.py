@@ -12,6 +12,7 @@ import respx
 
 from tests.access_helpers import (
     ADMIN,
+    PRICED_MODELS,
     bearer,
     chat_body,
     completion,
@@ -150,3 +151,36 @@ async def test_without_keys_usage_is_counted_as_anonymous(upstream: respx.MockRo
         assert (await client.post("/v1/chat/completions", json=chat_body())).is_success
         report = (await client.get("/v1/usage")).json()
     assert [(r["key_id"], r["total_tokens"]) for r in report["data"]] == [("anonymous", 7)]
+
+
+async def test_a_fallback_is_billed_as_the_model_that_served_and_a_cache_hit_costs_nothing(
+    upstream: respx.MockRouter,
+) -> None:
+    models = {
+        "gpt-4o": {**PRICED_MODELS["gpt-4o"], "fallbacks": ["gpt-4o-mini"]},
+        "gpt-4o-mini": PRICED_MODELS["gpt-4o-mini"],
+    }
+    upstream.post("/chat/completions", json__model="gpt-4o").respond(500, json={"error": {"message": "down"}})
+    upstream.post("/chat/completions", json__model="gpt-4o-mini").respond(
+        json=completion(prompt_tokens=100, completion_tokens=100)
+    )
+    app = keys_app(models=models, openai_max_retries=0, cache_enabled=True)
+    async with running(app) as client:
+        _, secret = await create_key(client)
+        body = chat_body(model="gpt-4o", temperature=0)
+        first = await client.post("/v1/chat/completions", json=body, headers=bearer(secret))
+        assert first.status_code == 200, first.text
+        assert first.json()["model"] == "gpt-4o-mini"
+        again = await client.post(
+            "/v1/chat/completions", json=chat_body(temperature=0), headers=bearer(secret)
+        )
+        again = await client.post(
+            "/v1/chat/completions", json=chat_body(temperature=0), headers=bearer(secret)
+        )
+        assert again.headers["x-cache"] == "hit"
+        report = (await client.get("/v1/usage", headers=bearer(secret))).json()
+    (row,) = report["data"]
+    assert row["model"] == "gpt-4o-mini"
+    assert row["requests"] == 3
+    assert row["total_tokens"] == 600  # what the three answers said they used
+    assert row["cost"] == pytest.approx(2 * (100 * 0.15 + 100 * 0.60) / 1e6)  # the hit paid nothing

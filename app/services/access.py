@@ -8,7 +8,8 @@ A job's life, for its key:
   on_start   may it use this model and preset? (403) — reserve 1 request and
              prompt estimate + max_tokens × n tokens (429 when a limit is reached)
   on_finish  settle the reservation with the real usage — streams, and streams cut short, too —
-             and count the usage and its estimated cost
+             and count the usage and its estimated cost (under the model that served it; an
+             answer from the response cache counts its tokens, as the client was told, at no cost)
   on_error   the upstream or the service failed: the tokens are released (the request still
              counts against requests per minute). The client went away before any output:
              the prompt is billed, since the upstream has already read it.
@@ -78,6 +79,7 @@ class AccessHook(JobHook):
             raise PermissionDenied(
                 f"This API key may not use the model '{job.model}'.", param="model", code="model_not_allowed"
             )
+        job.allowed_models = client.allowed_models  # fallbacks, too, stay within the key's models
         if (
             job.preset is not None
             and client.allowed_presets is not None
@@ -125,6 +127,8 @@ class AccessHook(JobHook):
             await self._settle(opened, 0)
 
     def _prompt_tokens(self, job: Job) -> int:
+        if job.prompt_tokens is not None:
+            return job.prompt_tokens
         return job.provider.count_tokens(job.request.model, job.request.messages)
 
     async def _settle(self, opened: _Open, used: int) -> None:
@@ -136,7 +140,10 @@ class AccessHook(JobHook):
             log.error("settling a rate-limit reservation failed", exc_info=True)
 
     def _record(self, client: Client, job: Job, usage: Usage) -> None:
-        self._usage.add(client.key_id, job.model, usage, cost(job.route, usage))
+        # `job.model` and `job.route` are the model that served (a fallback, if one did), so the
+        # price is the one actually paid; an answer from the response cache paid none.
+        spent = 0.0 if job.metadata.get("cache") == "hit" else cost(job.route, usage)
+        self._usage.add(client.key_id, job.model, usage, spent)
 
     async def _maybe_flush(self) -> None:
         if self._usage.flush_seconds == 0:

@@ -240,6 +240,7 @@ class KeyStore:
             await session.commit()
         # A cached "no such key" for this digest is practically impossible, but cheap to rule out.
         await self._changed()
+        log.info("key created", extra={"key_id": row.id, "key_name": name})
         return row, secret
 
     async def list(self, *, include_revoked: bool = True) -> list[ApiKey]:
@@ -266,6 +267,7 @@ class KeyStore:
                 setattr(row, column, value)
             await session.commit()
         await self._changed()
+        log.info("key updated", extra={"key_id": key_id, "fields": sorted(changes)})
         return row
 
     async def revoke(self, key_id: str) -> ApiKey:
@@ -277,4 +279,5 @@ class KeyStore:
                 row.revoked_at = now()
                 await session.commit()
         await self._changed()
+        log.info("key revoked", extra={"key_id": key_id})
         return row
