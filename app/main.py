@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 metrics=metrics,
             )
             await open_feedback_loop(app.state.genserve, stack)
+            app.state.genserve.conversations.presets = app.state.genserve.presets
             yield
 
     app = FastAPI(

@@ -335,7 +335,7 @@ async def test_a_streamed_failure_stores_nothing(client: httpx.AsyncClient, mock
 
 
 async def test_a_client_gone_mid_stream_keeps_what_it_was_shown(database_url: str, mock: Upstream) -> None:
-    mock.chunk_delay = 0.05
+    mock.chunk_delay = 0.2
     app = conversation_app(database_url)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -461,6 +461,14 @@ async def test_a_message_too_large_for_the_window_is_refused(database_url: str, 
 # -- one reply at a time ---------------------------------------------------------------------
 
 
+async def upstream_called(mock: Upstream, times: int) -> None:
+    for _ in range(200):
+        if len(mock.requests) >= times:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the upstream was not called")
+
+
 def assert_paired(page: dict[str, Any], questions: set[str]) -> None:
     """Every question is stored once, followed directly by its own answer."""
     pairs = turns(page)
@@ -520,14 +528,103 @@ async def test_a_conversation_continues_on_another_replica(database_url: str, mo
 
 
 async def test_a_busy_conversation_answers_409_after_the_wait(database_url: str, mock: Upstream) -> None:
-    mock.delay = 0.6
+    mock.delay = 1.5
     async for client in running(conversation_app(database_url, conversation_lock_timeout=0.1)):
         conversation = await new_conversation(client)
         first = asyncio.create_task(say(client, conversation, "slow"))
-        await asyncio.sleep(0.2)
+        await upstream_called(mock, 1)
         r = await client.post(f"/v1/conversations/{conversation}/messages", json={"content": "impatient"})
         assert r.status_code == 409, r.text
         assert r.json()["error"]["code"] == "conversation_busy"
         assert r.headers["retry-after"]
         await first
         assert_paired(await history(client, conversation), {"slow"})
+
+
+# -- presets ---------------------------------------------------------------------------------
+
+ACME = {"company": "Acme Anvils", "product_facts": "Anvils ship within 3 days.", "tone": "formal"}
+
+
+async def test_a_preset_conversation_renders_its_prompt_and_tunes_its_replies(
+    client: httpx.AsyncClient, mock: Upstream
+) -> None:
+    r = await client.post("/v1/conversations", json={"preset": "customer_service", "inputs": ACME})
+    assert r.status_code == 200, r.text
+    created = r.json()
+    assert created["preset"] == "customer_service"
+    assert created["inputs"] == ACME
+    assert "Acme Anvils" in created["system"]
+    assert "Anvils ship within 3 days." in created["system"]
+    conversation = created["id"]
+
+    reply = await say(client, conversation, "When will my anvil ship?")
+    system = mock.sent()[0]
+    assert system == {"role": "system", "content": created["system"]}
+    assert reply["sampling"]["tuned"] is True
+    assert reply["sampling"]["variant"] in {"steady", "balanced", "warm"}
+    assert reply["sampling"]["max_tokens"] == 300  # the preset's default
+    # Rated like any generation: feedback reaches the preset's tuning.
+    r = await client.post("/v1/feedback", json={"generation_id": reply["id"], "rating": "up"})
+    assert r.status_code == 200, r.text
+    assert r.json()["preset"] == "customer_service"
+    assert r.json()["variant"] == reply["sampling"]["variant"]
+
+    # A message's own temperature wins, and that reply is not tuned.
+    own = await say(client, conversation, "And to Norway?", temperature=0.0)
+    assert own["sampling"]["temperature"] == 0.0
+    assert own["sampling"]["tuned"] is False
+    assert own["sampling"]["max_tokens"] == 300
+    assert mock.sent()[0] == system
+
+
+async def test_a_conversations_own_sampling_beats_the_presets(client: httpx.AsyncClient) -> None:
+    conversation = await new_conversation(
+        client, system=None, preset="customer_service", inputs=ACME, sampling={"temperature": 0.1}
+    )
+    reply = await say(client, conversation, "hello")
+    assert reply["sampling"]["temperature"] == 0.1
+    assert reply["sampling"]["tuned"] is False
+
+
+async def test_preset_mistakes_name_the_field(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/v1/conversations", json={"preset": "customer_service", "inputs": {"tone": "formal"}}
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "inputs.company"
+    r = await client.post("/v1/conversations", json={"preset": "nope"})
+    assert r.status_code == 404
+    assert r.json()["error"]["param"] == "preset"
+    r = await client.post(
+        "/v1/conversations", json={"preset": "customer_service", "inputs": ACME, "system": "Be a pirate."}
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "system"
+    r = await client.post("/v1/conversations", json={"inputs": ACME})
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "inputs"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_replica_waits_for_the_other_replicas_reply_then_gives_up(
+    database_url: str, mock: Upstream
+) -> None:
+    """The row lock, not the in-process lock, is what makes another replica wait."""
+    mock.delay = 1.5
+    one = running(conversation_app(database_url, conversation_lock_timeout=0.2))
+    two = running(conversation_app(database_url, conversation_lock_timeout=0.2))
+    a = await anext(one)
+    b = await anext(two)
+    try:
+        conversation = await new_conversation(a)
+        first = asyncio.create_task(say(a, conversation, "slow on one"))
+        await upstream_called(mock, 1)  # the first reply is under way, its turn held
+        r = await b.post(f"/v1/conversations/{conversation}/messages", json={"content": "on two"})
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "conversation_busy"
+        await first
+        assert_paired(await history(b, conversation), {"slow on one"})
+    finally:
+        for gen in (one, two):
+            await gen.aclose()

@@ -30,7 +30,12 @@ class ConversationCreate(BaseModel):
     model: str | None = None
     """A model from `GET /v1/models`; the default model when omitted. Fixed for the conversation."""
     system: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
-    """Instructions kept at the start of the context in every turn."""
+    """Instructions kept at the start of the context in every turn (or name a preset)."""
+    preset: str | None = Field(default=None, max_length=100)
+    """A preset from `GET /v1/presets` (e.g. `customer_service`): its system prompt, rendered
+    from `inputs`, and its default (or feedback-tuned) sampling for every reply."""
+    inputs: dict[str, Any] | None = None
+    """The preset's inputs its system prompt uses (see its `input_schema`)."""
     sampling: ConversationSampling | None = None
     """Default sampling settings of every reply (a message's own settings win)."""
     metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=16)

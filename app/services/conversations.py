@@ -24,9 +24,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, InvalidRequest, NotFound
+from app.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from app.providers.base import Chunk, Message, Provider
 from app.services.generation import GenerationService, Job, Outcome
+from app.services.presets import PresetService, SamplingChoice
 from app.settings import ModelRoute
 from app.storage import conversations as store
 from app.storage.conversations import ConversationRow, MessageRow
@@ -122,6 +123,8 @@ class ConversationService:
         self._generation = generation
         self._lock_timeout = lock_timeout
         self._locks = _KeyedLocks()
+        self.presets: PresetService | None = None
+        """Set by the lifespan once presets are loaded (conversations may name one)."""
 
     # -- conversations -----------------------------------------------------------------------
 
@@ -135,7 +138,18 @@ class ConversationService:
         preset: str | None = None,
         inputs: Mapping[str, Any] | None = None,
     ) -> ConversationRow:
+        if preset is not None and system:
+            raise InvalidRequest(
+                "Give either a preset (its system prompt is rendered from `inputs`) or a system "
+                "prompt, not both.",
+                param="system",
+            )
+        if inputs and preset is None:
+            raise InvalidRequest("`inputs` are a preset's: name the preset too.", param="inputs")
         name, route, _ = self._generation.resolve(model)
+        if preset is not None:
+            # The preset's system prompt, rendered once: the conversation keeps its wording.
+            system = self._preset_service().system_prompt(preset, inputs or {})
         max_tokens = sampling.get("max_tokens")
         if max_tokens is not None and max_tokens > route.max_output_tokens:
             raise InvalidRequest(
@@ -144,14 +158,14 @@ class ConversationService:
                 param="sampling.max_tokens",
             )
         if system:
-            reserve = self._reserve(route, sampling)
+            reserve = self._reserve(route, {**self._preset_defaults(preset), **sampling})
             fixed = self._counter(name, route).fixed(system, None)
             if fixed + reserve > route.context_window:
                 raise InvalidRequest(
                     f"The system prompt is about {fixed} tokens: with room for a reply of {reserve} "
                     f"tokens it leaves no room for the conversation in model '{name}''s context "
                     f"window of {route.context_window} tokens.",
-                    param="system",
+                    param="inputs" if preset else "system",
                     code="context_length_exceeded",
                 )
         now = store.utcnow()
@@ -288,6 +302,25 @@ class ConversationService:
                 raise _busy(conversation_id, self._lock_timeout) from exc
             raise
 
+    def _preset_service(self) -> PresetService:
+        if self.presets is None:
+            raise ServiceUnavailable("Presets are not loaded.")
+        return self.presets
+
+    def _preset_defaults(self, preset: str | None) -> dict[str, Any]:
+        return self._preset_service().get(preset).defaults if preset is not None else {}
+
+    async def _preset_sampling(
+        self, preset: str | None, explicit: Mapping[str, Any]
+    ) -> SamplingChoice | None:
+        """The preset's sampling for this reply (tuned when it tunes), or None without one. A
+        preset since removed from the operator's file leaves its system prompt and nothing else."""
+        if preset is None or self.presets is None:
+            return None
+        if preset not in {p.name for p in self.presets.all()}:
+            return None
+        return await self.presets.choose_sampling(preset, explicit)
+
     def _reserve(self, route: ModelRoute, sampling: Mapping[str, Any]) -> int:
         """Tokens kept free for the reply: the requested max_tokens, else the model's default."""
         max_tokens = sampling.get("max_tokens")
@@ -305,7 +338,12 @@ class ConversationService:
         """The job for the next reply: system prompt, the newest turns that fit, the message."""
         name, route, _ = self._generation.resolve(row.model)
         counter = self._counter(name, route)
-        merged = {**row.sampling, **overrides}
+        # The conversation's own settings count as the client's: they win over the preset's
+        # defaults and keep tuning off for the fields they set, as a message's settings do.
+        explicit = {**row.sampling, **overrides}
+        choice = await self._preset_sampling(row.preset, explicit)
+        defaults = choice.defaults if choice is not None else {}
+        merged = {**defaults, **explicit}
         reserve = self._reserve(route, merged)
         window = route.context_window
         system = [Message("system", row.system)] if row.system else []
@@ -350,10 +388,12 @@ class ConversationService:
             endpoint="conversation",
             model=row.model,
             messages=messages,
-            overrides=overrides,
-            defaults=row.sampling,
+            overrides=explicit,
+            defaults=defaults,
         )
-        job.preset = row.preset
+        if choice is not None:
+            choice.annotate(job)
+            job.privacy = self._preset_service().get(choice.preset).spec.privacy
         job.metadata.update(
             {
                 "conversation_id": row.id,

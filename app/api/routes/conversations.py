@@ -85,12 +85,15 @@ def render_reply(item: ReplyChunk | Reply) -> list[bytes]:
 
 @router.post("/v1/conversations", response_model=Conversation)
 async def create_conversation(body: ConversationCreate, service: ConversationsDep) -> dict[str, object]:
-    """Start a conversation: its model, system prompt, default sampling and your metadata."""
+    """Start a conversation: its model, its system prompt (or a preset and its inputs), default
+    sampling and your metadata."""
     row = await service.create(
         model=body.model,
         system=body.system,
         sampling=body.sampling.sampling_overrides() if body.sampling else {},
         metadata=body.metadata,
+        preset=body.preset,
+        inputs=body.inputs,
     )
     return conversation_body(row)
 
