@@ -29,8 +29,8 @@ serve: install  ## Install and start the service on 127.0.0.1:8000 (embedded mod
 	$(BIN)/python -m app
 
 lint: dev  ## ruff, plus the Dockerfile and compose file (no Docker engine needed)
-	$(BIN)/ruff check app tests
-	$(BIN)/ruff format --check app tests
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/yamllint docker-compose.yml
 
@@ -41,8 +41,14 @@ test: lint typecheck  ## Lint, type-check and run the whole test suite
 	$(BIN)/pytest
 
 fmt: dev
-	$(BIN)/ruff format app tests
-	$(BIN)/ruff check --fix app tests
+	$(BIN)/ruff format app tests bench
+	$(BIN)/ruff check --fix app tests bench
+
+bench: install  ## Measure the service against a fake upstream (BENCH_QUICK=1: ~3 s per scenario)
+	@command -v wrk >/dev/null || { echo "Installing wrk (Debian package)..."; \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; \
+		else sudo apt-get install -y wrk; fi; }
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

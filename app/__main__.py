@@ -5,11 +5,14 @@ from __future__ import annotations
 import uvicorn
 
 from app.main import create_app
+from app.observability.logging import configure_logging, uvicorn_log_config
 from app.settings import Settings
 
 
 def main() -> None:
     settings = Settings()
+    # Logging is process-wide: the entry point sets it up, not the app factory.
+    configure_logging(settings)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -17,7 +20,11 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level.lower(),
-        access_log=False,
+        log_config=uvicorn_log_config(settings),
+        access_log=False,  # the service writes its own access line (app.observability.requests)
+        # On SIGTERM uvicorn stops accepting, lets in-flight requests and streams finish for up
+        # to this long, then runs the lifespan's shutdown (upstream clients, model, database).
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
 
 

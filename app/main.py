@@ -15,8 +15,11 @@ from app.api.access import AccessMiddleware, authenticate_client
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.request_options import RequestOptionsMiddleware
 from app.api.routes import admin, chat, conversations, feedback, generate, health, models, presets, usage
+from app.api.routes import metrics as metrics_endpoint
 from app.errors import register_error_handlers
+from app.observability.metrics import Metrics
 from app.observability.request_id import RequestIdMiddleware
+from app.observability.requests import ObservabilityHook, ObservabilityMiddleware
 from app.providers.base import Provider
 from app.services.access import open_access
 from app.services.conversations import ConversationService
@@ -51,6 +54,7 @@ async def build_providers(settings: Settings) -> dict[str, Provider]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service. Nothing is opened until the lifespan starts."""
     settings = settings or Settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,9 +70,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             providers = await build_providers(settings)
             for provider in providers.values():
                 stack.push_async_callback(provider.aclose)
+            if "local" in providers:
+                local_provider = providers["local"]
+                metrics.watch_local_queue(lambda: getattr(local_provider, "queue_depth", 0))
             access = await stack.enter_async_context(open_access(settings, db, redis))
             # Keys and limits first: a refused job never reaches the hooks after it.
-            hooks: list[JobHook] = [access.hook]
+            hooks: list[JobHook] = [access.hook, ObservabilityHook(metrics)]
             safeguards = Safeguards.build(settings, providers, redis)
             generation = GenerationService(settings, providers, hooks, runner=safeguards)
             app.state.genserve = AppState(
@@ -83,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 redis=redis,
                 access=access,
                 safeguards=safeguards,
+                metrics=metrics,
             )
             await open_feedback_loop(app.state.genserve, stack)
             yield
@@ -96,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(authenticate_client)],
     )
     register_error_handlers(app)
+    app.state.metrics = metrics
     for router in (
         generate.router,
         chat.router,
@@ -104,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.router,
         presets.router,
         feedback.router,
+        metrics_endpoint.router,
     ):
         app.include_router(router)
     app.include_router(usage.router)
@@ -119,5 +129,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(AccessMiddleware)
     app.add_middleware(RequestOptionsMiddleware)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

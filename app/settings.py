@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     """json: one structured line per event (for log shippers); text: for humans."""
     log_prompts: bool = False
     """Log prompt text (off by default: privacy)."""
+    shutdown_timeout: int = Field(default=30, ge=1, le=3600)
+    """Seconds in-flight requests and streams get to finish after SIGTERM before they are cut."""
 
     # --- provider selection ---------------------------------------------------------------
     provider: Literal["auto", "openai", "local"] = "auto"

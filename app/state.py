@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
+from app.observability.metrics import Metrics
 from app.providers.base import Provider
 from app.services.access import Access
 from app.services.conversations import ConversationService
@@ -39,3 +40,5 @@ class AppState:
     """Client keys, rate limits and usage accounting."""
     safeguards: Safeguards | None = None
     """Privacy, response cache and resilience: their counters and circuit states feed metrics."""
+    metrics: Metrics = field(default_factory=Metrics)
+    """Prometheus series of this app instance (see `app.observability.metrics`)."""

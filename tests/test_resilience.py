@@ -20,6 +20,8 @@ from tests.upstream_faults import (
     error,
     ok,
     slow,
+    slow_stream,
+    sse_bytes,
     sse_events,
     streamed,
 )
@@ -240,6 +242,18 @@ async def test_a_stream_that_dies_halfway_is_not_retried(upstream: respx.MockRou
     assert (primary.call_count, backup.call_count) == (1, 0)
 
 
+async def test_a_garbled_stream_before_any_text_is_retried(upstream: respx.MockRouter) -> None:
+    garbled = httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content=b"data: {not json\n\n" + sse_bytes([])
+    )
+    calls = route(upstream, "gpt-4.1").mock(side_effect=[garbled, streamed("Clean.")])
+    async with Service(settings()) as client:
+        r = await client.post("/v1/generate", json={"model": "alone", "prompt": PROMPT, "stream": True})
+    assert r.status_code == 200
+    assert sse_events(r.text)[-2]["text"] == "Clean."
+    assert calls.call_count == 2
+
+
 async def test_a_stream_failing_before_any_text_is_retried(upstream: respx.MockRouter) -> None:
     calls = route(upstream, "gpt-4.1").mock(side_effect=[dying_stream(), streamed("Fine now.")])
     async with Service(settings()) as client:
@@ -323,6 +337,21 @@ async def test_requests_beyond_the_concurrency_cap_get_503_with_retry_after(
     refused = first if first.status_code == 503 else second
     assert refused.json()["error"]["code"] == "upstream_busy"
     assert refused.headers["retry-after"] == "1"
+
+
+async def test_a_stream_holds_its_slot_until_it_ends(upstream: respx.MockRouter) -> None:
+    route(upstream, "gpt-4.1").mock(side_effect=lambda request: slow_stream("a", "b", "c", pause=0.2))
+    config = settings(upstream_max_concurrency=1, upstream_queue_timeout=0.1)
+    async with Service(config) as client:
+
+        async def later() -> httpx.Response:
+            await asyncio.sleep(0.3)  # the stream has sent its first chunks by now
+            return await client.post(CHAT, json=chat("alone"))
+
+        stream, plain = await asyncio.gather(client.post(CHAT, json=chat("alone", stream=True)), later())
+    assert stream.status_code == 200
+    assert plain.status_code == 503
+    assert plain.json()["error"]["code"] == "upstream_busy"
 
 
 async def test_a_request_waits_briefly_for_a_free_slot(upstream: respx.MockRouter) -> None:
@@ -424,3 +453,42 @@ async def test_the_official_sdk_sees_the_fallback_and_the_open_circuit(upstream:
         assert paused.value.status_code == 503
         assert paused.value.code == "circuit_open"
         assert int(paused.value.response.headers["retry-after"]) > 0
+
+
+async def test_fallbacks_stay_within_the_models_a_key_may_use(upstream: respx.MockRouter) -> None:
+    from tests.access_helpers import create_key, keys_app, running
+
+    primary = route(upstream, "gpt-4o").mock(return_value=error(500))
+    backup = route(upstream, "gpt-4o-mini").mock(return_value=ok("Backup."))
+    app = keys_app(models=settings().models, openai_max_retries=0)
+    async with running(app) as client:
+        _, narrow = await create_key(client, allowed_models=["primary"])
+        _, wide = await create_key(client, allowed_models=["primary", "backup"])
+        refused = await client.post(CHAT, json=chat("primary"), headers={"authorization": f"Bearer {narrow}"})
+        served = await client.post(CHAT, json=chat("primary"), headers={"authorization": f"Bearer {wide}"})
+    assert refused.status_code == 502
+    assert served.status_code == 200
+    assert served.json()["model"] == "backup"
+    assert (primary.call_count, backup.call_count) == (2, 1)
+
+
+def test_a_half_open_circuit_lets_exactly_one_probe_through() -> None:
+    from app.services.resilience import CircuitBreaker
+
+    now = [0.0]
+    circuit = CircuitBreaker(threshold=2, cooldown=10, clock=lambda: now[0])
+    circuit.record_failure()
+    assert circuit.state == "closed"
+    circuit.record_failure()
+    assert circuit.state == "open"
+    assert not circuit.allow()
+    now[0] = 10.0
+    assert circuit.state == "half_open"
+    assert circuit.allow()  # the probe
+    assert not circuit.allow()  # everyone else waits for its verdict
+    circuit.release()  # the probe's client went away: another may probe
+    assert circuit.allow()
+    circuit.record_success()
+    assert circuit.state == "closed"
+    assert circuit.allow()
+    assert circuit.allow()

@@ -86,6 +86,29 @@ class _DyingStream(httpx.AsyncByteStream):
         return None
 
 
+class _SlowStream(httpx.AsyncByteStream):
+    def __init__(self, events: list[dict[str, Any]], pause: float) -> None:
+        self._events = events
+        self._pause = pause
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for event in self._events:
+            yield sse_bytes([event], done=False)
+            await asyncio.sleep(self._pause)
+        yield b"data: [DONE]\n\n"
+
+    async def aclose(self) -> None:
+        return None
+
+
+def slow_stream(*pieces: str, pause: float) -> httpx.Response:
+    """A well-formed stream that pauses after every event."""
+    events = [*(chunk(p) for p in pieces), chunk(finish_reason="stop"), usage_chunk()]
+    return httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, stream=_SlowStream(events, pause)
+    )
+
+
 def dying_stream(*pieces: str) -> httpx.Response:
     """Sends the pieces, then the connection drops."""
     return httpx.Response(

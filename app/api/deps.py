@@ -19,48 +19,55 @@ from app.services.presets import PresetService
 from app.settings import Settings
 from app.state import AppState
 
+# `async def` on purpose: FastAPI runs plain `def` dependencies in a thread pool, a thread hop
+# per dependency per request that cost more than everything these functions do.
 
-def get_state(request: Request) -> AppState:
+
+def _state(request: Request) -> AppState:
     state: AppState = request.app.state.genserve
     return state
 
 
-def get_settings(request: Request) -> Settings:
-    return get_state(request).settings
+async def get_state(request: Request) -> AppState:
+    return _state(request)
 
 
-def get_generation(request: Request) -> GenerationService:
-    return get_state(request).generation
+async def get_settings(request: Request) -> Settings:
+    return _state(request).settings
 
 
-def get_presets(request: Request) -> PresetService:
-    presets = get_state(request).presets
+async def get_generation(request: Request) -> GenerationService:
+    return _state(request).generation
+
+
+async def get_presets(request: Request) -> PresetService:
+    presets = _state(request).presets
     assert presets is not None, "the lifespan sets up presets"
     return presets
 
 
-def get_feedback(request: Request) -> FeedbackService:
-    feedback = get_state(request).feedback
+async def get_feedback(request: Request) -> FeedbackService:
+    feedback = _state(request).feedback
     assert feedback is not None, "the lifespan sets up feedback"
     return feedback
 
 
-def get_conversations(request: Request) -> ConversationService:
-    return get_state(request).conversations
+async def get_conversations(request: Request) -> ConversationService:
+    return _state(request).conversations
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with get_state(request).db.session() as session:
+    async with _state(request).db.session() as session:
         yield session
 
 
-def get_access(request: Request) -> Access:
-    access = get_state(request).access
+async def get_access(request: Request) -> Access:
+    access = _state(request).access
     assert access is not None, "the lifespan builds it"
     return access
 
 
-def get_client(_: Annotated[None, Depends(authenticate_client)]) -> Client:
+async def get_client(_: Annotated[None, Depends(authenticate_client)]) -> Client:
     """The caller of a /v1 route (`anonymous` with auth_mode=none)."""
     ctx = current_access.get()
     if ctx is None or ctx.client is None:

@@ -17,6 +17,7 @@ import orjson
 from fastapi import Request
 from fastapi.sse import EventSourceResponse
 
+from app.api.sse_response import CoalescingEventSourceResponse
 from app.errors import AppError, ClientDisconnected, error_body
 
 log = logging.getLogger("genserve.streaming")
@@ -60,7 +61,7 @@ async def sse_response(items: AsyncIterator[T], render: Callable[[T], list[bytes
                 yield error_frame(exc)
             yield DONE_FRAME
 
-    return EventSourceResponse(body(), headers=SSE_HEADERS)
+    return CoalescingEventSourceResponse(body(), headers=SSE_HEADERS)
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:

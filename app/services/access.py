@@ -79,6 +79,7 @@ class AccessHook(JobHook):
             raise PermissionDenied(
                 f"This API key may not use the model '{job.model}'.", param="model", code="model_not_allowed"
             )
+        job.allowed_models = client.allowed_models  # fallbacks, too, stay within the key's models
         if (
             job.preset is not None
             and client.allowed_presets is not None

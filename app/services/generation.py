@@ -50,6 +50,8 @@ class Job:
     """The seed was chosen by the client or a preset, not drawn at random (makes it cacheable)."""
     privacy: Literal["off", "redact", "block"] | None = None
     """A preset's privacy mode; the strictest of this, the request's and the default applies."""
+    allowed_models: frozenset[str] | None = None
+    """Models the caller may use (set by the access hook); fallbacks outside it are skipped."""
     prompt_tokens: int | None = None
     """The prompt's size as counted when planning (quotas reserve it without counting again)."""
 

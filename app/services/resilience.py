@@ -251,8 +251,9 @@ class Resilience:
         when it is needed: most requests never get that far)."""
         yield Candidate(job.model, job.route, job.provider, job.request)
         seen = {job.model}
+        allowed = job.allowed_models
         for name in job.route.fallbacks:
-            if name not in seen:
+            if name not in seen and (allowed is None or name in allowed):
                 seen.add(name)
                 candidate = self._fallback(job, name)
                 if candidate is not None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.deps import GenerationDep
+from app.api.responses import json_response
 from app.api.streaming import frame, sse_response, until_disconnected
 from app.providers.base import Chunk, Message
 from app.schemas.chat import ChatCompletion, ChatCompletionRequest
@@ -89,7 +90,7 @@ def render_chat_stream(job: Job, include_usage: bool) -> Callable[[Chunk | Outco
 )
 async def create_chat_completion(
     body: ChatCompletionRequest, service: GenerationDep, request: Request
-) -> Response | dict[str, object]:
+) -> Response:
     """Create a model response for the conversation, as OpenAI's API does."""
     overrides = body.sampling_overrides()
     if body.max_completion_tokens is not None:
@@ -108,4 +109,4 @@ async def create_chat_completion(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await sse_response(service.stream(job), render_chat_stream(job, include_usage))
     outcome = await until_disconnected(request, service.complete(job))
-    return chat_body(outcome)
+    return json_response(chat_body(outcome))

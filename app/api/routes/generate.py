@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.deps import GenerationDep
+from app.api.responses import json_response
 from app.api.streaming import frame, sse_response, until_disconnected
 from app.providers.base import Chunk, Message
 from app.schemas.generate import GenerateRequest, GenerateResponse
@@ -50,9 +51,7 @@ def render_generate_stream(job_id: str):  # type: ignore[no-untyped-def]
     response_model=GenerateResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}},
 )
-async def generate(
-    body: GenerateRequest, service: GenerationDep, request: Request
-) -> Response | dict[str, object]:
+async def generate(body: GenerateRequest, service: GenerationDep, request: Request) -> Response:
     """Generate text for a prompt. With `stream: true`, text deltas arrive as server-sent
     events, followed by one `generation` event with the full metadata, then `[DONE]`."""
     messages = [Message("system", body.system)] if body.system else []
@@ -66,4 +65,4 @@ async def generate(
     if body.stream:
         return await sse_response(service.stream(job), render_generate_stream(job.id))
     outcome = await until_disconnected(request, service.complete(job))
-    return generate_body(outcome)
+    return json_response(generate_body(outcome))

@@ -1,0 +1,78 @@
+"""An SSE response that writes the frames produced in one event-loop turn with one `send`.
+
+A plain StreamingResponse sends every frame on its own: through each ASGI middleware and into its
+own socket write. When an upstream delivers many chunks at once (one network read holding a
+burst of SSE events), that per-frame cost was most of a stream's CPU. Here the first frame goes
+out at once (time to first byte is untouched); later frames are appended to a buffer that a
+writer task flushes as soon as the producer waits for more input, so a burst becomes one write
+and a paced stream still leaves chunk by chunk, without added delay. The bytes are the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi.sse import EventSourceResponse
+from starlette.types import Send
+
+#: Above this many buffered bytes the producer waits for the writer (a slow client pushes back).
+MAX_BUFFERED = 256 * 1024
+
+
+class CoalescingEventSourceResponse(EventSourceResponse):
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        pending: list[bytes] = []
+        buffered = 0
+        wake = asyncio.Event()
+        drained = asyncio.Event()
+        finished = False
+
+        async def write() -> None:
+            nonlocal buffered
+            try:
+                while True:
+                    await wake.wait()
+                    wake.clear()
+                    while pending:  # frames added during a send go out with the next one
+                        body = pending[0] if len(pending) == 1 else b"".join(pending)
+                        pending.clear()
+                        buffered = 0
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                        drained.set()
+                    if finished:
+                        return
+            finally:
+                drained.set()  # never leave the producer waiting on a writer that stopped
+
+        iterator = aiter(self.body_iterator)
+        first = True
+        writer: asyncio.Task[None] | None = None
+        try:
+            async for chunk in iterator:
+                if isinstance(chunk, bytes):
+                    data = chunk
+                else:
+                    data = chunk.encode(self.charset) if isinstance(chunk, str) else bytes(chunk)
+                if first:
+                    first = False
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                    writer = asyncio.ensure_future(write())
+                    continue
+                assert writer is not None
+                if writer.done():
+                    writer.result()  # the client is gone: raise what the writer met
+                pending.append(data)
+                buffered += len(data)
+                wake.set()
+                if buffered > MAX_BUFFERED:
+                    drained.clear()
+                    await drained.wait()
+            finished = True
+            if writer is not None:
+                wake.set()
+                await writer
+        finally:
+            if writer is not None and not writer.done():
+                writer.cancel()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
