@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if "local" in providers:
                 local_provider = providers["local"]
                 metrics.watch_local_queue(lambda: getattr(local_provider, "queue_depth", 0))
-            access = await stack.enter_async_context(open_access(settings, db, redis))
+            access = await stack.enter_async_context(open_access(settings, db, redis, metrics))
             # Keys and limits first: a refused job never reaches the hooks after it.
             hooks: list[JobHook] = [access.hook, ObservabilityHook(metrics)]
             safeguards = Safeguards.build(settings, providers, redis)
