@@ -51,6 +51,14 @@ class RequestAccess:
 current_access: ContextVar[RequestAccess | None] = ContextVar("genserve_access", default=None)
 
 
+def caller() -> Client | None:
+    """The client of the request being handled (`ANONYMOUS` with auth_mode=none), or None
+    outside a request. Features that keep data per caller (conversations, records) scope by
+    `caller().key_id`."""
+    ctx = current_access.get()
+    return ctx.client if ctx is not None else None
+
+
 @dataclass(slots=True)
 class _Open:
     client: Client
@@ -74,7 +82,7 @@ class AccessHook(JobHook):
 
     async def on_start(self, job: Job) -> None:
         ctx = current_access.get()
-        client = ctx.client if ctx is not None else None
+        client = caller()
         if client is None:
             if self._keys_required:  # a job started outside an authenticated request: fail closed
                 raise AuthenticationFailed("An API key is required.", code="missing_api_key")
