@@ -14,7 +14,18 @@ from redis.asyncio import Redis
 from app.api.access import AccessMiddleware, authenticate_client
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.request_options import RequestOptionsMiddleware
-from app.api.routes import admin, chat, conversations, feedback, generate, health, models, presets, usage
+from app.api.routes import (
+    admin,
+    chat,
+    conversations,
+    feedback,
+    generate,
+    health,
+    models,
+    playground,
+    presets,
+    usage,
+)
 from app.api.routes import metrics as metrics_endpoint
 from app.errors import register_error_handlers
 from app.observability.metrics import Metrics
@@ -74,8 +85,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 local_provider = providers["local"]
                 metrics.watch_local_queue(lambda: getattr(local_provider, "queue_depth", 0))
             access = await stack.enter_async_context(open_access(settings, db, redis, metrics))
-            # Keys and limits first: a refused job never reaches the hooks after it.
-            hooks: list[JobHook] = [access.hook, ObservabilityHook(metrics)]
+            # Observability sees every job (refusals included, through on_error); then keys and
+            # limits: a refused job never reaches the hooks after them.
+            hooks: list[JobHook] = [ObservabilityHook(metrics), access.hook]
             safeguards = Safeguards.build(settings, providers, redis)
             generation = GenerationService(settings, providers, hooks, runner=safeguards)
             app.state.genserve = AppState(
@@ -114,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         presets.router,
         feedback.router,
         metrics_endpoint.router,
+        playground.router,
     ):
         app.include_router(router)
     app.include_router(usage.router)

@@ -165,8 +165,8 @@ class Settings(BaseSettings):
     presets_file: Path | None = None
     """An operator's YAML or TOML preset file: adds presets, and replaces shipped ones by name."""
     tuning_refresh_seconds: float = Field(default=2.0, ge=0, le=3600)
-    """How long a replica reuses the feedback posteriors it read (feedback it receives itself
-    applies at once; 0 reads them for every tuned request)."""
+    """Seconds a replica reuses the tuning posteriors it read (0: read them for every request).
+    Feedback a replica receives itself applies at once."""
     summarize_concurrency: int = Field(default=4, ge=1, le=32)
     """Parts of a long text summarized at the same time (the summarize preset's map stage)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -186,6 +187,7 @@ async def test_generate_stream_sends_deltas_then_metadata_then_done(local_client
     )
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.headers["x-request-id"]
     frames = events(r.text)
     assert frames[-1] == "[DONE]"
     deltas, final = frames[:-2], frames[-2]
@@ -225,6 +227,31 @@ async def test_chat_stream_has_openai_chunks_and_a_usage_chunk(local_client: htt
     finishes = [ch["finish_reason"] for c in chunks for ch in c["choices"] if ch["finish_reason"]]
     assert finishes == ["length"]
     assert usage["completion_tokens"] == 6
+
+
+async def test_a_json_schema_response_format_constrains_the_answer(local_client: httpx.AsyncClient) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}},
+        "required": ["a"],
+        "additionalProperties": False,
+    }
+    r = await local_client.post(
+        CHAT,
+        json={
+            "messages": [{"role": "user", "content": "Give me a number as JSON."}],
+            "max_tokens": 16,
+            "seed": 1,
+            "temperature": 0,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
+        },
+    )
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    answer = json.loads(choice["message"]["content"])
+    assert set(answer) == {"a"}
+    assert isinstance(answer["a"], int)
 
 
 async def test_a_prompt_beyond_the_context_window_is_400(local_client: httpx.AsyncClient) -> None:
@@ -330,3 +357,29 @@ async def test_a_client_that_gives_up_on_a_plain_request_stops_its_generation(
         r = await client.post(GEN, json={"prompt": "Say hi.", "max_tokens": 4, "seed": 1})
         assert r.status_code == 200
         assert time.monotonic() - started < 3
+
+
+async def test_a_client_that_leaves_while_queued_frees_its_place_at_once(live_server: LiveServer) -> None:
+    provider = local_provider(live_server.app)
+    long_story = {"prompt": "Write a very long story about a dragon.", "max_tokens": 1500, "seed": 3}
+    async with (
+        httpx.AsyncClient(base_url=live_server.url, timeout=30) as first,
+        first.stream("POST", GEN, json={**long_story, "stream": True}) as running,
+    ):
+        assert running.status_code == 200
+        lines = running.aiter_lines()  # kept: a dropped iterator would close the response
+        await anext(lines)
+        for stream in (True, False):
+            async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as second:
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(
+                        second.post(GEN, json={**long_story, "stream": stream}), timeout=0.5
+                    )
+            # The queued request is gone well before the running one could have finished.
+            deadline = time.monotonic() + 2
+            for _ in range(100):
+                if provider.queue_depth == 1 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.02)
+            assert provider.queue_depth == 1, f"stream={stream}"
+    await until_idle(provider)

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from app.main import create_app
 from app.observability.logging import JsonFormatter, TextFormatter, configure_logging
 from app.observability.metrics import Metrics
+from tests.access_helpers import bearer, chat_body, create_key, keys_app, running
 from tests.conftest import openai_settings
 
 PROMPT = "my very private prompt about Alice"
@@ -267,3 +268,21 @@ async def test_text_format_is_one_readable_line(caplog: pytest.LogCaptureFixture
     assert "genserve.access: request" in line
     assert "route=/v1/models" in line
     assert "status=200" in line
+
+
+async def test_rate_limit_refusals_are_counted_by_limit(upstream: respx.MockRouter) -> None:
+    upstream.post("/chat/completions").respond(json=COMPLETION)
+    app = keys_app()
+    async with running(app) as client:
+        _, secret = await create_key(client, limits={"requests_per_minute": 1})
+        first = await client.post("/v1/chat/completions", json=chat_body(), headers=bearer(secret))
+        second = await client.post("/v1/chat/completions", json=chat_body(), headers=bearer(secret))
+        assert (first.status_code, second.status_code) == (200, 429)
+        text = await scrape(client)
+    assert sample(text, "genserve_rate_limited_total", limit="rate_limit_exceeded") == 1
+    route = {"method": "POST", "route": "/v1/chat/completions"}
+    assert sample(text, "genserve_http_requests_total", **route, status="429") == 1
+    refused = {"endpoint": "chat", "provider": "openai", "model": "gpt-4o-mini", "outcome": "refused"}
+    assert sample(text, "genserve_generations_total", **refused) == 1
+    # A refusal is this service's policy, not a failure of the upstream.
+    assert "genserve_upstream_errors_total{" not in text

@@ -148,11 +148,15 @@ async def test_parameters_the_upstream_honours_are_passed_through(
     openai_client: httpx.AsyncClient, upstream: respx.MockRouter
 ) -> None:
     route = upstream.post("/chat/completions").respond(json=mock.completion('{"a": 1}'))
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": True},
+    }
     r = await openai_client.post(
-        CHAT, json={"messages": HELLO, "response_format": {"type": "json_object"}, "logit_bias": {"50": -100}}
+        CHAT, json={"messages": HELLO, "response_format": response_format, "logit_bias": {"50": -100}}
     )
     assert r.status_code == 200, r.text
-    assert sent(route)["response_format"] == {"type": "json_object"}
+    assert sent(route)["response_format"] == response_format
     assert sent(route)["logit_bias"] == {"50": -100}
 
 

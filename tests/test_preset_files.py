@@ -53,10 +53,25 @@ async def test_an_operator_file_adds_and_replaces_presets(tmp_path: Path, upstre
         assert "genserve 2.0" in system_prompt(fake.bodies[-1])
 
 
+async def test_an_operator_file_can_remove_a_shipped_preset(tmp_path: Path) -> None:
+    path = tmp_path / "presets.yaml"
+    path.write_text("presets:\n  copywriting: null\n")
+    async with serve(create_app(openai_settings(presets_file=str(path)))) as client:
+        names = [p["name"] for p in (await client.get("/v1/presets")).json()["data"]]
+        assert names == ["customer_service", "qa", "summarize"]
+        assert (await client.get("/v1/presets/copywriting")).status_code == 404
+    path.write_text("presets:\n  poetry: null\n")
+    with pytest.raises(PresetFileError, match="preset 'poetry': there is no such preset to remove"):
+        load_presets(path)
+
+
 def test_a_toml_operator_file(tmp_path: Path) -> None:
     path = tmp_path / "presets.toml"
     path.write_text(
         """
+[presets]
+summarize = false
+
 [presets.haiku]
 system = "You write haiku about {{ subject }}."
 prompt = "A haiku, please."
@@ -71,6 +86,7 @@ wild = { temperature = 1.3, top_p = 0.9 }
 """
     )
     presets = load_presets(path)
+    assert "summarize" not in presets
     haiku = presets["haiku"]
     assert haiku.render(haiku.validate_inputs({"subject": "rain"})).system == "You write haiku about rain."
     assert haiku.tuned_fields == {"temperature", "top_p"}

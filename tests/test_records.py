@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import pytest
 import respx
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from app.main import create_app
 from app.storage.tables import GenerationRecord
@@ -39,8 +41,11 @@ async def test_every_endpoint_leaves_one_record(database_url: str, upstream: res
         answers["presets"] = r.json()
         r = await client.post("/v1/generate", json={"prompt": "Stream it", "stream": True})
         answers["stream"] = sse_events(r.text)[-2]
+        conversation = (await client.post("/v1/conversations", json={})).json()["id"]
+        r = await client.post(f"/v1/conversations/{conversation}/messages", json={"content": "Hi"})
+        answers["conversation"] = r.json()
         stored = await records(app)
-    assert len(stored) == 4
+    assert len(stored) == 5
     for kind, answer in answers.items():
         row = stored[answer["id"]]
         assert row.endpoint == {"stream": "generate"}.get(kind, kind)
@@ -121,3 +126,21 @@ async def test_failed_generations_leave_no_record(upstream: respx.MockRouter) ->
         r = await client.post("/v1/generate", json={"prompt": "x"})
         assert r.status_code == 502
         assert await records(app) == {}
+
+
+async def test_records_wait_out_a_database_failure(
+    upstream: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    FakeUpstream().install(upstream)
+    app = create_app(openai_settings())
+    async with serve(app) as client:
+        db = app.state.genserve.db
+        async with db.engine.begin() as connection:  # the table goes away for a moment
+            await connection.execute(text("ALTER TABLE generation_records RENAME TO records_away"))
+        r = await client.post("/v1/generate", json={"prompt": "x"})
+        assert r.status_code == 200  # the answer does not wait for the database
+        await asyncio.sleep(0.3)
+        assert "storing 1 generation records failed; retrying" in caplog.text
+        async with db.engine.begin() as connection:
+            await connection.execute(text("ALTER TABLE records_away RENAME TO generation_records"))
+        assert r.json()["id"] in await records(app)

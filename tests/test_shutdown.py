@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,36 +14,11 @@ import httpx
 import orjson
 import pytest
 
+from tests.processes import free_port, refused, stop, wait_until_up
+
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-shutdown-test-key-0000"
 PROMPT = "a prompt nobody else may read"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the process died while starting"
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{url} never came up")
-
-
-def refused(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return False
-    except OSError:
-        return True
 
 
 @pytest.fixture
@@ -78,17 +51,6 @@ def start_service(upstream_port: int, shutdown_timeout: int) -> tuple[subprocess
     )
     wait_until_up(f"http://127.0.0.1:{port}/readyz", proc)
     return proc, port
-
-
-def stop(proc: subprocess.Popen[bytes]) -> str:
-    """Wait for the process to exit; return its stderr."""
-    try:
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    return err.decode()
 
 
 def test_sigterm_lets_a_live_stream_finish_then_exits(slow_upstream: int) -> None:

@@ -19,50 +19,50 @@ from app.services.presets import PresetService
 from app.settings import Settings
 from app.state import AppState
 
-# `async def` on purpose: FastAPI runs plain `def` dependencies in a thread pool, a thread hop
-# per dependency per request that cost more than everything these functions do.
+# Every dependency is `async def` on purpose: FastAPI runs plain `def` dependencies in a thread
+# pool, a thread hop per dependency per request that costs more than everything they do.
 
 
-def _state(request: Request) -> AppState:
+def state_of(request: Request) -> AppState:
     state: AppState = request.app.state.genserve
     return state
 
 
 async def get_state(request: Request) -> AppState:
-    return _state(request)
+    return state_of(request)
 
 
 async def get_settings(request: Request) -> Settings:
-    return _state(request).settings
+    return state_of(request).settings
 
 
 async def get_generation(request: Request) -> GenerationService:
-    return _state(request).generation
+    return state_of(request).generation
 
 
 async def get_presets(request: Request) -> PresetService:
-    presets = _state(request).presets
+    presets = state_of(request).presets
     assert presets is not None, "the lifespan sets up presets"
     return presets
 
 
 async def get_feedback(request: Request) -> FeedbackService:
-    feedback = _state(request).feedback
+    feedback = state_of(request).feedback
     assert feedback is not None, "the lifespan sets up feedback"
     return feedback
 
 
 async def get_conversations(request: Request) -> ConversationService:
-    return _state(request).conversations
+    return state_of(request).conversations
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with _state(request).db.session() as session:
+    async with state_of(request).db.session() as session:
         yield session
 
 
 async def get_access(request: Request) -> Access:
-    access = _state(request).access
+    access = state_of(request).access
     assert access is not None, "the lifespan builds it"
     return access
 

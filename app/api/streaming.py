@@ -38,10 +38,17 @@ def error_frame(exc: BaseException) -> bytes:
     return frame(error_body("The stream failed.", "api_error", None, "stream_error"))
 
 
-async def sse_response(items: AsyncIterator[T], render: Callable[[T], list[bytes]]) -> EventSourceResponse:
-    """Start a stream once its first item exists; `render` turns each item into frames."""
+async def sse_response(
+    items: AsyncIterator[T], render: Callable[[T], list[bytes]], request: Request | None = None
+) -> EventSourceResponse:
+    """Start a stream once its first item exists; `render` turns each item into frames.
+    With `request`, a client that leaves while the first item is awaited (say, queued for the
+    local model) stops the work there and then, instead of holding its place in the queue."""
     try:
-        first = await anext(items)
+        if request is None:
+            first = await anext(items)
+        else:
+            first = await until_disconnected(request, anext(items))
     except StopAsyncIteration:
         first = None
     except BaseException:
@@ -77,6 +84,8 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
     if not task.done():
         task.cancel()
+        # Let the work clean up (release its place in the queue) before answering nobody.
+        await asyncio.wait({task})
         raise ClientDisconnected("The client went away before the answer was ready.")
     return task.result()
 

@@ -10,6 +10,7 @@ Features report through its small methods, reachable as `request.app.state.gense
     tokens                  genserve_prompt_tokens_total / genserve_completion_tokens_total {model}
     generations             genserve_generations_total {endpoint, provider, model, outcome}
     rate limits             genserve_rate_limited_total {limit}          ← `rate_limited(limit)`
+                            (refusals by the job hooks are counted by the observability hook)
     cache                   genserve_cache_lookups_total {result}        ← `cache_lookup(hit)`
     circuit breakers        genserve_circuit_state {upstream}            ← `circuit_state(...)`
     embedded model          genserve_local_queue_depth                   ← `watch_local_queue(...)`
@@ -82,7 +83,7 @@ class Metrics:
         )
         self.generations = Counter(
             "genserve_generations",
-            "Finished generations by endpoint, provider, model and outcome (ok, aborted, error).",
+            "Generations by endpoint, provider, model and outcome (ok, aborted, error, refused).",
             ["endpoint", "provider", "model", "outcome"],
             registry=r,
         )

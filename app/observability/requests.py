@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import AppError
+from app.errors import AppError, AuthenticationFailed, PermissionDenied, RateLimited
 from app.observability.metrics import Metrics
 from app.services.generation import Job, JobHook, Outcome
 
@@ -142,7 +142,19 @@ class ObservabilityHook(JobHook):
 
     async def on_error(self, job: Job, exc: BaseException) -> None:
         code = _error_code(exc)
-        self.metrics.observe_failure(job.endpoint, job.provider.name, job.model, code)
         record = _current.get()
         if record is not None:
             record.fields["error"] = code
+        if _is_refusal(exc):
+            # Refused by this service's own policy (keys, limits, quotas): not an upstream error.
+            if isinstance(exc, RateLimited):
+                self.metrics.rate_limited(code)
+            self.metrics.generations.labels(job.endpoint, job.provider.name, job.model, "refused").inc()
+            return
+        self.metrics.observe_failure(job.endpoint, job.provider.name, job.model, code)
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    if isinstance(exc, RateLimited):
+        return not (exc.code or "").startswith("upstream_")
+    return isinstance(exc, AuthenticationFailed | PermissionDenied)

@@ -1,8 +1,8 @@
 """Reading preset files: the shipped `presets.yaml`, then an operator's file on top.
 
-An operator's file (YAML or TOML, `GENSERVE_PRESETS_FILE`) adds presets and replaces shipped
-ones of the same name, whole. Any mistake stops the service at start-up with a message naming
-the file, the preset and the field.
+An operator's file (YAML or TOML, `GENSERVE_PRESETS_FILE`) adds presets, replaces shipped ones
+of the same name whole, and removes those it sets to `null` (or `false`). Any mistake stops the
+service at start-up with a message naming the file, the preset and the field.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ class PresetFileError(ValueError):
 
 
 def load_presets(operator_file: Path | None = None) -> dict[str, Preset]:
-    """The shipped presets, with the operator's file (if any) applied on top."""
+    """The shipped presets, with the operator's file (if any) applied on top: its presets are
+    added or replace shipped ones whole, and `name: null` (or `false`) removes one."""
     shipped = resources.files("app.presets").joinpath(SHIPPED)
     presets = parse_presets(shipped.read_text(encoding="utf-8"), source=f"app/presets/{SHIPPED}")
     if operator_file is not None:
@@ -35,12 +36,24 @@ def load_presets(operator_file: Path | None = None) -> dict[str, Preset]:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise PresetFileError(f"{path}: cannot read the preset file: {exc.strerror or exc}") from exc
-        presets.update(parse_presets(text, source=str(path), toml=path.suffix.lower() == ".toml"))
+        for name, preset in _parse(text, source=str(path), toml=path.suffix.lower() == ".toml").items():
+            if preset is not None:
+                presets[name] = preset
+            elif presets.pop(name, None) is None:
+                raise PresetFileError(f"{path}: preset '{name}': there is no such preset to remove")
     return presets
 
 
 def parse_presets(text: str, *, source: str, toml: bool = False) -> dict[str, Preset]:
     """Presets from the text of a file whose top level is `presets: {name: {...}}`."""
+    presets = _parse(text, source=source, toml=toml)
+    removed = [name for name, preset in presets.items() if preset is None]
+    if removed:
+        raise PresetFileError(f"{source}: preset '{removed[0]}': only an operator's file may remove presets")
+    return {name: preset for name, preset in presets.items() if preset is not None}
+
+
+def _parse(text: str, *, source: str, toml: bool) -> dict[str, Preset | None]:
     try:
         data = tomllib.loads(text) if toml else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
@@ -50,9 +63,10 @@ def parse_presets(text: str, *, source: str, toml: bool = False) -> dict[str, Pr
     unknown = set(data) - {"presets"}
     if unknown:
         raise PresetFileError(f"{source}: unknown top-level key(s) {', '.join(sorted(unknown))}")
-    presets: dict[str, Preset] = {}
+    presets: dict[str, Preset | None] = {}
     for name, raw in data["presets"].items():
-        presets[str(name)] = _preset(str(name), raw, source)
+        # `null` (YAML) or `false` (TOML has no null) removes a shipped preset.
+        presets[str(name)] = None if raw is None or raw is False else _preset(str(name), raw, source)
     return presets
 
 

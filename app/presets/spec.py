@@ -298,7 +298,8 @@ class Preset:
                     param=f"{param_prefix}.{name}",
                     code="invalid_input",
                 ) from exc
-            values[name] = value
+            # 5.0 for an integer input is 5 (and renders as "5", not "5.0").
+            values[name] = int(value) if spec.type == "integer" else value
         return values
 
     def render(

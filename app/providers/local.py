@@ -134,6 +134,14 @@ class LocalProvider:
                 retry_after=self._avg_seconds * max(1, self._pending),
             )
         self._pending += 1
+        # Wait for the model here, where waiting can be cancelled: a request whose client
+        # leaves while queued gives up its place at once and never runs.
+        borrower = object()
+        try:
+            await self._limiter.acquire_on_behalf_of(borrower)
+        except BaseException:
+            self._pending -= 1
+            raise
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
@@ -141,9 +149,10 @@ class LocalProvider:
         def emit(item: object) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        worker = asyncio.ensure_future(
-            anyio.to_thread.run_sync(self._run, request, emit, cancel, limiter=self._limiter)
-        )
+        worker = asyncio.ensure_future(anyio.to_thread.run_sync(self._run, request, emit, cancel))
+        # The model is released when the thread is done with it, not when this request is: a
+        # thread cannot be interrupted (it notices `cancel` at the next token).
+        worker.add_done_callback(lambda _: self._limiter.release_on_behalf_of(borrower))
         try:
             while True:
                 item = await queue.get()
@@ -155,7 +164,6 @@ class LocalProvider:
         finally:
             cancel.set()
             self._pending -= 1
-            # The thread cannot be interrupted; it notices `cancel` at the next token.
             await asyncio.shield(worker)
 
     def _run(
@@ -184,7 +192,7 @@ class LocalProvider:
                 llm.reset()
                 kwargs: dict[str, Any] = {}
                 if "response_format" in request.extra:
-                    kwargs["response_format"] = request.extra["response_format"]
+                    kwargs["response_format"] = _llama_response_format(request.extra["response_format"])
                 try:
                     pieces = llm.create_chat_completion(
                         messages=messages,
@@ -229,6 +237,16 @@ class LocalProvider:
             elapsed = time.monotonic() - started
             self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * elapsed
             emit(_DONE)
+
+
+def _llama_response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
+    """OpenAI's `response_format` in llama-cpp-python's dialect, which knows only `json_object`
+    (with an optional `schema`) and would silently ignore OpenAI's `json_schema` type."""
+    if fmt.get("type") == "json_schema":
+        return {"type": "json_object", "schema": fmt.get("json_schema", {}).get("schema", {})}
+    if fmt.get("type") == "json_object":
+        return {"type": "json_object"}
+    return None
 
 
 def build(settings: Settings) -> LocalProvider:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from app.providers.base import FinishReason
 from app.schemas.common import EffectiveSampling, SamplingFields, Schema, Timings, UsageOut
@@ -41,6 +41,33 @@ class StreamOptions(Schema):
     """Send a last chunk with usage and no choices."""
 
 
+class JsonSchemaFormat(Schema):
+    """OpenAI's structured-output spec: the JSON Schema the answer must follow."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    """The JSON Schema itself (`schema` on the wire)."""
+    strict: bool | None = None
+
+
+class ResponseFormat(Schema):
+    """Plain text, any JSON object, or JSON that follows a schema."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type 'json_schema', and only then")
+        return self
+
+
 class ChatCompletionRequest(SamplingFields):
     """OpenAI's chat completion request. Parameters beyond these are accepted only when the
     model's provider can honour them; otherwise they are refused with 400, never dropped."""
@@ -53,6 +80,8 @@ class ChatCompletionRequest(SamplingFields):
     user: str | None = Field(default=None, max_length=256)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = None
+    """Checked here, honoured only by providers that list it in their `extra_params`."""
 
     @field_validator("messages")
     @classmethod
@@ -63,8 +92,10 @@ class ChatCompletionRequest(SamplingFields):
 
     def extra_params(self) -> dict[str, Any]:
         """Parameters outside OpenAI's core set that the client actually set."""
-        extra = self.model_extra or {}
-        return {k: v for k, v in extra.items() if v is not None and v is not False}
+        extra = {k: v for k, v in (self.model_extra or {}).items() if v is not None and v is not False}
+        if self.response_format is not None:
+            extra["response_format"] = self.response_format.model_dump(by_alias=True, exclude_none=True)
+        return extra
 
 
 class ChatMessageOut(Schema):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import ConfigDict, Field, StrictInt
+
+from app.schemas.common import Schema
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(Schema):
     """A rating of one generation; rating it again replaces the earlier rating."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     generation_id: str = Field(min_length=1, max_length=64)
     """The `id` of a response from any generation endpoint."""
@@ -19,7 +21,7 @@ class FeedbackRequest(BaseModel):
     comment: str | None = Field(default=None, max_length=4000)
 
 
-class FeedbackOut(BaseModel):
+class FeedbackOut(Schema):
     object: Literal["feedback"] = "feedback"
     generation_id: str
     rating: str | int
@@ -34,7 +36,7 @@ class FeedbackOut(BaseModel):
     updated_at: int
 
 
-class RatingStats(BaseModel):
+class RatingStats(Schema):
     count: int
     mean_rating: float | None
     """Mean normalized rating in [0, 1]."""
@@ -53,7 +55,7 @@ class PresetSummary(RatingStats):
     variants: list[VariantSummary]
 
 
-class FeedbackSummary(BaseModel):
+class FeedbackSummary(Schema):
     object: Literal["feedback.summary"] = "feedback.summary"
     scale: str
     """How ratings were normalized."""

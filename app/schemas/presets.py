@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from app.schemas.common import SamplingFields
+from app.schemas.common import SamplingFields, Schema
 
 
 class PresetGenerateRequest(SamplingFields):
@@ -21,12 +21,12 @@ class PresetGenerateRequest(SamplingFields):
     """Answer with server-sent events, exactly like `POST /v1/generate`."""
 
 
-class PresetTuning(BaseModel):
+class PresetTuning(Schema):
     variants: dict[str, dict[str, Any]]
     """Candidate sampling variants, by name."""
 
 
-class PresetOut(BaseModel):
+class PresetOut(Schema):
     """A preset: what it does, the inputs it takes, and its default sampling."""
 
     object: Literal["preset"] = "preset"
@@ -45,12 +45,12 @@ class PresetOut(BaseModel):
     """The input that may exceed the context window (summarized in stages)."""
 
 
-class PresetList(BaseModel):
+class PresetList(Schema):
     object: Literal["list"] = "list"
     data: list[PresetOut]
 
 
-class VariantTuning(BaseModel):
+class VariantTuning(Schema):
     name: str
     sampling: dict[str, Any]
     alpha: float
@@ -67,7 +67,7 @@ class VariantTuning(BaseModel):
     """Share among the latest `recent_window` tuned generations."""
 
 
-class TuningReport(BaseModel):
+class TuningReport(Schema):
     """Each variant's Beta posterior and how often it was chosen."""
 
     object: Literal["preset.tuning"] = "preset.tuning"

@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, InvalidRequest, NotFound
-from app.providers.base import Chunk, Message
+from app.providers.base import Chunk, Message, Provider
 from app.services.generation import GenerationService, Job, Outcome
 from app.settings import ModelRoute
 from app.storage import conversations as store
@@ -36,6 +36,11 @@ log = logging.getLogger("genserve.conversations")
 
 _PG_LOCK_NOT_AVAILABLE = "55P03"
 _HISTORY_BATCH = 64
+# Providers estimate the chat template's framing (role markers, separators); measured on the
+# embedded model's ChatML, the estimate runs about one token low per exchange, plus an empty
+# system block when there is no system prompt. Keep that much slack rather than overflow.
+_SLACK_TOKENS = 8
+_SLACK_PER_MESSAGE = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,23 +415,25 @@ class ConversationService:
 
 
 class _TokenCounter:
-    """Token costs with the model's own tokenizer, message by message (providers' counts are a
-    fixed priming cost plus one cost per message, so a history's cost is a sum)."""
+    """Token costs with the model's own tokenizer (through the provider), message by message:
+    providers count a fixed priming cost plus one cost per message, so a history's cost is a
+    sum. Every count includes the slack above."""
 
-    def __init__(self, provider: Any, model: str) -> None:
+    def __init__(self, provider: Provider, model: str) -> None:
         self._provider = provider
         self._model = model
-        self._base: int = provider.count_tokens(model, ())
+        self._base = provider.count_tokens(model, ())
 
     def total(self, messages: list[Message]) -> int:
-        return int(self._provider.count_tokens(self._model, tuple(messages)))
+        counted = self._provider.count_tokens(self._model, tuple(messages))
+        return counted + _SLACK_TOKENS + _SLACK_PER_MESSAGE * len(messages)
 
     def cost(self, message: Message) -> int:
-        return int(self._provider.count_tokens(self._model, (message,))) - self._base
+        return self._provider.count_tokens(self._model, (message,)) - self._base + _SLACK_PER_MESSAGE
 
     def fixed(self, system: str | None, content: str | None) -> int:
         """Priming, the system prompt and the new message: what every request must hold."""
-        total = self._base
+        total = self._base + _SLACK_TOKENS
         if system:
             total += self.cost(Message("system", system))
         if content is not None:

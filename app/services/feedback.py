@@ -6,6 +6,7 @@ kinds can be averaged and feed the tuning posteriors: up = 1, down = 0, r stars 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,10 @@ from app.storage.db import Database
 from app.storage.tables import Feedback, GenerationRecord
 
 Rating = str | int
+
+#: Pauses before an unknown id is declared unknown: a replica stores its records a moment after
+#: answering, and the rating may arrive through another replica.
+_GRACE = (0.05, 0.1, 0.2, 0.4)
 
 SCALE = "mean_rating is in [0, 1]: up = 1, down = 0, and r stars (1–5) count as (r - 1) / 4"
 
@@ -43,8 +48,14 @@ class FeedbackService:
         """Store (or replace) the rating of a generation; `NotFound` for an unknown id."""
         record = await self._record(generation_id)
         if record is None:
-            # It may still be waiting in this replica's queue of records.
+            # It may still be waiting in this replica's queue of records...
             await self._records.flush(within=5.0)
+            record = await self._record(generation_id)
+        for delay in _GRACE:
+            if record is not None:
+                break
+            # ...or in another replica's, for a few milliseconds more.
+            await asyncio.sleep(delay)
             record = await self._record(generation_id)
         if record is None:
             raise NotFound(

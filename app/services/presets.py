@@ -78,15 +78,22 @@ class PresetService:
         values = preset.validate_inputs(dict(inputs), param_prefix=param_prefix, only=preset.system_inputs)
         return preset.render(values).system
 
-    async def choose_sampling(self, preset: Preset | str, overrides: Mapping[str, Any]) -> SamplingChoice:
+    async def choose_sampling(
+        self, preset: Preset | str, overrides: Mapping[str, Any], *, model: str | None = None
+    ) -> SamplingChoice:
         """The preset's defaults; when it has tuning variants and the request sets none of the
-        fields they vary, one variant picked by Thompson sampling on top."""
+        fields they vary, one variant picked by Thompson sampling on top. A default
+        `max_tokens` is capped at what `model` can generate (an explicit one is not)."""
         preset = self.get(preset) if isinstance(preset, str) else preset
+        _, route, _ = self._generation.resolve(model)
         variants = preset.variants
-        if not variants or any(overrides.get(f) is not None for f in preset.tuned_fields):
-            return SamplingChoice(preset.name, preset.defaults)
-        variant = await self.tuning.choose(preset)
-        return SamplingChoice(preset.name, {**preset.defaults, **variants[variant]}, variant, tuned=True)
+        variant: str | None = None
+        if variants and not any(overrides.get(f) is not None for f in preset.tuned_fields):
+            variant = await self.tuning.choose(preset)
+        defaults = {**preset.defaults, **(variants[variant] if variant else {})}
+        if "max_tokens" in defaults:
+            defaults["max_tokens"] = min(defaults["max_tokens"], route.max_output_tokens)
+        return SamplingChoice(preset.name, defaults, variant, tuned=variant is not None)
 
     async def plan(
         self,
@@ -102,7 +109,7 @@ class PresetService:
         """The job for one preset generation (after any map stages a long text needs)."""
         preset = self.get(name)
         values = preset.validate_inputs(dict(inputs))
-        choice = await self.choose_sampling(preset, overrides)
+        choice = await self.choose_sampling(preset, overrides, model=model)
         rendered = preset.render(values)
         messages = [Message("system", rendered.system), Message("user", rendered.prompt)]
         reduction_meta: dict[str, Any] | None = None

@@ -39,30 +39,40 @@ def split_text(text: str, budget: int, count: Counter) -> list[str]:
     else:
         middle = len(text) // 2
         return split_text(text[:middle], budget, count) + split_text(text[middle:], budget, count)
-    parts: list[str] = []
+    groups: list[list[str]] = []
     current: list[str] = []
     used = 0
     for piece in pieces:
         tokens = count(piece)
         if tokens > budget:
             if current:
-                parts.append(joiner.join(current))
+                groups.append(current)
                 current, used = [], 0
-            parts.extend(split_text(piece, budget, count))
+            groups.extend([part] for part in split_text(piece, budget, count))
             continue
         # Joining costs about a token; leave that much room between pieces.
         if current and used + tokens + 1 > budget:
-            parts.append(joiner.join(current))
+            groups.append(current)
             current, used = [], 0
         current.append(piece)
         used += tokens + 1
     if current:
-        parts.append(joiner.join(current))
-    # Token counts are not exactly additive: re-split any part that came out too long.
+        groups.append(current)
     out: list[str] = []
-    for part in parts:
-        out.extend([part] if count(part) <= budget else split_text(part, budget, count))
+    for group in groups:
+        out.extend(_halve_until_fit(group, joiner, budget, count))
     return out
+
+
+def _halve_until_fit(group: list[str], joiner: str, budget: int, count: Counter) -> list[str]:
+    """Token counts of pieces do not add up exactly: halve a group that came out too long."""
+    text = joiner.join(group)
+    if len(group) == 1 or count(text) <= budget:
+        return [text]
+    middle = len(group) // 2
+    return _halve_until_fit(group[:middle], joiner, budget, count) + _halve_until_fit(
+        group[middle:], joiner, budget, count
+    )
 
 
 @dataclass(slots=True)

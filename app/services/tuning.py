@@ -13,15 +13,19 @@ when feedback arrives through it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.presets import Preset
 from app.storage.db import Database
 from app.storage.tables import Feedback, GenerationRecord
+
+log = logging.getLogger("genserve.tuning")
 
 PRIOR_ALPHA = 1.0
 PRIOR_BETA = 1.0
@@ -83,7 +87,13 @@ class TuningService:
             cached = self._cache.get(preset)
             if cached is not None and cached[0] > time.monotonic():
                 return cached[1]
-            evidence = await self._read(preset)
+            try:
+                evidence = await self._read(preset)
+            except SQLAlchemyError:
+                # Tuning must not take generation down with the database: choose from what was
+                # read last (or the priors) until the database answers again.
+                log.warning("reading the tuning feedback of preset %r failed", preset, exc_info=True)
+                evidence = cached[1] if cached is not None else {}
             if self._refresh > 0:
                 self._cache[preset] = (time.monotonic() + self._refresh, evidence)
             return evidence

@@ -107,6 +107,6 @@ async def create_chat_completion(
     )
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await sse_response(service.stream(job), render_chat_stream(job, include_usage))
+        return await sse_response(service.stream(job), render_chat_stream(job, include_usage), request)
     outcome = await until_disconnected(request, service.complete(job))
     return json_response(chat_body(outcome))

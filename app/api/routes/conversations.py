@@ -156,7 +156,7 @@ async def send_message(
     overrides = body.sampling_overrides()
     if body.stream:
         return await sse_response(
-            service.reply_stream(conversation_id, body.content, overrides), render_reply
+            service.reply_stream(conversation_id, body.content, overrides), render_reply, request
         )
     reply = await until_disconnected(request, service.reply(conversation_id, body.content, overrides))
     return reply_body(reply)

@@ -63,6 +63,6 @@ async def generate(body: GenerateRequest, service: GenerationDep, request: Reque
         overrides=body.sampling_overrides(),
     )
     if body.stream:
-        return await sse_response(service.stream(job), render_generate_stream(job.id))
+        return await sse_response(service.stream(job), render_generate_stream(job.id), request)
     outcome = await until_disconnected(request, service.complete(job))
     return json_response(generate_body(outcome))

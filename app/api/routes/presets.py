@@ -47,6 +47,6 @@ async def generate_with_preset(
         presets.plan(name, body.inputs, model=body.model, overrides=body.sampling_overrides()),
     )
     if body.stream:
-        return await sse_response(service.stream(job), render_generate_stream(job.id))
+        return await sse_response(service.stream(job), render_generate_stream(job.id), request)
     outcome = await until_disconnected(request, service.complete(job))
     return generate_body(outcome)

@@ -1,0 +1,93 @@
+"""Configuration: the conventional OpenAI variables pick the upstream; nothing set means offline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from app.settings import LOCAL_DEFAULT_MODEL, OPENAI_DEFAULT_MODELS, Settings
+
+
+def settings() -> Settings:
+    return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_nothing_configured_means_the_embedded_model() -> None:
+    s = settings()
+    assert s.resolved_provider == "local"
+    assert list(s.model_table) == [LOCAL_DEFAULT_MODEL]
+    assert s.default_model_name == LOCAL_DEFAULT_MODEL
+    assert s.model_table[LOCAL_DEFAULT_MODEL].context_window == s.local_n_ctx
+
+
+@pytest.mark.parametrize("variable", ["OPENAI_API_KEY", "OPENAI_BASE_URL"])
+def test_the_conventional_openai_variables_select_the_upstream(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, "sk-abc" if variable == "OPENAI_API_KEY" else "http://localhost:11434/v1")
+    s = settings()
+    assert s.resolved_provider == "openai"
+    assert list(s.model_table) == list(OPENAI_DEFAULT_MODELS)
+    assert s.providers_in_use() == {"openai"}
+
+
+def test_the_key_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret")
+    s = settings()
+    assert "sk-very-secret" not in repr(s)
+    assert s.openai_api_key is not None
+    assert s.openai_api_key.get_secret_value() == "sk-very-secret"
+
+
+def test_an_explicit_provider_wins_over_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-abc")
+    monkeypatch.setenv("GENSERVE_PROVIDER", "local")
+    assert settings().resolved_provider == "local"
+
+
+def test_upstream_models_are_listed_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://localhost:11434/v1")
+    monkeypatch.setenv("GENSERVE_OPENAI_MODELS", "llama3.2, qwen2.5")
+    assert list(settings().model_table) == ["llama3.2", "qwen2.5"]
+
+
+def test_a_model_table_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "GENSERVE_MODELS",
+        json.dumps(
+            {
+                "fast": {"provider": "openai", "upstream_model": "gpt-4.1-nano"},
+                "offline": {"provider": "local"},
+            }
+        ),
+    )
+    monkeypatch.setenv("GENSERVE_DEFAULT_MODEL", "offline")
+    s = settings()
+    assert s.model_table["fast"].upstream_model == "gpt-4.1-nano"
+    assert s.providers_in_use() == {"openai", "local"}
+    assert s.default_model_name == "offline"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("GENSERVE_DEFAULT_MODEL", "nope"),
+        ("GENSERVE_PROVIDER", "anthropic"),
+        ("GENSERVE_PORT", "70000"),
+        ("GENSERVE_DEFAULT_TEMPERATURE", "3"),
+        ("GENSERVE_MODELS", '{"a": {"provider": "openai", "fallbacks": ["b"]}}'),
+    ],
+)
+def test_bad_configuration_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError):
+        settings()
+
+
+def test_an_empty_base_url_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "")
+    assert settings().resolved_provider == "local"
