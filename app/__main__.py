@@ -11,7 +11,7 @@ from app.settings import Settings
 
 def main() -> None:
     settings = Settings()
-    # Logging is process-wide: the entry point sets it up, not the app factory.
+    # Logging is process-wide: configured by the process's entry point, not by each app built.
     configure_logging(settings)
     uvicorn.run(
         create_app(settings),

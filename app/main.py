@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # limits: a refused job never reaches the hooks after them.
             hooks: list[JobHook] = [ObservabilityHook(metrics), access.hook]
             safeguards = Safeguards.build(settings, providers, redis)
+            metrics.watch_safeguards(safeguards)
             generation = GenerationService(settings, providers, hooks, runner=safeguards)
             app.state.genserve = AppState(
                 settings=settings,

@@ -50,7 +50,7 @@ def test_image_runs_as_non_root_with_a_healthcheck_on_healthz() -> None:
 def test_compose_runs_the_image_with_the_env_file_and_published_port() -> None:
     service = COMPOSE["services"]["genserve"]
     assert service["env_file"] == ".env"
-    assert "8000:8000" in service["ports"]
+    assert "127.0.0.1:8000:8000" in service["ports"], "published on loopback while auth is off"
     assert service["build"] == "."
 
 

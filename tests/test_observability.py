@@ -14,7 +14,6 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from app.observability.logging import JsonFormatter, TextFormatter, configure_logging
-from app.observability.metrics import Metrics
 from tests.access_helpers import bearer, chat_body, create_key, keys_app, running
 from tests.conftest import openai_settings
 
@@ -157,18 +156,21 @@ async def test_upstream_errors_are_counted_by_provider_model_and_code(
     )
 
 
-async def test_features_report_through_the_metrics_object(app: FastAPI, client: httpx.AsyncClient) -> None:
-    metrics: Metrics = app.state.genserve.metrics
-    metrics.rate_limited("requests_per_minute")
-    metrics.cache_lookup(hit=True)
-    metrics.cache_lookup(hit=True)
-    metrics.cache_lookup(hit=False)
-    metrics.circuit_state("openai", "open")
+async def test_safeguards_counters_are_exported(app: FastAPI, client: httpx.AsyncClient) -> None:
+    safeguards = app.state.genserve.safeguards
+    safeguards.cache.hits, safeguards.cache.misses = 2, 1
+    circuit = safeguards.resilience.circuit("openai:gpt-4o-mini")
+    for _ in range(circuit.threshold):
+        circuit.record_failure()
+    safeguards.resilience.retries_total = 3
+    app.state.genserve.metrics.rate_limited("requests_per_minute")
     text = await scrape(client)
-    assert sample(text, "genserve_rate_limited_total", limit="requests_per_minute") == 1
     assert sample(text, "genserve_cache_lookups_total", result="hit") == 2
     assert sample(text, "genserve_cache_lookups_total", result="miss") == 1
-    assert sample(text, "genserve_circuit_state", upstream="openai") == 2
+    assert sample(text, "genserve_circuit_state", upstream="openai:gpt-4o-mini") == 2
+    assert sample(text, "genserve_circuit_opened_total", upstream="openai:gpt-4o-mini") == 1
+    assert sample(text, "genserve_upstream_retries_total") == 3
+    assert sample(text, "genserve_rate_limited_total", limit="requests_per_minute") == 1
 
 
 async def test_each_app_has_its_own_registry(upstream: respx.MockRouter) -> None:
@@ -255,13 +257,19 @@ async def test_logs_never_contain_prompt_text_or_keys(
 
 async def test_text_format_is_one_readable_line(caplog: pytest.LogCaptureFixture) -> None:
     settings = openai_settings(log_level="INFO", log_format="text")
-    configure_logging(settings)  # what `python -m app` does before building the app
-    app = create_app(settings)
-    formatter = logging.getLogger("genserve").handlers[-1].formatter
-    assert isinstance(formatter, TextFormatter)
-    with caplog.at_level(logging.INFO, logger="genserve"):
-        async for client in _serve(app):
-            await client.get("/v1/models")
+    logger = logging.getLogger("genserve")
+    level, handlers = logger.level, list(logger.handlers)
+    try:
+        configure_logging(settings)  # what `python -m app` does
+        formatter = logger.handlers[-1].formatter
+        assert isinstance(formatter, TextFormatter)
+        assert logger.level == logging.INFO
+        with caplog.at_level(logging.INFO, logger="genserve"):
+            async for client in _serve(create_app(settings)):
+                await client.get("/v1/models")
+    finally:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
     (record,) = [r for r in caplog.records if r.name == "genserve.access"]
     line = formatter.format(record)
     assert "\n" not in line

@@ -11,21 +11,25 @@ Features report through its small methods, reachable as `request.app.state.gense
     generations             genserve_generations_total {endpoint, provider, model, outcome}
     rate limits             genserve_rate_limited_total {limit}          ← `rate_limited(limit)`
                             (refusals by the job hooks are counted by the observability hook)
-    cache                   genserve_cache_lookups_total {result}        ← `cache_lookup(hit)`
-    circuit breakers        genserve_circuit_state {upstream}            ← `circuit_state(...)`
     embedded model          genserve_local_queue_depth                   ← `watch_local_queue(...)`
+    safeguards, read from their own counters at each scrape   ← `watch_safeguards(...)`:
+      cache                 genserve_cache_lookups_total {result: hit, miss, error}
+      circuit breakers      genserve_circuit_state {upstream} (0 closed, 1 half-open, 2 open),
+                            genserve_circuit_opened_total {upstream}
+      retries, fallbacks    genserve_upstream_retries_total, genserve_fallbacks_total
+      concurrency caps      genserve_upstream_rejected_total {provider}
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-CircuitState = Literal["closed", "half_open", "open"]
-_CIRCUIT_VALUES: dict[CircuitState, float] = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+_CIRCUIT_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 #: Seconds; fine at the low end, where a gateway's own cost lives, and up to a long generation.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -90,15 +94,6 @@ class Metrics:
         self.rate_limited_total = Counter(
             "genserve_rate_limited", "Requests refused by a rate limit or quota.", ["limit"], registry=r
         )
-        self.cache_lookups = Counter(
-            "genserve_cache_lookups", "Response cache lookups by result (hit, miss).", ["result"], registry=r
-        )
-        self.circuit = Gauge(
-            "genserve_circuit_state",
-            "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open.",
-            ["upstream"],
-            registry=r,
-        )
         self.local_queue_depth = Gauge(
             "genserve_local_queue_depth",
             "Requests running on or waiting for the embedded model.",
@@ -113,15 +108,14 @@ class Metrics:
         """A request was refused by `limit` (e.g. `requests_per_minute`, `tokens_per_day`)."""
         self.rate_limited_total.labels(limit).inc()
 
-    def cache_lookup(self, hit: bool) -> None:
-        self.cache_lookups.labels("hit" if hit else "miss").inc()
-
-    def circuit_state(self, upstream: str, state: CircuitState) -> None:
-        self.circuit.labels(upstream).set(_CIRCUIT_VALUES[state])
-
     def watch_local_queue(self, depth: Callable[[], float]) -> None:
         """Read the embedded model's queue depth whenever the metrics are scraped."""
         self.local_queue_depth.set_function(depth)
+
+    def watch_safeguards(self, safeguards: Any) -> None:
+        """Export the counters the cache, circuit breakers, retries and concurrency caps keep
+        (`app.services.safeguards.Safeguards`), read at each scrape."""
+        self.registry.register(_SafeguardsCollector(safeguards))
 
     # -- used by the request middleware and the job hook --------------------------------------
 
@@ -172,3 +166,49 @@ class Metrics:
     def render(self) -> bytes:
         """The exposition text of every series."""
         return generate_latest(self.registry)
+
+
+class _SafeguardsCollector:
+    """Reads `Safeguards` (cache, resilience) when scraped; nothing on the request path."""
+
+    def __init__(self, safeguards: Any) -> None:
+        self.safeguards = safeguards
+
+    def collect(self) -> Iterator[Metric]:
+        cache, resilience = self.safeguards.cache, self.safeguards.resilience
+        lookups = CounterMetricFamily(
+            "genserve_cache_lookups",
+            "Response cache lookups by result (hit, miss, error).",
+            labels=["result"],
+        )
+        lookups.add_metric(["hit"], cache.hits)
+        lookups.add_metric(["miss"], cache.misses)
+        lookups.add_metric(["error"], cache.errors)
+        yield lookups
+        state = GaugeMetricFamily(
+            "genserve_circuit_state",
+            "Circuit breaker per upstream model: 0 closed, 1 half-open, 2 open.",
+            labels=["upstream"],
+        )
+        opened = CounterMetricFamily(
+            "genserve_circuit_opened", "Times a circuit breaker opened.", labels=["upstream"]
+        )
+        for upstream, circuit in list(resilience.circuits.items()):
+            state.add_metric([upstream], _CIRCUIT_VALUES.get(circuit.state, 0.0))
+            opened.add_metric([upstream], circuit.opened_total)
+        yield state
+        yield opened
+        yield CounterMetricFamily(
+            "genserve_upstream_retries", "Upstream calls retried.", value=resilience.retries_total
+        )
+        yield CounterMetricFamily(
+            "genserve_fallbacks", "Requests served by a fallback model.", value=resilience.fallbacks_total
+        )
+        rejected = CounterMetricFamily(
+            "genserve_upstream_rejected",
+            "Requests turned away by a provider's concurrency cap.",
+            labels=["provider"],
+        )
+        for provider, cap in resilience.caps.items():
+            rejected.add_metric([provider], cap.rejected_total)
+        yield rejected

@@ -139,12 +139,14 @@ class ObservabilityHook(JobHook):
             )
             if outcome.aborted:
                 record.fields["aborted"] = True
+            _job_facts(record, job)
 
     async def on_error(self, job: Job, exc: BaseException) -> None:
         code = _error_code(exc)
         record = _current.get()
         if record is not None:
             record.fields["error"] = code
+            _job_facts(record, job)
         if _is_refusal(exc):
             # Refused by this service's own policy (keys, limits, quotas): not an upstream error.
             if isinstance(exc, RateLimited):
@@ -152,6 +154,17 @@ class ObservabilityHook(JobHook):
             self.metrics.generations.labels(job.endpoint, job.provider.name, job.model, "refused").inc()
             return
         self.metrics.observe_failure(job.endpoint, job.provider.name, job.model, code)
+
+
+#: Facts the safeguards leave in a job's metadata that belong on its log line.
+_JOB_FACTS = ("retries", "served_by", "fallback_from")
+
+
+def _job_facts(record: RequestRecord, job: Job) -> None:
+    for name in _JOB_FACTS:
+        value = job.metadata.get(name)
+        if value is not None:
+            record.fields[name] = value
 
 
 def _is_refusal(exc: BaseException) -> bool:
