@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if "local" in providers:
                 local_provider = providers["local"]
                 metrics.watch_local_queue(lambda: getattr(local_provider, "queue_depth", 0))
-            access = await stack.enter_async_context(open_access(settings, db, redis))
+            access = await stack.enter_async_context(open_access(settings, db, redis, metrics))
             # Observability sees every job (refusals included, through on_error); then keys and
             # limits: a refused job never reaches the hooks after them.
             hooks: list[JobHook] = [ObservabilityHook(metrics), access.hook]

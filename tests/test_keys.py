@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -12,6 +13,7 @@ import respx
 from pydantic import ValidationError
 from sqlalchemy import text
 
+from app.observability.logging import JsonFormatter
 from app.storage.tables import Base
 from tests.access_helpers import (
     ADMIN,
@@ -314,8 +316,32 @@ async def test_keys_never_reach_logs_or_stored_records(
                 stored.extend(repr(row) for row in rows)
     assert any(key_id in row for row in stored)  # the records are there...
     assert not any(secret in row or secret[3:] in row for row in stored)  # ...the secret is not
-    logged = "\n".join(f"{r.getMessage()} {r.__dict__!r} {r.exc_text or ''}" for r in caplog.records)
+    formatter = JsonFormatter()
+    logged = "\n".join(f"{formatter.format(r)} {r.__dict__!r}" for r in caplog.records)
     assert key_id in logged  # the key's creation and revocation are logged, by id
+    access = [json.loads(formatter.format(r)) for r in caplog.records if r.name == "genserve.access"]
+    assert {line.get("key_id") for line in access if line["route"] == "/v1/chat/completions"} == {
+        key_id,
+        None,
+    }
     assert secret not in logged
     assert secret[3:] not in logged
     assert ADMIN["authorization"].split()[1] not in logged
+
+
+async def test_refusals_are_counted_in_metrics_by_limit(upstream: respx.MockRouter) -> None:
+    upstream.post("/chat/completions").respond(json=completion())
+    async with running(keys_app()) as client:
+        _, secret = await create_key(client, limits={"requests_per_minute": 2, "tokens_per_minute": 100})
+        statuses = [
+            (
+                await client.post(
+                    "/v1/chat/completions", json=chat_body(max_tokens=n), headers=bearer(secret)
+                )
+            ).status_code
+            for n in (10, 500, 10, 10)
+        ]
+        assert statuses == [200, 429, 200, 429]
+        scraped = (await client.get("/metrics")).text
+    assert 'genserve_rate_limited_total{limit="requests_per_minute"} 1.0' in scraped
+    assert 'genserve_rate_limited_total{limit="tokens_per_minute"} 1.0' in scraped

@@ -15,6 +15,7 @@ from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import AuthenticationFailed, PermissionDenied
+from app.observability.requests import annotate
 from app.services.access import RequestAccess, current_access
 from app.services.auth import ANONYMOUS
 from app.state import AppState
@@ -87,6 +88,7 @@ async def authenticate_client(request: Request) -> None:
     except AuthenticationFailed as exc:
         exc.headers.update(_CHALLENGE)
         raise
+    annotate(key_id=ctx.client.key_id)  # the access log line says whose request it was
 
 
 async def require_admin(request: Request) -> None:

@@ -98,6 +98,22 @@ def periods(at: datetime) -> tuple[str, str, float, float]:
 ADMITTED, NO_REQUESTS, NO_TOKENS, TOO_LARGE, NO_DAY_BUDGET, NO_MONTH_BUDGET = range(6)
 
 
+_LIMIT_NAMES = {
+    NO_REQUESTS: "requests_per_minute",
+    NO_TOKENS: "tokens_per_minute",
+    TOO_LARGE: "tokens_per_minute",
+    NO_DAY_BUDGET: "tokens_per_day",
+    NO_MONTH_BUDGET: "tokens_per_month",
+}
+
+
+class LimitReached(RateLimited):
+    """A key's own limit or budget refused the request (unlike an upstream's 429)."""
+
+    limit = ""
+    """Which: `requests_per_minute`, `tokens_per_minute`, `tokens_per_day` or `tokens_per_month`."""
+
+
 def refusal(
     status: int,
     wait: float,
@@ -106,7 +122,22 @@ def refusal(
     snapshot: Snapshot,
     day_left: float,
     month_left: float,
-) -> RateLimited:
+) -> LimitReached:
+    """The 429 for a refused reservation, with its headers and Retry-After."""
+    error = _refusal(status, wait, limits, tokens, snapshot, day_left, month_left)
+    error.limit = _LIMIT_NAMES[status]
+    return error
+
+
+def _refusal(
+    status: int,
+    wait: float,
+    limits: Limits,
+    tokens: int,
+    snapshot: Snapshot,
+    day_left: float,
+    month_left: float,
+) -> LimitReached:
     headers = snapshot.headers()
     if status == NO_REQUESTS:
         return _limited(
@@ -121,7 +152,7 @@ def refusal(
         )
     if status == TOO_LARGE:
         # Waiting cannot help, so no Retry-After: the client must ask for fewer tokens.
-        return RateLimited(
+        return LimitReached(
             f"Request too large: it reserves {tokens} tokens (prompt + max_tokens × n), more than "
             f"this key's {limits.tokens_per_minute} tokens per minute. Lower max_tokens.",
             code="request_too_large",
@@ -144,9 +175,9 @@ def refusal(
     )
 
 
-def _limited(message: str, wait: float, headers: dict[str, str], code: str | None = None) -> RateLimited:
+def _limited(message: str, wait: float, headers: dict[str, str], code: str | None = None) -> LimitReached:
     wait = max(wait, 0.001)
-    return RateLimited(
+    return LimitReached(
         message,
         code=code,
         retry_after=math.ceil(wait),
