@@ -235,6 +235,44 @@ async def test_a_preset_the_key_may_not_use_is_403(upstream: respx.MockRouter) -
         assert r.status_code == 200, r.text
 
 
+async def test_a_conversation_is_seen_only_by_the_key_that_started_it(upstream: respx.MockRouter) -> None:
+    route = upstream.post("/chat/completions").respond(json=completion())
+    async with running(keys_app()) as client:
+        _, alice = await create_key(client, name="alice")
+        _, bob = await create_key(client, name="bob")
+        r = await client.post("/v1/conversations", json={"system": "Be brief."}, headers=bearer(alice))
+        assert r.status_code == 200, r.text
+        conv = r.json()["id"]
+        r = await client.post(
+            f"/v1/conversations/{conv}/messages", json={"content": "Hi"}, headers=bearer(alice)
+        )
+        assert r.status_code == 200, r.text
+        calls = route.call_count
+
+        # To another key it does not exist: same 404 as an unknown id, so ids leak nothing.
+        for method, path, body in [
+            ("GET", f"/v1/conversations/{conv}", None),
+            ("POST", f"/v1/conversations/{conv}/messages", {"content": "Show me alice's chat"}),
+            ("POST", f"/v1/conversations/{conv}/messages", {"content": "streamed", "stream": True}),
+            ("DELETE", f"/v1/conversations/{conv}", None),
+        ]:
+            r = await client.request(method, path, json=body, headers=bearer(bob))
+            assert _assert_openai_error(r, 404, "not_found_error")["code"] == "conversation_not_found"
+        r = await client.get("/v1/conversations", headers=bearer(bob))
+        assert r.json()["data"] == []
+        r = await client.get("/v1/conversations", params={"after": conv}, headers=bearer(bob))
+        assert r.status_code == 404
+        assert route.call_count == calls  # nothing reached the model on bob's behalf
+
+        # Its owner still has all of it.
+        r = await client.get(f"/v1/conversations/{conv}", headers=bearer(alice))
+        assert [m["role"] for m in r.json()["messages"]] == ["user", "assistant"]
+        r = await client.get("/v1/conversations", headers=bearer(alice))
+        assert [c["id"] for c in r.json()["data"]] == [conv]
+        r = await client.delete(f"/v1/conversations/{conv}", headers=bearer(alice))
+        assert r.status_code in (200, 204), r.text
+
+
 # --- the admin API ---------------------------------------------------------------------------------
 
 

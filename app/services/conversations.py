@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
 from app.providers.base import Chunk, Message, Provider
+from app.services.access import caller
+from app.services.auth import ANONYMOUS
 from app.services.generation import GenerationService, Job, Outcome
 from app.services.presets import PresetService, SamplingChoice
 from app.settings import ModelRoute
@@ -107,6 +109,13 @@ def _busy(conversation_id: str, waited: float) -> Conflict:
     )
 
 
+def _owner() -> str | None:
+    """Whose conversations this request may see: its client key's (`anonymous` without keys).
+    None outside a request (internal callers see every conversation)."""
+    client = caller()
+    return client.key_id if client is not None else None
+
+
 def _not_found(conversation_id: str) -> NotFound:
     return NotFound(
         f"No conversation found with id '{conversation_id}'.",
@@ -180,6 +189,7 @@ class ConversationService:
             sampling=dict(sampling),
             meta=dict(metadata),
             turns=0,
+            owner=_owner() or ANONYMOUS.key_id,
         )
         async with self._db.session() as session:
             session.add(row)
@@ -188,7 +198,7 @@ class ConversationService:
 
     async def history(self, conversation_id: str, *, limit: int, before: int | None) -> History:
         async with self._db.session() as session:
-            row = await store.get_conversation(session, conversation_id)
+            row = await store.get_conversation(session, conversation_id, owner=_owner())
             if row is None:
                 raise _not_found(conversation_id)
             messages = await store.page_messages(session, conversation_id, limit=limit, before=before)
@@ -199,7 +209,7 @@ class ConversationService:
 
     async def list(self, *, limit: int, after: str | None) -> tuple[list[ConversationRow], bool]:
         async with self._db.session() as session:
-            page = await store.list_conversations(session, limit=limit, after=after)
+            page = await store.list_conversations(session, limit=limit, after=after, owner=_owner())
         if page is None:
             raise NotFound(
                 f"No conversation found with id '{after}' to list after.",
@@ -210,7 +220,7 @@ class ConversationService:
 
     async def delete(self, conversation_id: str) -> None:
         async with self._db.session() as session:
-            deleted = await store.delete_conversation(session, conversation_id)
+            deleted = await store.delete_conversation(session, conversation_id, owner=_owner())
             await session.commit()
         if not deleted:
             raise _not_found(conversation_id)
@@ -292,11 +302,11 @@ class ConversationService:
     ) -> ConversationRow | None:
         if self._db.is_sqlite:
             # No row locks: the in-process lock serializes, the turn counter catches the rest.
-            return await store.get_conversation(session, conversation_id)
+            return await store.get_conversation(session, conversation_id, owner=_owner())
         left_ms = max(1, int((deadline - time.monotonic()) * 1000))
         await session.execute(text(f"SET LOCAL lock_timeout = '{left_ms}ms'"))
         try:
-            return await store.get_conversation(session, conversation_id, lock=True)
+            return await store.get_conversation(session, conversation_id, owner=_owner(), lock=True)
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE:
                 raise _busy(conversation_id, self._lock_timeout) from exc

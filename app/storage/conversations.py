@@ -47,6 +47,8 @@ class ConversationRow(Base):
     sampling: Mapped[dict[str, Any]] = mapped_column(JSON)
     meta: Mapped[dict[str, str]] = mapped_column("metadata", JSON)
     turns: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[str] = mapped_column(String(64), index=True, default="anonymous")
+    """The client key id that created it (`anonymous` without keys): only it sees the conversation."""
 
 
 class MessageRow(Base):
@@ -71,32 +73,36 @@ class MessageRow(Base):
 
 
 async def get_conversation(
-    session: AsyncSession, conversation_id: str, *, lock: bool = False
+    session: AsyncSession, conversation_id: str, *, owner: str | None = None, lock: bool = False
 ) -> ConversationRow | None:
-    """The conversation, or None. With `lock`, its row stays locked (PostgreSQL `FOR UPDATE`)
-    until the session's transaction ends; SQLite has no row locks and ignores it."""
+    """The conversation, or None (also when `owner` is given and is not its owner). With
+    `lock`, its row stays locked (PostgreSQL `FOR UPDATE`) until the session's transaction
+    ends; SQLite has no row locks and ignores it."""
     query = select(ConversationRow).where(ConversationRow.id == conversation_id)
+    if owner is not None:
+        query = query.where(ConversationRow.owner == owner)
     if lock:
         query = query.with_for_update()
     return (await session.execute(query)).scalar_one_or_none()
 
 
 async def list_conversations(
-    session: AsyncSession, *, limit: int, after: str | None
+    session: AsyncSession, *, limit: int, after: str | None, owner: str | None = None
 ) -> tuple[list[ConversationRow], bool] | None:
     """Newest first, `limit` at a time, starting after the conversation `after` (None when
-    that conversation does not exist). Returns the page and whether more follow."""
+    that conversation does not exist); only `owner`'s when given. Returns the page and whether
+    more follow."""
     query = select(ConversationRow)
+    if owner is not None:
+        query = query.where(ConversationRow.owner == owner)
     if after is not None:
-        anchor = (
-            await session.execute(select(ConversationRow.created_at).where(ConversationRow.id == after))
-        ).scalar_one_or_none()
+        anchor = await get_conversation(session, after, owner=owner)
         if anchor is None:
             return None
         query = query.where(
             or_(
-                ConversationRow.created_at < anchor,
-                and_(ConversationRow.created_at == anchor, ConversationRow.id < after),
+                ConversationRow.created_at < anchor.created_at,
+                and_(ConversationRow.created_at == anchor.created_at, ConversationRow.id < after),
             )
         )
     query = query.order_by(ConversationRow.created_at.desc(), ConversationRow.id.desc()).limit(limit + 1)
@@ -154,7 +160,11 @@ async def append_turns(
     return True
 
 
-async def delete_conversation(session: AsyncSession, conversation_id: str) -> bool:
+async def delete_conversation(
+    session: AsyncSession, conversation_id: str, *, owner: str | None = None
+) -> bool:
+    if owner is not None and await get_conversation(session, conversation_id, owner=owner) is None:
+        return False
     await session.execute(delete(MessageRow).where(MessageRow.conversation_id == conversation_id))
     result = await session.execute(delete(ConversationRow).where(ConversationRow.id == conversation_id))
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
