@@ -5,7 +5,7 @@ Every load runs on 127.0.0.1. Environment:
     BENCH_QUICK=1      ~3 s per scenario instead of 15 s (for development)
     BENCH_OUT=path     where to write the Markdown report (default docs/benchmarks.md; "-" for none)
     BENCH_LOCAL=0      skip the embedded-model comparison
-    BENCH_ONLY=c16,s1  run only these scenarios (c1 c16 c64: plain; s1 s16: streams)
+    BENCH_ONLY=c16,s1  run only these scenarios (c1 c16 c64: plain; s1 s16: streams; floor; local)
 """
 
 from __future__ import annotations
@@ -206,6 +206,7 @@ class Report:
     streams: list[tuple[str, int, StreamLoad, StreamLoad]] = field(default_factory=list)
     rss: list[tuple[str, int, float]] = field(default_factory=list)
     local: list[tuple[str, dict[str, float]]] = field(default_factory=list)
+    floor: list[tuple[int, Load, Load]] = field(default_factory=list)
     load_before: str = ""
     load_after: str = ""
 
@@ -299,14 +300,33 @@ def measure() -> Report:
             report.rss.append(("after the streams", served, rss_mb(pid)))
             if served < SOAK_REQUESTS and not ONLY:
                 # Keep going until 100k requests have been served, to show memory stays flat.
-                seconds = max(5.0, (SOAK_REQUESTS - served) / 900)
-                soak = wrk(routes[0][1], CHAT_BODY, 64, seconds, None, script)
-                served += soak.requests
+                while served < SOAK_REQUESTS:
+                    seconds = max(5.0, (SOAK_REQUESTS - served) / 600)
+                    served += wrk(routes[0][1], CHAT_BODY, 64, seconds, None, script).requests
                 report.rss.append(("after the soak", served, rss_mb(pid)))
+            if wanted("floor"):
+                report.floor = floor(upstream, direct_url, script)
         if os.environ.get("BENCH_LOCAL", "1") != "0" and wanted("local"):
             report.local = local_model()
     report.load_after = loadavg()
     return report
+
+
+def floor(upstream: str, direct_url: str, script: Path) -> list[tuple[int, Load, Load]]:
+    """`bench/floor.py` (FastAPI + the SDK, nothing else) on the same upstream, alternating."""
+    port = free_port()
+    args = [PY, "-m", "bench.floor", "--port", str(port), "--upstream", f"{upstream}/v1"]
+    results = []
+    with process(args, ready=f"http://127.0.0.1:{port}/readyz") as pid:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        wrk(url, CHAT_BODY, 4, 1.0, None, script)
+        for concurrency in (1, 16):
+            direct = wrk(direct_url, CHAT_BODY, concurrency, DURATION, None, script)
+            results.append((concurrency, direct, wrk(url, CHAT_BODY, concurrency, DURATION, pid, script)))
+            print(f"  floor c={concurrency}: {results[-1][2].rps:.0f} req/s", file=sys.stderr)
+        rss = rss_mb(pid)
+    print(f"  floor RSS: {rss:.1f} MB", file=sys.stderr)
+    return results
 
 
 def local_model() -> list[tuple[str, dict[str, float]]]:
@@ -357,6 +377,24 @@ def render(report: Report) -> str:
             f"{_ms(ts.total_p99 - ds.total_p99)} | {ts.streams / ts.seconds:,.0f} | {ts.frames:.0f} | "
             f"{_ms(ts.cpu_ms_per_stream or 0)} | {ts.errors} |"
         )
+    if report.floor:
+        lines += [
+            "",
+            "### The floor: FastAPI + one shared `AsyncOpenAI` and nothing else (`bench/floor.py`)",
+            "",
+            "| c | added p50 | added p99 | req/s | CPU ms/req | genserve chat CPU ms/req "
+            "| genserve / floor CPU |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        ours = {c: t for name, c, _, t in report.plain if name == "chat"}
+        for c, d, t in report.floor:
+            mine = ours.get(c)
+            floor_cpu = t.cpu_ms_per_request or 0
+            mine_cpu = mine.cpu_ms_per_request if mine and mine.cpu_ms_per_request else None
+            lines.append(
+                f"| {c} | {_ms(t.p50 - d.p50)} | {_ms(t.p99 - d.p99)} | {t.rps:,.0f} | {_ms(floor_cpu)} | "
+                + (f"{_ms(mine_cpu)} | {mine_cpu / floor_cpu:.2f} |" if mine_cpu and floor_cpu else "– | – |")
+            )
     lines += ["", "### Service memory (RSS, OpenAI provider)", "", "| when | requests served | RSS MB |"]
     lines.append("|---|---:|---:|")
     for when, served, mb in report.rss:

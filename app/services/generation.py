@@ -186,8 +186,16 @@ class GenerationService:
                 f"{route.max_output_tokens} tokens.",
                 param="max_tokens",
             )
-        prompt_tokens = provider.count_tokens(route.upstream_model or name, messages_t)
-        room = route.context_window - prompt_tokens
+        wanted = max_tokens if max_tokens is not None else self.default_max_tokens(route)
+        bound = tokens_at_most(messages_t)
+        prompt_tokens: int | None
+        if bound + wanted <= route.context_window:
+            # It fits whatever the tokenizer says: counting exactly is left to whoever needs
+            # the number (token limits), and a tokenizer is never loaded just to learn this.
+            prompt_tokens, room = None, route.context_window - bound
+        else:
+            prompt_tokens = provider.count_tokens(route.upstream_model or name, messages_t)
+            room = route.context_window - prompt_tokens
         if room < 1:
             raise InvalidRequest(
                 f"The prompt is about {prompt_tokens} tokens, more than model '{name}' can take "
@@ -340,6 +348,18 @@ class GenerationService:
     async def _failed(self, job: Job, exc: BaseException | None) -> None:
         for hook in self.hooks:
             await hook.on_error(job, exc if exc is not None else asyncio.CancelledError())
+
+
+#: Chat framing (role, separators, reply priming) costs every tokenizer here a few tokens per
+#: message; these bound it generously.
+_FRAMING_PER_MESSAGE = 8
+_FRAMING_BASE = 8
+
+
+def tokens_at_most(messages: tuple[Message, ...]) -> int:
+    """An upper bound on any provider's `count_tokens`: a byte-level BPE token covers at least
+    one UTF-8 byte (SentencePiece adds at most a leading space), plus the framing above."""
+    return _FRAMING_BASE + sum(len(m.content.encode()) + _FRAMING_PER_MESSAGE for m in messages)
 
 
 def _pick(values: Mapping[str, Any], name: str, default: Any) -> Any:
