@@ -92,16 +92,8 @@ class AccessHook(JobHook):
                 f"This API key may not use the model '{job.model}'.", param="model", code="model_not_allowed"
             )
         job.allowed_models = client.allowed_models  # fallbacks, too, stay within the key's models
-        if (
-            job.preset is not None
-            and client.allowed_presets is not None
-            and job.preset not in client.allowed_presets
-        ):
-            raise PermissionDenied(
-                f"This API key may not use the preset '{job.preset}'.",
-                param="preset",
-                code="preset_not_allowed",
-            )
+        if job.preset is not None:
+            client.require_preset(job.preset)
         reservation = None
         if client.limits.any:
             s = job.request.sampling

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
-from app.errors import AuthenticationFailed, NotFound, ServiceUnavailable
+from app.errors import AuthenticationFailed, NotFound, PermissionDenied, ServiceUnavailable
 from app.storage.db import Database
 from app.storage.tables import ApiKey
 
@@ -78,6 +78,16 @@ class Client:
     allowed_presets: frozenset[str] | None = None
     """`None`: every preset."""
     expires_at: datetime | None = None
+
+    def may_use_preset(self, name: str) -> bool:
+        return self.allowed_presets is None or name in self.allowed_presets
+
+    def require_preset(self, name: str) -> None:
+        """403 unless this key may use the preset (listing, reading or generating with it)."""
+        if not self.may_use_preset(name):
+            raise PermissionDenied(
+                f"This API key may not use the preset '{name}'.", param="preset", code="preset_not_allowed"
+            )
 
 
 #: The caller when `auth_mode=none`: no limits; usage is recorded under this id.

@@ -327,7 +327,7 @@ class ConversationService:
         preset since removed from the operator's file leaves its system prompt and nothing else."""
         if preset is None or self.presets is None:
             return None
-        if preset not in {p.name for p in self.presets.all()}:
+        if self.presets.find(preset) is None:
             return None
         return await self.presets.choose_sampling(preset, explicit)
 

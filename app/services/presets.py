@@ -61,6 +61,9 @@ class PresetService:
     def all(self) -> list[Preset]:
         return list(self._presets.values())
 
+    def find(self, name: str) -> Preset | None:
+        return self._presets.get(name)
+
     def get(self, name: str) -> Preset:
         preset = self._presets.get(name)
         if preset is None:

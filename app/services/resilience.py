@@ -112,10 +112,16 @@ class ConcurrencyCap:
 
     async def acquire(self, provider: str, deadline: float) -> None:
         """Take a slot (give it back with `release`), or raise 503 when none frees up in time."""
-        if self._semaphore is not None and self._semaphore.locked():
+        semaphore = self._semaphore
+        if semaphore is None:
+            pass
+        elif not semaphore.locked():
+            # A free slot: taken at once, without arming a timer (most requests, on the hot path).
+            await semaphore.acquire()
+        else:
             try:
                 async with asyncio.timeout(max(0.0, min(self.wait, deadline - time.monotonic()))):
-                    await self._semaphore.acquire()
+                    await semaphore.acquire()
             except TimeoutError:
                 self.rejected_total += 1
                 raise ServiceUnavailable(
@@ -123,9 +129,6 @@ class ConcurrencyCap:
                     code="upstream_busy",
                     retry_after=1.0,
                 ) from None
-        elif self._semaphore is not None:
-            # A free slot: taken at once, without arming a timer (most requests, on the hot path).
-            await self._semaphore.acquire()
         self.in_flight += 1
 
     def release(self) -> None:

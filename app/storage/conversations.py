@@ -163,8 +163,12 @@ async def append_turns(
 async def delete_conversation(
     session: AsyncSession, conversation_id: str, *, owner: str | None = None
 ) -> bool:
-    if owner is not None and await get_conversation(session, conversation_id, owner=owner) is None:
+    """Delete the conversation (only if `owner`'s, when given) and its turns; False if none."""
+    query = delete(ConversationRow).where(ConversationRow.id == conversation_id)
+    if owner is not None:
+        query = query.where(ConversationRow.owner == owner)
+    if (await session.execute(query)).rowcount != 1:  # type: ignore[attr-defined]
         return False
+    # The foreign key cascades where it is enforced; SQLite enforces it only when asked to.
     await session.execute(delete(MessageRow).where(MessageRow.conversation_id == conversation_id))
-    result = await session.execute(delete(ConversationRow).where(ConversationRow.id == conversation_id))
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return True

@@ -8,43 +8,29 @@ from fastapi.responses import Response
 from app.api.deps import ClientDep, GenerationDep, PresetsDep
 from app.api.routes.generate import generate_body, render_generate_stream
 from app.api.streaming import sse_response, until_disconnected
-from app.errors import PermissionDenied
-from app.presets import Preset
 from app.schemas.generate import GenerateResponse
 from app.schemas.presets import PresetGenerateRequest, PresetList, PresetOut, TuningReport
-from app.services.auth import Client
 
 router = APIRouter(tags=["presets"])
-
-
-def _usable(preset: Preset, client: Client) -> Preset:
-    """The same rule as generating with it: a key limited to some presets sees only those."""
-    if client.allowed_presets is not None and preset.name not in client.allowed_presets:
-        raise PermissionDenied(
-            f"This API key may not use the preset '{preset.name}'.", param="preset", code="preset_not_allowed"
-        )
-    return preset
 
 
 @router.get("/v1/presets", response_model=PresetList)
 async def list_presets(presets: PresetsDep, client: ClientDep) -> dict[str, object]:
     """Every preset the caller may use, with its input schema, default sampling and tuning variants."""
-    allowed = client.allowed_presets
-    return {
-        "object": "list",
-        "data": [p.describe() for p in presets.all() if allowed is None or p.name in allowed],
-    }
+    return {"object": "list", "data": [p.describe() for p in presets.all() if client.may_use_preset(p.name)]}
 
 
 @router.get("/v1/presets/{name}", response_model=PresetOut)
 async def get_preset(name: str, presets: PresetsDep, client: ClientDep) -> dict[str, object]:
-    return _usable(presets.get(name), client).describe()
+    client.require_preset(name)
+    return presets.get(name).describe()
 
 
 @router.get("/v1/presets/{name}/tuning", response_model=TuningReport)
 async def get_tuning(name: str, presets: PresetsDep, client: ClientDep) -> dict[str, object]:
     """Each tuning variant's Beta posterior (from the feedback so far) and how often it is chosen."""
-    return await presets.tuning.report(_usable(presets.get(name), client))
+    client.require_preset(name)
+    return await presets.tuning.report(presets.get(name))
 
 
 @router.post(
@@ -63,7 +49,7 @@ async def generate_with_preset(
     """Generate with a preset: its prompts are rendered from `inputs`, its sampling defaults
     (or a tuned variant) apply where the request sets nothing. Answers exactly like
     `POST /v1/generate`, streaming included."""
-    _usable(presets.get(name), client)  # before any work (a long text's stages) is done
+    client.require_preset(name)  # before any work (a long text's stages) is done
     job = await until_disconnected(
         request,
         presets.plan(name, body.inputs, model=body.model, overrides=body.sampling_overrides()),
