@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: serve install dev test lint fmt typecheck bench clean env-example
+.PHONY: serve install dev test lint fmt typecheck bench clean env-example browser tuning-plot
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,13 @@ lint: dev  ## ruff, plus the Dockerfile and compose file (no Docker engine neede
 typecheck: dev
 	$(BIN)/mypy
 
-test: lint typecheck  ## Lint, type-check and run the whole test suite
+# The playground's browser tests drive Debian's Chromium (playwright's own download does not work offline).
+browser:
+	@test -x /usr/bin/chromium || { echo "Installing chromium (Debian package)..."; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get install -y -q chromium || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }; }
+
+test: lint typecheck browser  ## Lint, type-check and run the whole test suite
 	$(BIN)/pytest
 
 fmt: dev
