@@ -20,7 +20,7 @@ from app.__main__ import parse_args
 from app.main import create_app
 from app.settings import Settings, env_example, env_name
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 MAKEFILE = (ROOT / "Makefile").read_text()
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
