@@ -11,7 +11,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -19,6 +18,7 @@ from pydantic import ValidationError
 from app.__main__ import parse_args
 from app.main import create_app
 from app.settings import Settings, env_example, env_name
+from tests.conftest import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -63,12 +63,9 @@ def test_a_copied_env_example_changes_no_setting(copied_env_example: Path) -> No
 async def test_make_serve_starts_and_is_ready_with_a_copied_env_example(copied_env_example: Path) -> None:
     settings = Settings(**parse_args([]))  # what `python -m app` builds
     assert settings.host == "127.0.0.1"
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://genserve.test") as client:
-            ready = await client.get("/readyz")
-            models = await client.get("/v1/models")
+    async with serving(create_app(settings)) as client:
+        ready = await client.get("/readyz")
+        models = await client.get("/v1/models")
     assert ready.status_code == 200, ready.text
     assert ready.json()["status"] == "ready"
     assert [m["id"] for m in models.json()["data"]] == [settings.default_model_name]
