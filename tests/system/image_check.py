@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -434,34 +435,58 @@ def run_image(engine: Engine, started: Started, work: Path, checks: Checks) -> N
     engine("rm", "--force", name)
 
 
+def with_keys_on(env_file: Path) -> str:
+    """The README's step before publishing beyond loopback: keys on, a random admin token."""
+    token = secrets.token_urlsafe(32)
+    text = env_file.read_text()
+    text = re.sub(r"^GENSERVE_AUTH_MODE=.*$", "GENSERVE_AUTH_MODE=keys", text, flags=re.M)
+    text = re.sub(r"^GENSERVE_ADMIN_TOKEN=.*$", f"GENSERVE_ADMIN_TOKEN={token}", text, flags=re.M)
+    env_file.write_text(text)
+    return token
+
+
 def run_upstream_image(engine: Engine, started: Started, work: Path, checks: Checks) -> None:
-    """The upstream-only image starts, answers /readyz and lists the upstream's models."""
+    """The upstream-only image, with client keys on as the README says to do before publishing
+    beyond loopback: no GENSERVE_ALLOW_OPEN_ACCESS needed, and /v1 needs a key."""
     env_file = with_copied_env_example(work)
+    token = with_keys_on(env_file)
     port = free_port()
     name = f"genserve-it-upstream-{RUN_ID}"
     started.containers.append(name)
     engine(
         "run", "--detach", "--name", name, "--env-file", str(env_file),
-        "--env", "GENSERVE_ALLOW_OPEN_ACCESS=true", "--env", "OPENAI_API_KEY=sk-image-test",
-        "--publish", f"127.0.0.1:{port}:8000", TAG_UPSTREAM,
+        "--env", "OPENAI_API_KEY=sk-image-test", "--publish", f"127.0.0.1:{port}:8000", TAG_UPSTREAM,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=HTTP_TIMEOUT)
 
     def ready() -> bool:
         try:
-            return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+            return http.get("/readyz", timeout=5).status_code == 200
         except httpx.TransportError:
             return False
 
     try:
         wait_for("upstream image: /readyz", ready, READY_TIMEOUT)
-        models = [m["id"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["data"]]
+        refused = http.get("/v1/models")
+        expect(refused.status_code == 401, f"/v1/models without a key: {refused.status_code}")
+        created = http.post(
+            "/admin/keys", json={"name": "image-test"}, headers={"authorization": f"Bearer {token}"}
+        )
+        expect(created.status_code in (200, 201), f"/admin/keys: {created.status_code} {created.text[:300]}")
+        key = created.json()["key"]
+        listed = http.get("/v1/models", headers={"authorization": f"Bearer {key}"})
+        models = [m["id"] for m in listed.json()["data"]]
         expect("gpt-4o-mini" in models, f"upstream models: {models}")
         wait_for("upstream image: HEALTHCHECK", lambda: engine.healthy(name), 90, interval=2)
-    except CheckFailed:
+    except (CheckFailed, httpx.HTTPError, KeyError) as exc:
         say(f"logs of {name}:\n{engine('logs', '--tail', '40', name, check=False)}")
-        raise
-    checks.ok(f"{TAG_UPSTREAM}: ready and healthy with OPENAI_API_KEY set, lists {models[0]}, …")
+        raise CheckFailed(str(exc)) from exc
+    finally:
+        http.close()
+    checks.ok(
+        f"{TAG_UPSTREAM}: with keys on (the README's recipe), /v1 refuses without a key (401) and"
+        f" lists the upstream's models with one; healthy"
+    )
     engine("rm", "--force", name)
 
 
