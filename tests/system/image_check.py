@@ -182,6 +182,8 @@ def find_engine() -> Engine | None:
     say(f"no Docker engine answers; building with {tools}/build.sh (buildah) and running with podman")
     env.setdefault("CONTAINERS_CONF", str(tools / "containers.conf"))
     env["BUILDAH_ISOLATION"] = "chroot"
+    # podman-compose builds with `podman build`, whose default OCI format would drop HEALTHCHECK.
+    env["BUILDAH_FORMAT"] = "docker"
     podman_compose = Path(sys.executable).parent / "podman-compose"
     return Engine("podman", env, [str(podman_compose)], build_script=tools / "build.sh")
 
