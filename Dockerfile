@@ -40,9 +40,13 @@ FROM deps-upstream AS venv-upstream
 RUN python -m pip uninstall --yes --quiet pip setuptools \
     && find /opt/venv -name '*.so*' -type f -exec strip --strip-unneeded {} +
 
+# Also llama-cpp-python's second copy of its libraries in site-packages/lib and include/ (left by
+# its CMake install; it loads those in llama_cpp/lib), and numpy's own test suite.
 FROM deps-embedded AS venv-embedded
 RUN python -m pip uninstall --yes --quiet pip setuptools \
-    && find /opt/venv -name '*.so*' -type f -exec strip --strip-unneeded {} +
+    && find /opt/venv -name '*.so*' -type f -exec strip --strip-unneeded {} + \
+    && rm -rf /opt/venv/lib/python3.11/site-packages/lib /opt/venv/lib/python3.11/site-packages/include \
+    && find /opt/venv/lib/python3.11/site-packages/numpy -type d -name tests -prune -exec rm -rf {} +
 
 # The project itself, installed without its dependencies (they are in the layers above).
 FROM deps-upstream AS app

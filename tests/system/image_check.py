@@ -44,8 +44,10 @@ TAG = "genserve:image-test"
 TAG_UPSTREAM = "genserve:image-test-upstream"
 BASE_IMAGE = "python:3.11-slim-bookworm"
 MB = 1_000_000
-# Budgets for the runtime images (what `docker images` shows, base image included).
-SIZE_LIMIT = {TAG: 450 * MB, TAG_UPSTREAM: 250 * MB}
+# What each image may add to its base: 450 MB and 250 MB in all on the official
+# python:3.11-slim-bookworm (about 150 MB). Budgeted apart from the base, which differs by where it
+# comes from (../shared/container builds a 199 MB stand-in from Debian packages).
+SIZE_LIMIT = {TAG: 300 * MB, TAG_UPSTREAM: 100 * MB}
 BUILD_TIMEOUT = 45 * 60  # a cold build compiles llama.cpp: 8-11 minutes on 2 free cores
 READY_TIMEOUT = 180
 HTTP_TIMEOUT = 120.0
@@ -363,10 +365,16 @@ def check_drain(d: Deployment, http: httpx.Client, checks: Checks) -> None:
 @dataclass
 class Checks:
     passed: int = 0
+    failed: list[str] = field(default_factory=list)
 
     def ok(self, message: str) -> None:
         self.passed += 1
         say(f"ok  {message}")
+
+    def fail(self, message: str) -> None:
+        """A failure that the checks after it do not depend on: reported, and the run goes on."""
+        self.failed.append(message)
+        say(f"FAIL {message}")
 
 
 def build(engine: Engine, work: Path, checks: Checks) -> None:
@@ -393,11 +401,12 @@ def build(engine: Engine, work: Path, checks: Checks) -> None:
     base = engine.size(BASE_IMAGE)
     for tag, limit in SIZE_LIMIT.items():
         size = engine.size(tag)
-        expect(size <= limit, f"{tag} is {size / MB:.0f} MB, over its {limit / MB:.0f} MB budget")
-        checks.ok(
-            f"{tag}: {size / MB:.0f} MB (base {base / MB:.0f} MB + {(size - base) / MB:.0f} MB),"
-            f" within {limit / MB:.0f} MB"
-        )
+        added = size - base
+        report = f"{tag}: {size / MB:.0f} MB = base {base / MB:.0f} MB + {added / MB:.0f} MB of its own"
+        if added <= limit:
+            checks.ok(f"{report}, within its {limit / MB:.0f} MB")
+        else:
+            checks.fail(f"{report}, over its {limit / MB:.0f} MB")
 
 
 def with_copied_env_example(directory: Path) -> Path:
@@ -575,13 +584,17 @@ def main() -> int:
                 say("no compose tool: the compose checks were not run")
         except (CheckFailed, httpx.HTTPError, KeyError, json.JSONDecodeError) as exc:
             failed = f"{type(exc).__name__}: {exc}"
+        except KeyboardInterrupt as exc:
+            failed = f"interrupted ({exc or 'SIGINT'})"
         finally:
             started.clean_up()
     say(f"took {time.monotonic() - start:.0f} s")
     if failed is not None:
-        say(f"FAILED: {failed}")
-    print(f"image-test: {checks.passed} passed, {int(failed is not None)} failed", flush=True)
-    return 1 if failed else 0
+        checks.fail(failed)
+    for failure in checks.failed:
+        say(f"FAILED: {failure}")
+    print(f"image-test: {checks.passed} passed, {len(checks.failed)} failed", flush=True)
+    return 1 if checks.failed else 0
 
 
 if __name__ == "__main__":
