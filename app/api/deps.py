@@ -16,6 +16,7 @@ from app.services.conversations import ConversationService
 from app.services.feedback import FeedbackService
 from app.services.generation import GenerationService
 from app.services.presets import PresetService
+from app.services.responses import ResponseService
 from app.settings import Settings
 from app.state import AppState
 
@@ -56,6 +57,10 @@ async def get_conversations(request: Request) -> ConversationService:
     return state_of(request).conversations
 
 
+async def get_responses(request: Request) -> ResponseService:
+    return state_of(request).responses
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with state_of(request).db.session() as session:
         yield session
@@ -82,5 +87,6 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 PresetsDep = Annotated[PresetService, Depends(get_presets)]
 FeedbackDep = Annotated[FeedbackService, Depends(get_feedback)]
 ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]
+ResponsesDep = Annotated[ResponseService, Depends(get_responses)]
 AccessDep = Annotated[Access, Depends(get_access)]
 ClientDep = Annotated[Client, Depends(get_client)]
