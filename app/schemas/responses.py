@@ -14,6 +14,18 @@ MAX_INPUT_ITEMS = 1000
 Text = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 
 
+def _kind(default: str | None) -> Any:
+    """The `type` of an item or part (`default` when absent), as the tag of its union member.
+    Tags are prefixed `tagged-union:` so that error messages name the client's own fields
+    (`input[0].role`), not the member tried (see `app.errors`)."""
+
+    def kind(value: Any) -> str | None:
+        found = value.get("type", default) if isinstance(value, dict) else getattr(value, "type", None)
+        return f"tagged-union:{found}" if isinstance(found, str) else None
+
+    return kind
+
+
 class _Strict(Schema):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
@@ -32,13 +44,24 @@ class OutputText(_Strict):
     logprobs: list[Any] | None = None
 
 
+ContentPart = Annotated[
+    Annotated[InputText, Tag("tagged-union:input_text")]
+    | Annotated[OutputText, Tag("tagged-union:output_text")],
+    Discriminator(
+        _kind(None),
+        custom_error_type="invalid_content_part",
+        custom_error_message="a content part is input_text or output_text (images and files are not supported)",
+    ),
+]
+
+
 class MessageItem(_Strict):
     """A message of the conversation: the user's, a system or developer instruction, or an
     earlier answer of the assistant."""
 
     type: Literal["message"] = "message"
     role: Literal["user", "system", "developer", "assistant"]
-    content: Text | list[Annotated[InputText | OutputText, Discriminator("type")]] = Field(max_length=100)
+    content: Text | list[ContentPart] = Field(max_length=100)
     id: str | None = Field(default=None, max_length=64)
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
@@ -70,18 +93,15 @@ class FunctionCallOutputItem(_Strict):
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
 
-def _item_type(value: Any) -> str | None:
-    if isinstance(value, dict):
-        kind = value.get("type", "message")
-        return kind if isinstance(kind, str) else None
-    return getattr(value, "type", None)
-
-
 InputItem = Annotated[
-    Annotated[MessageItem, Tag("message")]
-    | Annotated[FunctionCallItem, Tag("function_call")]
-    | Annotated[FunctionCallOutputItem, Tag("function_call_output")],
-    Discriminator(_item_type),
+    Annotated[MessageItem, Tag("tagged-union:message")]
+    | Annotated[FunctionCallItem, Tag("tagged-union:function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("tagged-union:function_call_output")],
+    Discriminator(
+        _kind("message"),
+        custom_error_type="invalid_item",
+        custom_error_message="an input item is a message, a function_call or a function_call_output",
+    ),
 ]
 
 
