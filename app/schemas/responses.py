@@ -50,7 +50,9 @@ ContentPart = Annotated[
     Discriminator(
         _kind(None),
         custom_error_type="invalid_content_part",
-        custom_error_message="a content part is input_text or output_text (images and files are not supported)",
+        custom_error_message=(
+            "a content part is input_text or output_text (images and files are not supported)"
+        ),
     ),
 ]
 
