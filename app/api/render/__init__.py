@@ -1,1 +1,1 @@
-"""Response bodies and stream frames, one module per endpoint family."""
+"""Rendering: the wire bodies and stream frames of each endpoint family, built from outcomes."""
