@@ -494,9 +494,9 @@ def _token_bytes(raw: Any) -> tuple[int, ...] | None:
     return tuple(int(b) for b in raw) if isinstance(raw, list) else None
 
 
-def _legacy_logprobs(raw: dict[str, Any], wanted: int) -> tuple[TokenLogprob, ...]:
+def _legacy_logprobs(raw: dict[str, Any]) -> tuple[TokenLogprob, ...]:
     """The legacy `/completions` shape: parallel lists of tokens, their log probabilities and
-    a {token: logprob} map of alternatives per token."""
+    a {token: logprob} map of alternatives per token (the upstream already bounds it)."""
     tops = raw.get("top_logprobs") or [None] * len(raw["tokens"])
     return tuple(
         TokenLogprob(
@@ -505,7 +505,7 @@ def _legacy_logprobs(raw: dict[str, Any], wanted: int) -> tuple[TokenLogprob, ..
             bytes=tuple(str(token).encode()),
             top=tuple(
                 TopLogprob(token=str(t), logprob=float(lp), bytes=tuple(str(t).encode()))
-                for t, lp in sorted((top or {}).items(), key=lambda kv: -kv[1])[:wanted]
+                for t, lp in sorted((top or {}).items(), key=lambda kv: -kv[1])
             ),
         )
         for token, logprob, top in zip(raw["tokens"], raw["token_logprobs"], tops, strict=True)
@@ -516,7 +516,7 @@ def _legacy_logprobs(raw: dict[str, Any], wanted: int) -> tuple[TokenLogprob, ..
 def _logprobs(raw: Any, wanted: int | None) -> tuple[TokenLogprob, ...] | None:
     """`choice.logprobs.content` (or the legacy shape), when the request asked for it."""
     if wanted is not None and isinstance(raw, dict) and isinstance(raw.get("tokens"), list):
-        return _legacy_logprobs(raw, wanted)
+        return _legacy_logprobs(raw)
     if wanted is None or not isinstance(raw, dict) or not isinstance(raw.get("content"), list):
         return None
     return tuple(

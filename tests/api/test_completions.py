@@ -192,6 +192,43 @@ async def test_async_stream_without_usage_has_no_usage_field(server: LiveServer)
         completion_chunk_conforms(chunk)
 
 
+def test_logprobs_join_back_to_the_text_in_the_legacy_shape(client: openai.OpenAI) -> None:
+    raw = client.completions.with_raw_response.create(
+        model=LOCAL, prompt="The capital of France is", max_tokens=5, logprobs=2, seed=1
+    )
+    body = raw.http_response.json()
+    completion_conforms(body)
+    [choice] = raw.parse().choices
+    logprobs = choice.logprobs
+    assert logprobs is not None
+    assert logprobs.tokens is not None
+    assert logprobs.text_offset is not None
+    assert logprobs.token_logprobs is not None
+    assert logprobs.top_logprobs is not None
+    assert "".join(logprobs.tokens) == choice.text
+    assert logprobs.text_offset == [len("".join(logprobs.tokens[:i])) for i in range(len(logprobs.tokens))]
+    for token, logprob, top in zip(
+        logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs, strict=True
+    ):
+        assert logprob <= 0
+        assert top[token] == logprob  # the chosen token is among the alternatives
+        assert 1 <= len(top) <= 3
+
+
+def test_streamed_logprobs_continue_their_offsets(server: LiveServer) -> None:
+    body = {"model": LOCAL, "prompt": "One, two,", "max_tokens": 4, "logprobs": 0, "seed": 1, "stream": True}
+    chunks = events(httpx.post(f"{server.url}/v1/completions", json=body, timeout=60).text)[:-1]
+    text = ""
+    for chunk in chunks:
+        completion_chunk_conforms(chunk)
+        [choice] = chunk["choices"]
+        if choice["logprobs"] is not None:
+            assert choice["logprobs"]["text_offset"][0] == len(text)
+            assert "".join(choice["logprobs"]["tokens"]) == choice["text"]
+        text += choice["text"]
+    assert text
+
+
 def test_refusals_are_openai_errors(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model=LOCAL, prompt=[[1, 2, 3]], max_tokens=3)
@@ -261,6 +298,23 @@ async def test_async_stream_through_an_upstream_with_completions(
     assert usage is not None
     assert usage.completion_tokens > 0
     assert json.loads(route.calls.last.request.content)["stream"] is True
+
+
+def test_legacy_logprobs_pass_through_an_upstream(client: openai.OpenAI, remote: respx.MockRouter) -> None:
+    body = text_completion(" Paris")
+    body["choices"][0]["logprobs"] = {
+        "tokens": [" Paris"],
+        "token_logprobs": [-0.1],
+        "top_logprobs": [{" Paris": -0.1, " Lyon": -2.5}],
+        "text_offset": [0],
+    }
+    route = remote.post(f"{UPSTREAM}/completions").respond(json=body)
+    completion = client.completions.create(model=INSTRUCT, prompt="The capital of France is", logprobs=1)
+    assert json.loads(route.calls.last.request.content)["logprobs"] == 1
+    logprobs = completion.choices[0].logprobs
+    assert logprobs is not None
+    assert logprobs.tokens == [" Paris"]
+    assert logprobs.top_logprobs == [{" Paris": -0.1, " Lyon": -2.5}]
 
 
 def test_logit_bias_goes_to_the_upstream(client: openai.OpenAI, remote: respx.MockRouter) -> None:

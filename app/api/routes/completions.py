@@ -29,6 +29,7 @@ async def create_completion(body: CompletionRequest, service: GenerationDep, req
         overrides=body.sampling_overrides(),
         extra=body.extra_params(),
         user=body.user,
+        logprobs=body.logprobs,
     )
     echo = bool(body.echo)
     if body.stream:
