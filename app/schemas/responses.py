@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from app.errors import InvalidRequest
+from app.providers.base import ToolChoice, ToolChoiceNamed, ToolSpec
 from app.schemas.common import Schema
 from app.schemas.generate import MAX_PROMPT_CHARS
 
@@ -160,6 +162,33 @@ class CreateResponseRequest(_Strict):
                         "only tools of type 'function' are"
                     )
         return value
+
+    @model_validator(mode="after")
+    def _consistent_tools(self) -> CreateResponseRequest:
+        names = [tool.name for tool in self.tools or ()]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise InvalidRequest(
+                    f"Duplicate tool name '{name}'.", param=f"tools[{i}].name", code="invalid_value"
+                )
+        if isinstance(self.tool_choice, NamedFunction) and self.tool_choice.name not in names:
+            raise InvalidRequest(
+                f"tool_choice names the function '{self.tool_choice.name}', which is not among the tools.",
+                param="tool_choice.name",
+                code="invalid_value",
+            )
+        return self
+
+    def tool_specs(self) -> tuple[ToolSpec, ...]:
+        return tuple(
+            ToolSpec(t.name, t.description, t.parameters or {"type": "object", "properties": {}})
+            for t in self.tools or ()
+        )
+
+    def tool_choice_value(self) -> ToolChoice:
+        if isinstance(self.tool_choice, NamedFunction):
+            return ToolChoiceNamed(self.tool_choice.name)
+        return self.tool_choice or "auto"
 
     @property
     def items(self) -> list[MessageItem | FunctionCallItem | FunctionCallOutputItem]:
