@@ -65,7 +65,7 @@ class MessageItem(_Strict):
 
     type: Literal["message"] = "message"
     role: Literal["user", "system", "developer", "assistant"]
-    content: Text | list[ContentPart] = Field(max_length=100)
+    content: Text | Annotated[list[ContentPart], Field(max_length=100)]
     id: str | None = Field(default=None, max_length=64)
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
@@ -130,7 +130,10 @@ class CreateResponseRequest(_Strict):
 
     model: str = Field(min_length=1, max_length=200)
     """The model to use (required)."""
-    input: Text | list[InputItem] = Field(min_length=1, max_length=MAX_INPUT_ITEMS)
+    input: (
+        Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+        | Annotated[list[InputItem], Field(min_length=1, max_length=MAX_INPUT_ITEMS)]
+    )
     """Text (one user message), or message and function-call items."""
     instructions: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     """A system message for this response only (not carried over by `previous_response_id`)."""

@@ -262,7 +262,16 @@ class ResponseService:
             "max_output_tokens": request.max_output_tokens,
             "temperature": job.request.sampling.temperature,
             "top_p": job.request.sampling.top_p,
-            "tools": [tool.model_dump(exclude_none=True) for tool in request.tools or ()],
+            "tools": [
+                {
+                    "type": "function",
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": tool.parameters,
+                    "strict": tool.strict,
+                }
+                for tool in request.tools or ()
+            ],
             "tool_choice": (
                 request.tool_choice.model_dump()
                 if request.tool_choice is not None and not isinstance(request.tool_choice, str)

@@ -44,20 +44,18 @@ def response_body(response: StoredResponse) -> dict[str, Any]:
         "tools": params["tools"],
         "top_p": params["top_p"],
         "truncation": "disabled",
-        "usage": (
-            {
-                "input_tokens": usage.prompt_tokens,
-                "input_tokens_details": {"cached_tokens": 0},
-                "output_tokens": usage.completion_tokens,
-                "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": usage.total_tokens,
-            }
-            if usage is not None
-            else None
-        ),
-        "user": params["user"],
         "metadata": params["metadata"],
     }
+    if usage is not None:  # absent while in progress: the schema has no null usage
+        body["usage"] = {
+            "input_tokens": usage.prompt_tokens,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": usage.completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": usage.total_tokens,
+        }
+    if params["user"] is not None:
+        body["user"] = params["user"]  # a string when present, never null
     if response.details:
         # This service's own facts, beside OpenAI's fields (`metadata` is the client's own).
         body.update(
