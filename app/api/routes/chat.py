@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from app.api.deps import GenerationDep
 from app.api.render.logprobs import choice_logprobs
+from app.api.render.tools import tool_calls
 from app.api.responses import json_response
 from app.api.streaming import frame, sse_response, until_disconnected
 from app.providers.base import Choice, Chunk, ToolCallDelta
@@ -27,10 +28,7 @@ def _message(ch: Choice) -> dict[str, object]:
         "refusal": None,
     }
     if ch.tool_calls:
-        message["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in ch.tool_calls
-        ]
+        message["tool_calls"] = tool_calls(ch.tool_calls)
     return message
 
 

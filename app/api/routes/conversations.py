@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from app.api.deps import ConversationsDep
 from app.api.routes.generate import generate_body
 from app.api.streaming import frame, sse_response, until_disconnected
+from app.schemas.chat import FunctionCallOut, ToolCallOut
 from app.schemas.conversations import (
     Conversation,
     ConversationCreate,
@@ -49,6 +50,7 @@ def conversation_body(row: ConversationRow) -> dict[str, object]:
         "sampling": row.sampling,
         "metadata": row.meta,
         "message_count": row.turns,
+        "tools": row.tools,
     }
 
 
@@ -62,6 +64,13 @@ def message_body(row: MessageRow) -> MessageOut:
         finish_reason=row.finish_reason,
         interrupted=row.interrupted,
         usage=row.usage,
+        tool_calls=[
+            ToolCallOut(id=c["id"], function=FunctionCallOut(name=c["name"], arguments=c["arguments"]))
+            for c in row.tool_calls
+        ]
+        if row.tool_calls
+        else None,
+        tool_call_id=row.tool_call_id,
     )
 
 
@@ -94,6 +103,7 @@ async def create_conversation(body: ConversationCreate, service: ConversationsDe
         metadata=body.metadata,
         preset=body.preset,
         inputs=body.inputs,
+        tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
     )
     return conversation_body(row)
 
@@ -157,9 +167,18 @@ async def send_message(
     `POST /v1/generate` (`metadata.turns_dropped` counts earlier turns left out of the context).
     Both turns are stored once the reply is complete; a failed reply stores nothing."""
     overrides = body.sampling_overrides()
+    results = [(r.tool_call_id, r.content) for r in body.tool_results or ()]
+    choice = body.tool_choice_value()
     if body.stream:
         return await sse_response(
-            service.reply_stream(conversation_id, body.content, overrides), render_reply, request
+            service.reply_stream(
+                conversation_id, body.content, overrides, tool_results=results, tool_choice=choice
+            ),
+            render_reply,
+            request,
         )
-    reply = await until_disconnected(request, service.reply(conversation_id, body.content, overrides))
+    reply = await until_disconnected(
+        request,
+        service.reply(conversation_id, body.content, overrides, tool_results=results, tool_choice=choice),
+    )
     return reply_body(reply)

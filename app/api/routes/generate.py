@@ -7,6 +7,7 @@ from fastapi.responses import Response
 
 from app.api.deps import GenerationDep
 from app.api.render.logprobs import token_logprobs
+from app.api.render.tools import tool_calls
 from app.api.responses import json_response
 from app.api.streaming import frame, sse_response, until_disconnected
 from app.providers.base import Chunk, Message
@@ -32,6 +33,7 @@ def generate_body(outcome: Outcome) -> dict[str, object]:
                 "text": ch.text,
                 "finish_reason": ch.finish_reason,
                 **({} if ch.logprobs is None else {"logprobs": token_logprobs(ch.logprobs)}),
+                **({"tool_calls": tool_calls(ch.tool_calls)} if ch.tool_calls else {}),
             }
             for ch in c.choices
         ],
