@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
+from app.errors import Conflict, InvalidRequest, NotFound
 from app.providers.base import (
     Chunk,
     Message,
@@ -35,9 +35,8 @@ from app.providers.base import (
     ToolSpec,
     tool_messages,
 )
-from app.services.access import caller
-from app.services.auth import ANONYMOUS
-from app.services.generation import GenerationService, Job, Outcome
+from app.services.context import RequestContext
+from app.services.generation import GenerationService, Job, Outcome, check_max_tokens
 from app.services.history import TokenCounter, fit_history
 from app.services.presets import PresetService, SamplingChoice
 from app.settings import ModelRoute
@@ -114,13 +113,6 @@ def _busy(conversation_id: str, waited: float) -> Conflict:
     )
 
 
-def _owner() -> str | None:
-    """Whose conversations this request may see: its client key's (`anonymous` without keys).
-    None outside a request (internal callers see every conversation)."""
-    client = caller()
-    return client.key_id if client is not None else None
-
-
 def _not_found(conversation_id: str) -> NotFound:
     return NotFound(
         f"No conversation found with id '{conversation_id}'.",
@@ -132,18 +124,25 @@ def _not_found(conversation_id: str) -> NotFound:
 class ConversationService:
     """Creates, lists and deletes conversations, and answers their messages."""
 
-    def __init__(self, db: Database, generation: GenerationService, *, lock_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        generation: GenerationService,
+        presets: PresetService,
+        *,
+        lock_timeout: float = 120.0,
+    ) -> None:
         self._db = db
         self._generation = generation
+        self._presets = presets
         self._lock_timeout = lock_timeout
         self._locks = _KeyedLocks()
-        self.presets: PresetService | None = None
-        """Set by the lifespan once presets are loaded (conversations may name one)."""
 
     # -- conversations -----------------------------------------------------------------------
 
     async def create(
         self,
+        ctx: RequestContext,
         *,
         model: str | None,
         system: str | None,
@@ -164,14 +163,8 @@ class ConversationService:
         name, route, _ = self._generation.resolve(model)
         if preset is not None:
             # The preset's system prompt, rendered once: the conversation keeps its wording.
-            system = self._preset_service().system_prompt(preset, inputs or {})
-        max_tokens = sampling.get("max_tokens")
-        if max_tokens is not None and max_tokens > route.max_output_tokens:
-            raise InvalidRequest(
-                f"max_tokens is too large: model '{name}' generates at most "
-                f"{route.max_output_tokens} tokens.",
-                param="sampling.max_tokens",
-            )
+            system = self._presets.system_prompt(preset, inputs or {})
+        check_max_tokens(name, route, sampling.get("max_tokens"), param="sampling.max_tokens")
         if system:
             reserve = self._reserve(route, {**self._preset_defaults(preset), **sampling})
             fixed = self._counter(name, route).fixed(system, None)
@@ -195,7 +188,7 @@ class ConversationService:
             sampling=dict(sampling),
             meta=dict(metadata),
             turns=0,
-            owner=_owner() or ANONYMOUS.key_id,
+            owner=ctx.owner,
             tools=[dict(t) for t in tools] if tools else None,
         )
         async with self._db.session() as session:
@@ -203,9 +196,11 @@ class ConversationService:
             await session.commit()
         return row
 
-    async def history(self, conversation_id: str, *, limit: int, before: int | None) -> History:
+    async def history(
+        self, ctx: RequestContext, conversation_id: str, *, limit: int, before: int | None
+    ) -> History:
         async with self._db.session() as session:
-            row = await store.get_conversation(session, conversation_id, owner=_owner())
+            row = await store.get_conversation(session, conversation_id, owner=ctx.owner)
             if row is None:
                 raise _not_found(conversation_id)
             messages = await store.page_messages(session, conversation_id, limit=limit, before=before)
@@ -214,9 +209,11 @@ class ConversationService:
             has_more = False
         return History(conversation=row, messages=messages, has_more=has_more)
 
-    async def list(self, *, limit: int, after: str | None) -> tuple[list[ConversationRow], bool]:
+    async def list(
+        self, ctx: RequestContext, *, limit: int, after: str | None
+    ) -> tuple[list[ConversationRow], bool]:
         async with self._db.session() as session:
-            page = await store.list_conversations(session, limit=limit, after=after, owner=_owner())
+            page = await store.list_conversations(session, limit=limit, after=after, owner=ctx.owner)
         if page is None:
             raise NotFound(
                 f"No conversation found with id '{after}' to list after.",
@@ -225,9 +222,9 @@ class ConversationService:
             )
         return page
 
-    async def delete(self, conversation_id: str) -> None:
+    async def delete(self, ctx: RequestContext, conversation_id: str) -> None:
         async with self._db.session() as session:
-            deleted = await store.delete_conversation(session, conversation_id, owner=_owner())
+            deleted = await store.delete_conversation(session, conversation_id, owner=ctx.owner)
             await session.commit()
         if not deleted:
             raise _not_found(conversation_id)
@@ -236,6 +233,7 @@ class ConversationService:
 
     async def reply(
         self,
+        ctx: RequestContext,
         conversation_id: str,
         content: str | None,
         overrides: Mapping[str, Any],
@@ -245,9 +243,9 @@ class ConversationService:
     ) -> Reply:
         """Answer the user's message (or the results of the tools the last reply called) and
         store the new turns with the reply (nothing is stored if it fails)."""
-        async with self._turn(conversation_id) as (session, row):
+        async with self._turn(ctx, conversation_id) as (session, row):
             asked, job = await self._plan(
-                session, row, _NewTurn(content, tuple(tool_results)), overrides, tool_choice
+                ctx, session, row, _NewTurn(content, tuple(tool_results)), overrides, tool_choice
             )
             outcome = await self._generation.complete(job)
             choice = outcome.completion.choices[0]
@@ -265,6 +263,7 @@ class ConversationService:
 
     async def reply_stream(
         self,
+        ctx: RequestContext,
         conversation_id: str,
         content: str | None,
         overrides: Mapping[str, Any],
@@ -276,9 +275,9 @@ class ConversationService:
 
         A failure stores nothing. A client that goes away after some text keeps what it was
         shown: both turns are stored, the reply marked `interrupted`."""
-        async with self._turn(conversation_id) as (session, row):
+        async with self._turn(ctx, conversation_id) as (session, row):
             asked, job = await self._plan(
-                session, row, _NewTurn(content, tuple(tool_results)), overrides, tool_choice
+                ctx, session, row, _NewTurn(content, tuple(tool_results)), overrides, tool_choice
             )
             shown: list[str] = []
             outcome: Outcome | None = None
@@ -316,48 +315,43 @@ class ConversationService:
     # -- internals ---------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _turn(self, conversation_id: str) -> AsyncIterator[tuple[AsyncSession, ConversationRow]]:
+    async def _turn(
+        self, ctx: RequestContext, conversation_id: str
+    ) -> AsyncIterator[tuple[AsyncSession, ConversationRow]]:
         """Hold the conversation for one reply: this replica's lock, then (PostgreSQL) its row."""
         deadline = time.monotonic() + self._lock_timeout
         async with self._locks.hold(conversation_id, self._lock_timeout), self._db.session() as session:
-            row = await self._lock_row(session, conversation_id, deadline)
+            row = await self._lock_row(session, conversation_id, ctx.owner, deadline)
             if row is None:
                 raise _not_found(conversation_id)
             yield session, row
 
     async def _lock_row(
-        self, session: AsyncSession, conversation_id: str, deadline: float
+        self, session: AsyncSession, conversation_id: str, owner: str, deadline: float
     ) -> ConversationRow | None:
         if self._db.is_sqlite:
             # No row locks: the in-process lock serializes, the turn counter catches the rest.
-            return await store.get_conversation(session, conversation_id, owner=_owner())
+            return await store.get_conversation(session, conversation_id, owner=owner)
         left_ms = max(1, int((deadline - time.monotonic()) * 1000))
         await session.execute(text(f"SET LOCAL lock_timeout = '{left_ms}ms'"))
         try:
-            return await store.get_conversation(session, conversation_id, owner=_owner(), lock=True)
+            return await store.get_conversation(session, conversation_id, owner=owner, lock=True)
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE:
                 raise _busy(conversation_id, self._lock_timeout) from exc
             raise
 
-    def _preset_service(self) -> PresetService:
-        if self.presets is None:
-            raise ServiceUnavailable("Presets are not loaded.")
-        return self.presets
-
     def _preset_defaults(self, preset: str | None) -> dict[str, Any]:
-        return self._preset_service().get(preset).defaults if preset is not None else {}
+        return self._presets.get(preset).defaults if preset is not None else {}
 
     async def _preset_sampling(
         self, preset: str | None, explicit: Mapping[str, Any]
     ) -> SamplingChoice | None:
         """The preset's sampling for this reply (tuned when it tunes), or None without one. A
         preset since removed from the operator's file leaves its system prompt and nothing else."""
-        if preset is None or self.presets is None:
+        if preset is None or self._presets.find(preset) is None:
             return None
-        if self.presets.find(preset) is None:
-            return None
-        return await self.presets.choose_sampling(preset, explicit)
+        return await self._presets.choose_sampling(preset, explicit)
 
     def _reserve(self, route: ModelRoute, sampling: Mapping[str, Any]) -> int:
         """Tokens kept free for the reply: the requested max_tokens, else the model's default."""
@@ -372,6 +366,7 @@ class ConversationService:
 
     async def _plan(
         self,
+        ctx: RequestContext,
         session: AsyncSession,
         row: ConversationRow,
         new: _NewTurn,
@@ -416,6 +411,7 @@ class ConversationService:
         )
         messages = [*system, *kept, *asked]
         job = self._generation.plan(
+            ctx,
             endpoint="conversation",
             model=row.model,
             messages=messages,
@@ -426,7 +422,7 @@ class ConversationService:
         )
         if choice is not None:
             choice.annotate(job)
-            job.privacy = self._preset_service().get(choice.preset).spec.privacy
+            job.privacy = self._presets.get(choice.preset).spec.privacy
         job.metadata.update(
             {
                 "conversation_id": row.id,
