@@ -185,6 +185,9 @@ class Settings(BaseSettings):
     replicas; without Redis, within this process only)."""
     usage_flush_seconds: float = Field(default=1.0, ge=0, le=60)
     """Seconds between usage writes (batched; also before reads and at shutdown; 0: each request)."""
+    records_flush_seconds: float = Field(default=0.25, ge=0, le=10)
+    """Seconds a generation record may wait to be written with the ones after it (one INSERT and
+    one commit per batch; feedback and shutdown write at once; 0: as soon as the writer is free)."""
 
     # --- sampling defaults ----------------------------------------------------------------
     default_temperature: float = Field(default=0.7, ge=0, le=2)
