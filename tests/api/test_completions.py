@@ -16,8 +16,8 @@ from openai.types import Completion
 from app.main import create_app
 from app.settings import LOCAL_DEFAULT_MODEL
 from tests import openai_mock as mock
-from tests.access_helpers import create_key, keys_app, running
-from tests.conftest import UPSTREAM, LiveServer, mixed_settings, serve_in_thread
+from tests.access_helpers import create_key, keys_app
+from tests.conftest import UPSTREAM, LiveServer, mixed_settings, serve_in_thread, serving
 from tests.openai_schemas import completion_chunk_conforms, completion_conforms, error_conforms
 from tests.sse import events
 
@@ -333,7 +333,7 @@ async def test_keys_usage_and_allowed_models_apply() -> None:
     }
     with respx.mock(base_url=UPSTREAM, assert_all_called=False) as upstream:
         upstream.post("/completions").respond(json=text_completion("Paris"))
-        async with running(keys_app(models=models)) as http:
+        async with serving(keys_app(models=models)) as http:
             _, secret = await create_key(http, allowed_models=[INSTRUCT])
             auth = {"authorization": f"Bearer {secret}"}
             r = await http.post("/v1/completions", json={"model": INSTRUCT, "prompt": "Hi"})
@@ -354,7 +354,7 @@ async def test_the_cache_answers_a_repeated_deterministic_prompt() -> None:
         app = create_app(
             mixed_settings(cache_enabled=True, models={INSTRUCT: {"provider": "openai", "completions": True}})
         )
-        async with running(app) as http:
+        async with serving(app) as http:
             body = {"model": INSTRUCT, "prompt": "The capital of France is", "temperature": 0}
             first = await http.post("/v1/completions", json=body)
             second = await http.post("/v1/completions", json=body)

@@ -14,8 +14,7 @@ from sqlalchemy import select
 from app.main import create_app
 from app.storage.tables import GenerationRecord
 from tests import openai_mock as mock
-from tests.access_helpers import running
-from tests.conftest import UPSTREAM, openai_settings
+from tests.conftest import UPSTREAM, openai_settings, serving
 
 INSTRUCT = "gpt-3.5-turbo-instruct"
 CHAT = "gpt-4o-mini"
@@ -51,7 +50,7 @@ async def test_both_endpoints_leave_records_and_metrics() -> None:
             json=mock.completion("Paris.", usage={"prompt_tokens": 12, "completion_tokens": 2})
         )
         app = create_app(openai_settings(models=MODELS, store_text=True))
-        async with running(app) as http:
+        async with serving(app) as http:
             two = await http.post("/v1/completions", json={"model": INSTRUCT, "prompt": ["A", "B"]})
             resp = await http.post("/v1/responses", json={"model": CHAT, "input": "Capital of France?"})
             assert (two.status_code, resp.status_code) == (200, 200)
@@ -73,7 +72,7 @@ async def test_both_endpoints_leave_records_and_metrics() -> None:
 async def test_personal_data_is_redacted_from_a_raw_prompt_and_restored() -> None:
     with respx.mock(base_url=UPSTREAM, assert_all_called=False) as upstream:
         route = upstream.post("/completions").respond(json=text_completion(" I wrote to [EMAIL_1]."))
-        async with running(create_app(openai_settings(models=MODELS))) as http:
+        async with serving(create_app(openai_settings(models=MODELS))) as http:
             r = await http.post(
                 "/v1/completions",
                 json={"model": INSTRUCT, "prompt": "Mail ada@example.com:"},
@@ -93,7 +92,7 @@ async def test_personal_data_is_redacted_from_a_raw_prompt_and_restored() -> Non
 async def test_personal_data_in_a_response_chain_never_leaves() -> None:
     with respx.mock(base_url=UPSTREAM, assert_all_called=False) as upstream:
         route = upstream.post("/chat/completions").respond(json=mock.completion("Noted, [EMAIL_1]."))
-        async with running(create_app(openai_settings(models=MODELS, privacy_mode="redact"))) as http:
+        async with serving(create_app(openai_settings(models=MODELS, privacy_mode="redact"))) as http:
             first = (
                 await http.post("/v1/responses", json={"model": CHAT, "input": "I am ada@example.com"})
             ).json()
@@ -110,7 +109,7 @@ async def test_a_failing_completions_upstream_falls_back_to_chat() -> None:
     with respx.mock(base_url=UPSTREAM, assert_all_called=False) as upstream:
         upstream.post("/completions").respond(503, json={"error": {"message": "down"}})
         chat = upstream.post("/chat/completions").respond(json=mock.completion(" Paris."))
-        async with running(create_app(openai_settings(models=MODELS))) as http:
+        async with serving(create_app(openai_settings(models=MODELS))) as http:
             r = await http.post(
                 "/v1/completions", json={"model": INSTRUCT, "prompt": "The capital of France is"}
             )
@@ -126,7 +125,7 @@ async def test_feedback_rates_a_response_by_its_id() -> None:
     with respx.mock(base_url=UPSTREAM, assert_all_called=False) as upstream:
         upstream.post("/chat/completions").respond(json=mock.completion("Paris."))
         app = create_app(openai_settings(models=MODELS))
-        async with running(app) as http:
+        async with serving(app) as http:
             rid = (await http.post("/v1/responses", json={"model": CHAT, "input": "Capital?"})).json()["id"]
             await app.state.genserve.records.flush()
             r = await http.post("/v1/feedback", json={"generation_id": rid, "rating": "up"})
@@ -138,7 +137,7 @@ async def test_an_upstream_error_mid_stream_ends_the_events_with_an_error() -> N
         upstream.post("/chat/completions").mock(
             return_value=mock.broken_sse_response([mock.chunk("", role=True), mock.chunk("Par")])
         )
-        async with running(create_app(openai_settings(models=MODELS))) as http:
+        async with serving(create_app(openai_settings(models=MODELS))) as http:
             r = await http.post("/v1/responses", json={"model": CHAT, "input": "Capital?", "stream": True})
             rid_events = [line for line in r.text.splitlines() if line.startswith("data: ")]
             assert r.status_code == 200
