@@ -18,7 +18,12 @@ from app.settings import LOCAL_DEFAULT_MODEL
 from tests import openai_mock as mock
 from tests.access_helpers import create_key, keys_app
 from tests.conftest import UPSTREAM, LiveServer, mixed_settings, serve_in_thread, serving
-from tests.openai_schemas import completion_chunk_conforms, completion_conforms, error_conforms
+from tests.openai_schemas import (
+    completion_chunk_conforms,
+    completion_conforms,
+    error_conforms,
+    request_conforms,
+)
 from tests.sse import events
 
 LOCAL = LOCAL_DEFAULT_MODEL
@@ -227,6 +232,31 @@ def test_streamed_logprobs_continue_their_offsets(server: LiveServer) -> None:
             assert "".join(choice["logprobs"]["tokens"]) == choice["text"]
         text += choice["text"]
     assert text
+
+
+def test_several_prompts_stream_in_turn_numbered_prompt_by_choice(server: LiveServer) -> None:
+    body = {"model": LOCAL, "prompt": ["Red,", "One,"], "n": 2, "max_tokens": 3, "echo": True, "stream": True}
+    request_conforms("openai_completions_schemas.json", "CreateCompletionRequest", body)
+    chunks = events(httpx.post(f"{server.url}/v1/completions", json=body, timeout=60).text)[:-1]
+    texts: dict[int, str] = {}
+    for chunk in chunks:
+        completion_chunk_conforms(chunk)
+        for choice in chunk["choices"]:
+            texts[choice["index"]] = texts.get(choice["index"], "") + choice["text"]
+    assert sorted(texts) == [0, 1, 2, 3]
+    assert all(texts[i].startswith("Red,") for i in (0, 1))
+    assert all(texts[i].startswith("One,") for i in (2, 3))
+    first = [c["choices"][0]["index"] for c in chunks]
+    assert first == sorted(first, key=lambda i: i // 2)  # prompt by prompt
+
+
+def test_the_requests_here_are_openais_own_shapes() -> None:
+    for body in (
+        {"model": LOCAL, **SEED_CALL},
+        {"model": LOCAL, "prompt": ["a", "b"], "n": 2, "echo": True, "logprobs": 2, "best_of": 2},
+        {"model": LOCAL, "prompt": "a", "stream": True, "stream_options": {"include_usage": True}},
+    ):
+        request_conforms("openai_completions_schemas.json", "CreateCompletionRequest", body)
 
 
 def test_refusals_are_openai_errors(client: openai.OpenAI) -> None:

@@ -29,13 +29,14 @@ from tests.conftest import (
     serve_in_thread,
     serving,
 )
-from tests.openai_schemas import error_conforms, response_conforms, response_event_conforms
+from tests.openai_schemas import error_conforms, request_conforms, response_conforms, response_event_conforms
 from tests.sse import events
 
 LOCAL = LOCAL_DEFAULT_MODEL
 REMOTE = "gpt-4o-mini"
 ORDER_TOOL: dict[str, Any] = {
     "type": "function",
+    "strict": True,
     "name": "get_order",
     "description": "Look up an order by its number.",
     "parameters": {
@@ -259,6 +260,30 @@ def test_built_in_tools_are_refused_by_name(client: openai.OpenAI) -> None:
             model=LOCAL, input="Hi", tool_choice={"type": "function", "name": "nope"}, tools=[ORDER_TOOL]
         )  # type: ignore[list-item]
     assert caught.value.param == "tool_choice.name"
+
+
+def test_the_requests_here_are_openais_own_shapes() -> None:
+    for body in (
+        {"model": LOCAL, "input": "Hi", "max_output_tokens": 24, "temperature": 0, "store": False},
+        {
+            "model": LOCAL,
+            "instructions": "Be brief.",
+            "input": [
+                {"role": "developer", "content": "Be friendly."},
+                # (A list of `input_text` parts is valid too, but the extracted schema dropped the
+                # discriminator that tells its two message shapes apart: `oneOf` finds both.)
+                {"role": "user", "content": "Say hello."},
+                {"type": "function_call", "call_id": "c1", "name": "get_order", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "{}"},
+            ],
+            "tools": [ORDER_TOOL],
+            "tool_choice": {"type": "function", "name": "get_order"},
+            "metadata": {"ticket": "T-1"},
+            "previous_response_id": "resp-1",
+            "stream": True,
+        },
+    ):
+        request_conforms("openai_responses_schemas.json", "CreateResponse", body)
 
 
 # -- an upstream ---------------------------------------------------------------------------------
