@@ -454,3 +454,21 @@ def test_none_on_the_embedded_model_answers_in_text(sync_client: openai.OpenAI) 
     assert choice.message.tool_calls is None
     assert choice.message.content
     assert choice.finish_reason in ("stop", "length")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [".", " the", "\n"])
+def test_embedded_logprobs_still_join_when_a_stop_sequence_cuts_the_text(
+    sync_client: openai.OpenAI, stop: str
+) -> None:
+    choice = sync_client.chat.completions.create(
+        model=LOCAL,
+        messages=[{"role": "user", "content": "Describe the sea in two sentences."}],
+        logprobs=True,
+        max_tokens=30,
+        seed=8,
+        stop=[stop],
+    ).choices[0]
+    assert choice.logprobs is not None
+    assert "".join(t.token for t in choice.logprobs.content or []) == choice.message.content
+    assert stop not in (choice.message.content or "")
