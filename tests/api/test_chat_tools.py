@@ -472,3 +472,21 @@ def test_embedded_logprobs_still_join_when_a_stop_sequence_cuts_the_text(
     assert choice.logprobs is not None
     assert "".join(t.token for t in choice.logprobs.content or []) == choice.message.content
     assert stop not in (choice.message.content or "")
+
+
+@pytest.mark.slow
+def test_embedded_logprobs_join_across_characters_split_between_tokens(sync_client: openai.OpenAI) -> None:
+    choice = sync_client.chat.completions.create(
+        model=LOCAL,
+        messages=[{"role": "user", "content": "Répète exactement : « 你好，世界 » et « crème brûlée »."}],
+        logprobs=True,
+        max_tokens=30,
+        seed=3,
+        temperature=0,
+    ).choices[0]
+    content = choice.message.content or ""
+    tokens = choice.logprobs.content or [] if choice.logprobs else []
+    assert any(ord(ch) > 127 for ch in content), content
+    assert "".join(t.token for t in tokens) == content
+    # Each token's own bytes, put together, are the text's UTF-8 bytes.
+    assert b"".join(bytes(t.bytes or []) for t in tokens).decode() == content
