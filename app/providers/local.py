@@ -8,6 +8,7 @@ stream early stops the generation after the current token.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -290,8 +291,9 @@ class LocalProvider:
 
 class _ChoiceOutput:
     """Turns one choice's text from llama.cpp into chunks: plain text goes straight through;
-    log probabilities hold each piece until its tokens are known; a tool call is gathered and
-    sent whole when the generation ends."""
+    log probabilities hold each piece until its tokens are known; a tool call is streamed as
+    OpenAI does — its id and name once the model has written the name, then the arguments as
+    they are written (the braces that may close the call are held back until the end)."""
 
     def __init__(
         self,
@@ -312,6 +314,11 @@ class _ChoiceOutput:
         """Text goes straight out, with no step in between (the common case, kept fast)."""
         self.pending = ""
         self.sent = ""
+        self.call_id: str | None = None
+        """Set once the call's id and name were sent."""
+        self.arguments_at = 0
+        """Where the arguments begin in `pending` (after the call's head)."""
+        self.arguments_sent = ""
 
     def feed(self, text: str) -> None:
         self.pending += text
@@ -321,6 +328,7 @@ class _ChoiceOutput:
                 return
             self.call = stripped.startswith("{")
         if self.call:
+            self._stream_call()
             return
         if self.recorder is None:
             self._send(self.pending, None)
@@ -334,20 +342,38 @@ class _ChoiceOutput:
         self.sent += text
         self.emit(Chunk(index=self.index, text=text, logprobs=logprobs))
 
+    def _stream_call(self) -> None:
+        if self.call_id is None:
+            head = _CALL_HEAD.match(self.pending)
+            if head is None or head.group(1) not in {t.name for t in self.tools}:
+                return
+            self.call_id = local_tools.new_call_id()
+            self.arguments_at = head.end()
+            self._send_call(ToolCallDelta(0, id=self.call_id, name=head.group(1)))
+        # Hold back a closing tail: its last brace closes the call, not the arguments.
+        written = self.pending[self.arguments_at :].rstrip(" \t\n}")
+        if len(written) > len(self.arguments_sent):
+            self._send_call(ToolCallDelta(0, arguments=written[len(self.arguments_sent) :]))
+            self.arguments_sent = written
+
+    def _send_call(self, delta: ToolCallDelta) -> None:
+        self.emit(
+            Chunk(index=self.index, tool_calls=(delta,), logprobs=() if self.recorder is not None else None)
+        )
+
     def finish(self, reason: FinishReason) -> FinishReason:
         """Send what is held back; the finish reason to report."""
-        if self.call:
-            call = local_tools.parse_call(self.pending, self.tools)
-            if call is not None:
-                self.emit(
-                    Chunk(
-                        index=self.index,
-                        tool_calls=(ToolCallDelta(0, id=call.id, name=call.name, arguments=call.arguments),),
-                        logprobs=() if self.recorder is not None else None,
-                    )
-                )
-                return "tool_calls"
-            # Cut short by max_tokens before the call was complete: what there is, as text.
+        if self.call and self.call_id is not None:
+            rest = self.pending[self.arguments_at :]
+            complete = local_tools.parse_call(self.pending, self.tools) is not None
+            if complete:
+                # The call's own closing brace (and the space around it) is not the arguments'.
+                rest = rest.rstrip().removesuffix("}").rstrip()
+            if rest.startswith(self.arguments_sent) and len(rest) > len(self.arguments_sent):
+                self._send_call(ToolCallDelta(0, arguments=rest[len(self.arguments_sent) :]))
+            # Cut short by max_tokens, the call stays as far as it got (as OpenAI's do).
+            return "tool_calls" if complete else reason
+        # Not even the tool's name was written (cut short): what there is goes out as text.
         if self.recorder is not None:
             self.recorder.finish(self.sent + self.pending, self.vocabulary)
             tokens, _ = self.recorder.take(len(self.pending), last=True)
@@ -356,6 +382,10 @@ class _ChoiceOutput:
         elif self.pending:
             self._send(self.pending, None)
         return reason
+
+
+#: The start of a call as the grammar writes it: `{"name": "<tool>", "arguments": `.
+_CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"([A-Za-z0-9_-]{1,64})"\s*,\s*"arguments"\s*:\s*')
 
 
 def _tool_grammar(request: GenerationRequest) -> str | None:
