@@ -202,9 +202,14 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
             f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter"
         )
     # When a union (`stop`: string or list) fails, every member reports an error; the deepest
-    # one says most (`stop[0]` is empty, rather than "`stop` is not a string").
+    # one says most (`stop[0]` is empty, rather than "`stop` is not a string"), and between
+    # equals, the member whose type matched (a list of 5 is too long, rather than not a string).
     related = [e for e in errors if _within(_param_from_loc(e.get("loc", ())), param)]
-    best = max(related, key=lambda e: len(e.get("loc", ())), default=first)
+    best = max(
+        related,
+        key=lambda e: (len(e.get("loc", ())), not str(e.get("type", "")).endswith("_type")),
+        default=first,
+    )
     param = _param_from_loc(best.get("loc", ()))
     message = str(best.get("msg", "Invalid value"))
     if message.startswith("Value error, "):

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from app.api.access import AccessMiddleware, authenticate_client
 from app.api.body_limit import BodyLimitMiddleware
+from app.api.openapi import install_openapi
 from app.api.request_options import RequestOptionsMiddleware
 from app.api.routes import (
     admin,
@@ -32,6 +33,7 @@ from app.observability.metrics import Metrics
 from app.observability.request_id import RequestIdMiddleware
 from app.observability.requests import ObservabilityHook, ObservabilityMiddleware
 from app.providers.base import Provider
+from app.schemas.errors import ERROR_RESPONSES
 from app.services.access import open_access
 from app.services.conversations import ConversationService
 from app.services.feedback_loop import open_feedback_loop
@@ -114,10 +116,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Text generation over HTTP: OpenAI-compatible, online or fully offline.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
         # Every /v1 route, including routers added later, learns its caller here.
         dependencies=[Depends(authenticate_client)],
     )
     register_error_handlers(app)
+    install_openapi(app)
     app.state.metrics = metrics
     for router in (
         generate.router,

@@ -13,7 +13,7 @@ import respx
 from app.main import create_app
 from app.providers.openai import OpenAIProvider
 from tests import openai_mock as mock
-from tests.conftest import LiveServer, _client, make_settings
+from tests.conftest import LiveServer, _client, make_settings, openai_settings
 
 GEN = "/v1/generate"
 CHAT = "/v1/chat/completions"
@@ -371,6 +371,21 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None, str | Non
     ("delete-on-models", "DELETE", "/v1/models", {}, 405, INVALID, None, "method_not_allowed"),
     ("unknown-route", "POST", "/v1/completions", gen(), 404, "not_found_error", None, "not_found"),
     ("unknown-model-retrieve", "GET", "/v1/models/gpt-9", {}, 404, INVALID, "model", "model_not_found"),
+    # Found by fuzzing (tests/api/test_fuzz.py): pydantic's lax mode took `true` for 1 and "0.5"
+    # for 0.5, where the OpenAPI document (and OpenAI) say number.
+    ("max-tokens-true", "POST", GEN, gen(max_tokens=True), 400, INVALID, "max_tokens", "invalid_value"),
+    ("n-numeric-string", "POST", CHAT, chat(n="2"), 400, INVALID, "n", "invalid_value"),
+    ("temperature-true", "POST", CHAT, chat(temperature=True), 400, INVALID, "temperature", "invalid_value"),
+    (
+        "max-completion-tokens-false",
+        "POST",
+        CHAT,
+        chat(max_completion_tokens=False),
+        400,
+        INVALID,
+        "max_completion_tokens",
+        "invalid_value",
+    ),
 ]
 
 
@@ -532,6 +547,21 @@ async def test_an_insane_incoming_request_id_is_replaced(
     assert r.headers["x-request-id"] != incoming
     assert r.headers["x-request-id"].isalnum()
     assert r.headers.get_list("x-request-id") == [r.headers["x-request-id"]]
+
+
+async def test_a_key_limit_must_be_a_number(upstream: respx.MockRouter) -> None:
+    """Found by fuzzing: `"tokens_per_month": true` made a key limited to 1 token a month."""
+    admin = "bad-inputs-admin-token-0123456789"
+    app = create_app(openai_settings(auth_mode="keys", admin_token=admin))
+    async for client in _client(app):
+        for value in (True, "100"):
+            r = await client.post(
+                "/admin/keys",
+                json={"name": "x", "limits": {"tokens_per_month": value}},
+                headers={"authorization": f"Bearer {admin}"},
+            )
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["param"] == "limits.tokens_per_month"
 
 
 async def test_an_oversized_body_over_real_http_gets_the_json_413(live_server: LiveServer) -> None:

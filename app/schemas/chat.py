@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from app.providers.base import FinishReason
-from app.schemas.common import EffectiveSampling, SamplingFields, Schema, Timings, UsageOut
+from app.schemas.common import EffectiveSampling, JsonNumber, SamplingFields, Schema, Timings, UsageOut
 from app.schemas.generate import MAX_PROMPT_CHARS
 
 
@@ -74,9 +74,14 @@ class ChatCompletionRequest(SamplingFields):
 
     model_config = ConfigDict(extra="allow")
 
-    messages: list[ChatMessageIn] = Field(min_length=1, max_length=1000)
+    messages: list[ChatMessageIn] = Field(
+        min_length=1,
+        max_length=1000,
+        # What `_needs_user_turn` checks, said in the OpenAPI document.
+        json_schema_extra={"contains": {"properties": {"role": {"enum": ["user", "assistant"]}}}},
+    )
     model: str | None = None
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_completion_tokens: Annotated[int | None, JsonNumber] = Field(default=None, ge=1, le=1_000_000)
     user: str | None = Field(default=None, max_length=256)
     stream: bool | None = False
     stream_options: StreamOptions | None = None

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.deps import GenerationDep
+from app.api.openapi import stream_responses
 from app.api.responses import json_response
 from app.api.streaming import frame, sse_response, until_disconnected
 from app.providers.base import Chunk, Message
-from app.schemas.chat import ChatCompletion, ChatCompletionRequest
+from app.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 from app.services.generation import Job, Outcome
 
 router = APIRouter(tags=["chat"])
@@ -86,7 +87,7 @@ def render_chat_stream(job: Job, include_usage: bool) -> Callable[[Chunk | Outco
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletion,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}},
+    responses=stream_responses(ChatCompletionChunk),
 )
 async def create_chat_completion(
     body: ChatCompletionRequest, service: GenerationDep, request: Request

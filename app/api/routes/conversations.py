@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from app.api.deps import ConversationsDep
+from app.api.openapi import stream_responses
 from app.api.routes.generate import generate_body
 from app.api.streaming import frame, sse_response, until_disconnected
 from app.schemas.conversations import (
@@ -21,6 +22,7 @@ from app.schemas.conversations import (
     MessageCreate,
     MessageOut,
 )
+from app.schemas.generate import GenerateChunk
 from app.services.conversations import Reply, ReplyChunk
 from app.storage.conversations import ConversationRow, MessageRow
 
@@ -148,7 +150,7 @@ async def delete_conversation(
 @router.post(
     "/v1/conversations/{conversation_id}/messages",
     response_model=ConversationReply,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}},
+    responses=stream_responses(GenerateChunk, ConversationReply),
 )
 async def send_message(
     conversation_id: ConversationId, body: MessageCreate, service: ConversationsDep, request: Request

@@ -6,10 +6,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.deps import GenerationDep
+from app.api.openapi import stream_responses
 from app.api.responses import json_response
 from app.api.streaming import frame, sse_response, until_disconnected
 from app.providers.base import Chunk, Message
-from app.schemas.generate import GenerateRequest, GenerateResponse
+from app.schemas.generate import GenerateChunk, GenerateRequest, GenerateResponse
 from app.services.generation import Outcome
 
 router = APIRouter(tags=["generate"])
@@ -49,7 +50,7 @@ def render_generate_stream(job_id: str):  # type: ignore[no-untyped-def]
 @router.post(
     "/v1/generate",
     response_model=GenerateResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}},
+    responses=stream_responses(GenerateChunk, GenerateResponse),
 )
 async def generate(body: GenerateRequest, service: GenerationDep, request: Request) -> Response:
     """Generate text for a prompt. With `stream: true`, text deltas arrive as server-sent
