@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("genserve.errors")
@@ -235,6 +236,18 @@ _HTTP_TYPES = {
 }
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method of every route at this path: Starlette's 405 names only the first route's
+    (a path served by two routes, `GET` and `POST /v1/conversations`, would claim POST only)."""
+    methods: set[str] = set()
+    path = request.scope["path"]
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if route.methods and regex is not None and regex.match(path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def register_error_handlers(app: FastAPI) -> None:
     """Map every error the app can raise to OpenAI's error body."""
 
@@ -246,18 +259,21 @@ def register_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return app_error_response(validation_error(exc))
 
-    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         cls = _HTTP_TYPES.get(exc.status_code)
+        headers = exc.headers
         if exc.status_code == 405:
             body = error_body("Method not allowed.", "invalid_request_error", None, "method_not_allowed")
+            others = {k: v for k, v in (headers or {}).items() if k.lower() != "allow"}
+            headers = {**others, "allow": _allowed_methods(request)}
         elif exc.status_code == 404:
             body = error_body("Not found.", "not_found_error", None, "not_found")
         elif cls is not None:
             body = error_body(str(exc.detail), cls.type, None, cls.default_code)
         else:
             body = error_body(str(exc.detail), "api_error", None, None)
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)

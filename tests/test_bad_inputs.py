@@ -376,6 +376,18 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None, str | Non
     ("max-tokens-true", "POST", GEN, gen(max_tokens=True), 400, INVALID, "max_tokens", "invalid_value"),
     ("n-numeric-string", "POST", CHAT, chat(n="2"), 400, INVALID, "n", "invalid_value"),
     ("temperature-true", "POST", CHAT, chat(temperature=True), 400, INVALID, "temperature", "invalid_value"),
+    ("stream-zero", "POST", GEN, gen(stream=0), 400, INVALID, "stream", "invalid_value"),
+    (
+        "include-usage-string",
+        "POST",
+        CHAT,
+        chat(stream=True, stream_options={"include_usage": "yes"}),
+        400,
+        INVALID,
+        "stream_options.include_usage",
+        "invalid_value",
+    ),
+    ("usage-start-not-a-date", "GET", "/v1/usage?start=0", {}, 400, INVALID, "start", "invalid_value"),
     (
         "max-completion-tokens-false",
         "POST",
@@ -547,6 +559,23 @@ async def test_an_insane_incoming_request_id_is_replaced(
     assert r.headers["x-request-id"] != incoming
     assert r.headers["x-request-id"].isalnum()
     assert r.headers.get_list("x-request-id") == [r.headers["x-request-id"]]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/v1/conversations", "GET, POST"),
+        ("POST", "/v1/conversations/conv-1", "DELETE, GET"),
+        ("DELETE", "/v1/models", "GET"),
+    ],
+)
+async def test_a_405_names_every_method_the_path_has(
+    openai_client: httpx.AsyncClient, method: str, path: str, allow: str
+) -> None:
+    """Found by fuzzing: with two routes on one path, `Allow` named only the first one's method."""
+    r = await openai_client.request(method, path)
+    assert r.status_code == 405
+    assert r.headers.get_list("allow") == [allow]
 
 
 async def test_a_key_limit_must_be_a_number(upstream: respx.MockRouter) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from app.providers.base import FinishReason
 from app.schemas.common import EffectiveSampling, JsonNumber, SamplingFields, Schema, Timings, UsageOut
@@ -37,7 +37,7 @@ class ChatMessageIn(Schema):
 class StreamOptions(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    include_usage: bool = False
+    include_usage: StrictBool = False
     """Send a last chunk with usage and no choices."""
 
 
@@ -50,7 +50,7 @@ class JsonSchemaFormat(Schema):
     description: str | None = None
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
     """The JSON Schema itself (`schema` on the wire)."""
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
 
 class ResponseFormat(Schema):
@@ -83,7 +83,7 @@ class ChatCompletionRequest(SamplingFields):
     model: str | None = None
     max_completion_tokens: Annotated[int | None, JsonNumber] = Field(default=None, ge=1, le=1_000_000)
     user: str | None = Field(default=None, max_length=256)
-    stream: bool | None = False
+    stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     """Checked here, honoured only by providers that list it in their `extra_params`."""

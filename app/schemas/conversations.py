@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from app.providers.base import FinishReason
 from app.schemas.common import SamplingFields
@@ -47,7 +47,7 @@ class MessageCreate(ConversationSampling):
 
     content: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     """What the user says."""
-    stream: bool = False
+    stream: StrictBool = False
     """Answer with server-sent events, exactly as `POST /v1/generate` streams."""
 
     @field_validator("content")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from app.providers.base import FinishReason
 from app.schemas.common import EffectiveSampling, SamplingFields, Schema, Timings, UsageOut
@@ -21,7 +21,7 @@ class GenerateRequest(SamplingFields):
     """Optional instructions placed before the prompt."""
     model: str | None = None
     """A model from `GET /v1/models`; the default model when omitted."""
-    stream: bool = False
+    stream: StrictBool = False
     """Answer with server-sent events: text deltas, then the metadata."""
 
 
