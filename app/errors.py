@@ -10,13 +10,16 @@
     ├── Conflict                  409 conflict_error         (Retry-After when it is worth retrying)
     ├── PayloadTooLarge           413 invalid_request_error
     ├── RateLimited               429 rate_limit_error       (Retry-After)
-    ├── UpstreamError             502 upstream_error         (never echoes a key)
+    ├── UpstreamError             502 upstream_error         (never echoes a key; Retry-After when transient)
     ├── ServiceUnavailable        503 service_unavailable    (Retry-After)
     │   └── QueueFull             503 code=queue_full
-    ├── UpstreamTimeout           504 timeout_error
+    ├── UpstreamTimeout           504 timeout_error          (Retry-After)
     └── ClientDisconnected        499 (nobody is left to read it; logged only)
 
-Every body is OpenAI's `{"error": {"message", "type", "param", "code"}}`. An error marked
+Every body is OpenAI's `{"error": {"message", "type", "param", "code"}}`. Every 503 and 504, and
+every transient 502, carries `Retry-After` (the cause's own hint, else one second): a client of
+an outage is always told when to come back; a 502 that will not heal by waiting (the upstream
+refusing this service's credentials) is not. An error marked
 `transient` (a timeout, a dropped connection, an upstream 429 or 5xx) may succeed if the same
 request is sent again; the retry policy (`app/services/resilience.py`) retries only those.
 """
@@ -37,12 +40,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = logging.getLogger("genserve.errors")
 
 
+DEFAULT_RETRY_AFTER = 1.0
+"""Seconds in `Retry-After` when an outage's cause gave no better hint."""
+
+
 class AppError(Exception):
     """Base of every error the service answers with on purpose."""
 
     status_code: ClassVar[int] = 500
     type: ClassVar[str] = "api_error"
     default_code: ClassVar[str | None] = None
+    retry_by_default: ClassVar[bool] = False
+    """Answer `Retry-After` even when the cause gave no hint (outages that heal by waiting)."""
 
     def __init__(
         self,
@@ -68,8 +77,11 @@ class AppError(Exception):
 
     def response_headers(self) -> dict[str, str]:
         headers = dict(self.headers)
-        if self.retry_after is not None:
-            headers["retry-after"] = str(max(1, round(self.retry_after)))
+        retry_after = self.retry_after
+        if retry_after is None and (self.retry_by_default or (self.transient and self.status_code >= 500)):
+            retry_after = DEFAULT_RETRY_AFTER
+        if retry_after is not None:
+            headers["retry-after"] = str(max(1, round(retry_after)))
         return headers
 
 
@@ -133,6 +145,7 @@ class ServiceUnavailable(AppError):
     status_code = 503
     type = "service_unavailable"
     default_code = "service_unavailable"
+    retry_by_default = True
 
 
 class QueueFull(ServiceUnavailable):
@@ -143,6 +156,7 @@ class UpstreamTimeout(AppError):
     status_code = 504
     type = "timeout_error"
     default_code = "upstream_timeout"
+    retry_by_default = True
 
 
 class ClientDisconnected(AppError):

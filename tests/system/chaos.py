@@ -80,6 +80,8 @@ RECOVERY = 10.0
 STREAM_CHUNKS = 20
 CHUNK_PAUSE = 0.05
 """A stream takes about a second: long enough for a SIGTERM to land in the middle of one."""
+MAX_PROMPT_TOKENS = 64
+"""The fake upstream counts 7 + one per message: no request of the load comes near."""
 LIMITED_RPM = 12
 """The limited key's requests per minute."""
 LIMITED_TOKENS_PER_DAY = 3000
@@ -385,10 +387,12 @@ class Result:
     error: str | None = None
     usage: tuple[int, int] | None = None
     """(prompt, completion) tokens the client was told it used."""
+    shown: bool = False
+    """A stream delivered text before it failed: billed for what it produced, by design."""
 
     @property
     def answered(self) -> bool:
-        return self.status == 200 and self.error is None and self.usage is not None
+        return self.status == 200 and self.error is None
 
 
 @dataclass
@@ -398,6 +402,8 @@ class Load:
     keys: dict[str, str]
     """Key name → secret."""
     results: list[Result] = field(default_factory=list)
+    probes: list[Result] = field(default_factory=list)
+    """The recovery probes' requests (billed too, but not part of the load's figures)."""
     turns: dict[str, int] = field(default_factory=dict)
     """Conversation id → turns the client was answered."""
     conversation_keys: dict[str, str] = field(default_factory=dict)
@@ -455,7 +461,7 @@ class Load:
         except httpx.TransportError as exc:
             result.error = f"transport: {type(exc).__name__}"
         result.elapsed = self.now() - result.started
-        self.results.append(result)
+        (self.probes if kind == "probe" else self.results).append(result)
         return result, payload
 
 
@@ -480,6 +486,8 @@ async def _read_stream(
     for event in events:
         if isinstance(event, dict) and "error" in event:
             result.error = f"stream error: {event['error'].get('code')}"
+        elif isinstance(event, dict) and (event.get("text") or event.get("choices")):
+            result.shown = True
         usage = event.get("usage") if isinstance(event, dict) else None
         if isinstance(usage, dict):
             result.usage = (usage["prompt_tokens"], usage["completion_tokens"])
@@ -553,6 +561,9 @@ class Window:
     fault: Fault
     start: float
     end: float = float("inf")
+    failures: int = 0
+    recovered: float = 0.0
+    """Seconds from the fault's end to the end of its last failed request."""
 
 
 async def _inject(
@@ -600,7 +611,9 @@ async def _inject(
 
 
 def _window_of(result: Result, windows: list[Window]) -> Window | None:
-    for w in windows:
+    """The fault a failure belongs to: the latest one that began before the request ended and
+    had not been over for longer than `GRACE` when it started."""
+    for w in reversed(windows):
         if w.start - 0.5 <= result.started + result.elapsed and result.started <= w.end + GRACE:
             return w
     return None
@@ -641,7 +654,12 @@ async def _recovered(load: Load) -> float:
                     (
                         "probe",
                         "/v1/chat/completions",
-                        {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True},
+                        {
+                            "model": MODEL,
+                            "messages": [{"role": "user", "content": "hi"}],
+                            "stream": True,
+                            "stream_options": {"include_usage": True},
+                        },
                         True,
                     ),
                     ("probe", "/v1/conversations", {"model": MODEL}, False),
@@ -649,7 +667,6 @@ async def _recovered(load: Load) -> float:
                     result, _ = await load.send(
                         client, kind, "plain", path, body, stream=stream, replica=replica
                     )
-                    load.results.remove(result)  # probes are not part of the load's figures
                     ok = ok and result.status == 200 and result.error is None
             if ok:
                 return time.monotonic() - start
@@ -658,12 +675,22 @@ async def _recovered(load: Load) -> float:
 
 
 def _summary(load: Load, windows: list[Window], lost: int, recovery: float, problems: list[str]) -> str:
-    rows = [("faults injected", ", ".join(w.fault.name for w in windows))]
+    rows = [("faults injected", str(len(windows)))]
+    for w in windows:
+        rows.append(
+            (
+                f"  {w.fault.name}",
+                f"at {w.start:.0f} s for {w.end - w.start:.1f} s: {w.failures} failed, "
+                f"all answered again {w.recovered:.1f} s after",
+            )
+        )
     rows.append(("requests", str(len(load.results))))
     answered = sum(r.answered for r in load.results)
     rows.append(("answered", str(answered)))
     by_status = Counter(
-        str(r.status) if r.status is not None else (r.error or "none") for r in load.results if not r.answered
+        str(r.status) if r.status is not None else (r.error or "none")
+        for r in load.results
+        if not r.answered and r.status != 200
     )
     for status, count in sorted(by_status.items()):
         rows.append((f"failed: {status}", str(count)))
@@ -673,7 +700,7 @@ def _summary(load: Load, windows: list[Window], lost: int, recovery: float, prob
     slowest = max((r.elapsed for r in load.results), default=0.0)
     rows.append(("slowest request", f"{slowest:.1f} s (deadline {DEADLINE:.0f} s)"))
     rows.append(("conversations", f"{len(load.turns)} ({sum(load.turns.values())} turns answered)"))
-    rows.append(("recovery after the last fault", f"{recovery:.1f} s (bound {RECOVERY:.0f} s)"))
+    rows.append(("probes answered after the run", f"every replica, every kind, in {recovery:.1f} s"))
     rows.append(("lost", str(lost)))
     rows.append(("assertions failed", str(len(problems))))
     width = max(len(k) for k, _ in rows)
@@ -697,7 +724,10 @@ async def _check(load: Load, windows: list[Window], recovery: float) -> tuple[li
         window = _window_of(r, windows)
         if window is None:
             problems.append(f"{where}: failed outside any fault ({r.status}, {r.error})")
-        elif r.status == 200:
+            continue
+        window.failures += 1
+        window.recovered = max(window.recovered, r.started + r.elapsed - window.end)
+        if r.status == 200:
             if not (r.error or "").startswith("stream error"):
                 problems.append(f"{where}: stream ended badly during {window.fault.name} ({r.error})")
         elif r.status not in (502, 503, 504):
@@ -709,13 +739,20 @@ async def _check(load: Load, windows: list[Window], recovery: float) -> tuple[li
     lost = 0
     url = load.replicas[0].url
     for key, secret in load.keys.items():
-        told = [r.usage for r in load.results if r.key == key and r.answered and r.usage]
-        expected = (len(told), sum(p for p, _ in told), sum(c for _, c in told))
-        recorded = await _usage(url, secret)
-        if recorded != expected:
-            lost += abs(recorded[0] - expected[0])
+        mine = [r for r in load.results + load.probes if r.key == key]
+        told = [r.usage for r in mine if r.answered and r.usage]
+        # A stream that failed after showing text is billed for what it produced (never free),
+        # which its client cannot know exactly: at most a prompt and a whole reply.
+        cut = sum(1 for r in mine if not r.answered and r.shown)
+        requests, prompt, completion = await _usage(url, secret)
+        extra = prompt + completion - sum(p + c for p, c in told)
+        if requests != len(told) + cut or not 0 <= extra <= cut * (MAX_PROMPT_TOKENS + STREAM_CHUNKS):
+            lost += abs(requests - len(told) - cut)
             problems.append(
-                f"usage of key {key}: recorded {recorded}, clients were told {expected} (requests, prompt, completion)"
+                f"usage of key {key}: {requests} requests and {prompt + completion} tokens recorded; "
+                f"clients were answered {len(told)} times for {prompt + completion - extra} tokens, "
+                f"and {cut} streams were cut after some text "
+                f"(prompt {prompt} vs {sum(p for p, _ in told)}, completion {completion} vs {sum(c for _, c in told)})"
             )
 
     # Conversations: whole turns only, one pair per answered turn.
@@ -736,14 +773,17 @@ async def _check(load: Load, windows: list[Window], recovery: float) -> tuple[li
     allowed = LIMITED_RPM + LIMITED_RPM * span / 60
     if len(limited) > allowed:
         problems.append(
-            f"the limited key was answered {len(limited)} times in {span:.0f} s; at most {allowed:.0f} allowed"
+            f"the limited key was answered {len(limited)} times in {span:.0f} s (> {allowed:.0f})"
         )
     tokens = sum(p + c for r in limited if r.usage for p, c in [r.usage])
     if tokens > LIMITED_TOKENS_PER_DAY:
         problems.append(f"the limited key used {tokens} tokens; its day allows {LIMITED_TOKENS_PER_DAY}")
 
+    for w in windows:
+        if w.recovered > RECOVERY:
+            problems.append(f"{w.fault.name}: requests failed until {w.recovered:.1f} s after it ended")
     if recovery > RECOVERY:
-        problems.append(f"the service did not recover within {RECOVERY:.0f} s of the last fault")
+        problems.append(f"after the run, the replicas took {recovery:.1f} s to answer every kind of request")
     return problems, lost
 
 
