@@ -751,8 +751,8 @@ async def _check(load: Load, windows: list[Window], recovery: float) -> tuple[li
             problems.append(
                 f"usage of key {key}: {requests} requests and {prompt + completion} tokens recorded; "
                 f"clients were answered {len(told)} times for {prompt + completion - extra} tokens, "
-                f"and {cut} streams were cut after some text "
-                f"(prompt {prompt} vs {sum(p for p, _ in told)}, completion {completion} vs {sum(c for _, c in told)})"
+                f"and {cut} streams were cut after some text (recorded prompt {prompt}, completion "
+                f"{completion}; told {sum(p for p, _ in told)}, {sum(c for _, c in told)})"
             )
 
     # Conversations: whole turns only, one pair per answered turn.
