@@ -744,7 +744,9 @@ async def _check(load: Load, windows: list[Window], recovery: float) -> tuple[li
         # A stream that failed after showing text is billed for what it produced (never free),
         # which its client cannot know exactly: at most a prompt and a whole reply.
         cut = sum(1 for r in mine if not r.answered and r.shown)
-        requests, prompt, completion = await _usage(url, secret)
+        # A replica writes its counts every second, and before answering a usage query: ask each.
+        for replica in load.replicas:
+            requests, prompt, completion = await _usage(replica.url, secret)
         extra = prompt + completion - sum(p + c for p, c in told)
         if requests != len(told) + cut or not 0 <= extra <= cut * (MAX_PROMPT_TOKENS + STREAM_CHUNKS):
             lost += abs(requests - len(told) - cut)
