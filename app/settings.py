@@ -35,6 +35,8 @@ class ModelRoute(BaseModel):
     """Estimated cost (in the operator's currency) per million prompt tokens."""
     output_price_per_mtok: float = Field(default=0.0, ge=0)
     """Estimated cost per million completion tokens."""
+    vision: bool = False
+    """Whether the upstream model reads images: only then are `image_url` parts passed on."""
 
 
 _PLACEHOLDER_TOKENS = frozenset(

@@ -23,11 +23,17 @@ router = APIRouter(tags=["generate"])
 )
 async def generate(body: GenerateRequest, ctx: CtxDep, service: GenerationDep, request: Request) -> Response:
     """Generate text for a prompt. With `stream: true`, text deltas arrive as server-sent
-    events, followed by one `generation` event with the full metadata, then `[DONE]`."""
+    events, followed by one `generation` event with the full metadata, then `[DONE]`. With
+    `logprobs: true`, each choice (and each text delta) carries its tokens' log probabilities."""
     messages = [Message("system", body.system)] if body.system else []
     messages.append(Message("user", body.prompt))
     job = service.plan(
-        ctx, endpoint="generate", model=body.model, messages=messages, overrides=body.sampling_overrides()
+        ctx,
+        endpoint="generate",
+        model=body.model,
+        messages=messages,
+        overrides=body.sampling_overrides(),
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
     )
     if body.stream:
         return await sse_response(service.stream(job), generate_stream(job.id), request)
