@@ -848,6 +848,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="genserve-chaos-"))
     postgres = redis = upstream = None
     replicas: list[Replica] = []
+    code = 1
     try:
         postgres, redis, upstream = Postgres(root), Redis(root), Upstream()
         postgres.start()
@@ -879,7 +880,7 @@ def main() -> int:
             replicas.append(replica)
             replica.start()
         code = asyncio.run(_run(postgres, redis, upstream, replicas))
-        print(f"\nchaos run: {time.monotonic() - started:.0f} s; replica logs in {root}")
+        print(f"\nchaos run: {time.monotonic() - started:.0f} s")
         return code
     finally:
         for replica in replicas:
@@ -888,6 +889,13 @@ def main() -> int:
             if server is not None:
                 with contextlib.suppress(Exception):
                     server.stop()
+        if code == 0:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            for replica in replicas:
+                lines = replica.log.read_text(errors="replace").splitlines()
+                print(f"\nthe last lines of replica {replica.name}'s log ({replica.log}):")
+                print("\n".join(line[:400] for line in lines[-15:]))
 
 
 if __name__ == "__main__":
