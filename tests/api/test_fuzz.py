@@ -49,10 +49,10 @@ CONFIG = schemathesis.Config.from_dict(
             "path.name": {"dictionary": "presets", "probability": 0.5},
         },
         # The coverage phase (boundary values of every field) found the last findings, but takes
-        # three times as long; its findings stay covered by tests/test_bad_inputs.py.
+        # three times as long; its findings stay covered by tests/api/test_bad_inputs.py.
         "phases": {"coverage": {"enabled": False}},
         # Replaced by `check_valid_requests_are_accepted`, which knows the few refusals of
-        # schema-valid requests that depend on the chosen model or on stored state.
+        # schema-valid requests for rules the document cannot express.
         "checks": {
             "positive_data_acceptance": {"enabled": False},
             # A body over `max_body_bytes` is refused before it is read, whatever it holds.
