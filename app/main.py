@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from app.api.access import authenticate_client
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.context import RequestContextMiddleware
+from app.api.openapi import install_openapi
 from app.api.routes import (
     admin,
     chat,
@@ -35,6 +36,7 @@ from app.observability.metrics import Metrics
 from app.observability.requests import ObservabilityHook, ObservabilityMiddleware
 from app.presets import load_presets
 from app.providers.base import Provider
+from app.schemas.errors import ERROR_RESPONSES
 from app.services.access import open_access
 from app.services.conversations import ConversationService
 from app.services.feedback_loop import open_feedback_loop
@@ -129,10 +131,12 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
         version="0.1.0",
         summary="Text generation over HTTP: OpenAI-compatible, online or fully offline.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
         # Every /v1 route, including routers added later, learns its caller here.
         dependencies=[Depends(authenticate_client)],
     )
     register_error_handlers(app)
+    install_openapi(app)
     for router in (
         generate.router,
         chat.router,

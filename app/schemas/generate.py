@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, model_validator
 
 from app.errors import InvalidRequest
 from app.providers.base import FinishReason
-from app.schemas.common import EffectiveSampling, SamplingFields, Schema, Timings, UsageOut
+from app.schemas.common import EffectiveSampling, JsonNumber, SamplingFields, Schema, Timings, UsageOut
 
 MAX_PROMPT_CHARS = 200_000
 
@@ -22,11 +22,11 @@ class GenerateRequest(SamplingFields):
     """Optional instructions placed before the prompt."""
     model: str | None = None
     """A model from `GET /v1/models`; the default model when omitted."""
-    stream: bool = False
+    stream: StrictBool = False
     """Answer with server-sent events: text deltas, then the metadata."""
-    logprobs: bool = False
+    logprobs: StrictBool = False
     """Return each choice's tokens with their log probabilities (`choices[].logprobs`)."""
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    top_logprobs: Annotated[int | None, JsonNumber] = Field(default=None, ge=0, le=20)
     """With `logprobs`, also the most likely alternatives at each token (0–20)."""
 
     @model_validator(mode="after")

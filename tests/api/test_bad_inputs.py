@@ -14,7 +14,7 @@ from app.main import create_app
 from app.providers.openai import OpenAIProvider
 from app.settings import LOCAL_DEFAULT_MODEL
 from tests import openai_mock as mock
-from tests.conftest import LiveServer, _client, make_settings, serving
+from tests.conftest import LiveServer, _client, make_settings, openai_settings, serving
 
 GEN = "/v1/generate"
 CHAT = "/v1/chat/completions"
@@ -862,6 +862,33 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None, str | Non
         "limit",
         "invalid_value",
     ),
+    # Found by fuzzing (tests/api/test_fuzz.py): pydantic's lax mode took `true` for 1 and "0.5"
+    # for 0.5, where the OpenAPI document (and OpenAI) say number.
+    ("max-tokens-true", "POST", GEN, gen(max_tokens=True), 400, INVALID, "max_tokens", "invalid_value"),
+    ("n-numeric-string", "POST", CHAT, chat(n="2"), 400, INVALID, "n", "invalid_value"),
+    ("temperature-true", "POST", CHAT, chat(temperature=True), 400, INVALID, "temperature", "invalid_value"),
+    ("stream-zero", "POST", GEN, gen(stream=0), 400, INVALID, "stream", "invalid_value"),
+    (
+        "include-usage-string",
+        "POST",
+        CHAT,
+        chat(stream=True, stream_options={"include_usage": "yes"}),
+        400,
+        INVALID,
+        "stream_options.include_usage",
+        "invalid_value",
+    ),
+    ("usage-start-not-a-date", "GET", "/v1/usage?start=0", {}, 400, INVALID, "start", "invalid_value"),
+    (
+        "max-completion-tokens-false",
+        "POST",
+        CHAT,
+        chat(max_completion_tokens=False),
+        400,
+        INVALID,
+        "max_completion_tokens",
+        "invalid_value",
+    ),
 ]
 
 
@@ -1105,6 +1132,37 @@ async def test_an_insane_incoming_request_id_is_replaced(
     assert r.headers["x-request-id"] != incoming
     assert r.headers["x-request-id"].isalnum()
     assert r.headers.get_list("x-request-id") == [r.headers["x-request-id"]]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/v1/conversations", "GET, POST"),
+        ("POST", "/v1/conversations/conv-1", "DELETE, GET"),
+        ("DELETE", "/v1/models", "GET"),
+    ],
+)
+async def test_a_405_names_every_method_the_path_has(
+    openai_client: httpx.AsyncClient, method: str, path: str, allow: str
+) -> None:
+    """Found by fuzzing: with two routes on one path, `Allow` named only the first one's method."""
+    r = await openai_client.request(method, path)
+    assert r.status_code == 405
+    assert r.headers.get_list("allow") == [allow]
+
+
+async def test_a_key_limit_must_be_a_number(upstream: respx.MockRouter) -> None:
+    """Found by fuzzing: `"tokens_per_month": true` made a key limited to 1 token a month."""
+    admin = "bad-inputs-admin-token-0123456789"
+    async with serving(create_app(openai_settings(auth_mode="keys", admin_token=admin))) as client:
+        for value in (True, "100"):
+            r = await client.post(
+                "/admin/keys",
+                json={"name": "x", "limits": {"tokens_per_month": value}},
+                headers={"authorization": f"Bearer {admin}"},
+            )
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["param"] == "limits.tokens_per_month"
 
 
 async def test_an_oversized_body_over_real_http_gets_the_json_413(live_server: LiveServer) -> None:
