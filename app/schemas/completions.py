@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
 from app.schemas.chat import StreamOptions
-from app.schemas.common import EffectiveSampling, SamplingFields, Schema, Timings, UsageOut
+from app.schemas.common import EffectiveSampling, JsonNumber, SamplingFields, Schema, Timings, UsageOut
 from app.schemas.generate import MAX_PROMPT_CHARS
 
 MAX_PROMPTS = 16
@@ -24,37 +24,37 @@ class CompletionRequest(SamplingFields):
 
     model: str = Field(min_length=1, max_length=200)
     """The model to use (required, as in OpenAI's API)."""
-    prompt: str | list[str] = Field(max_length=MAX_PROMPT_CHARS)
+    prompt: (
+        Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+        | Annotated[
+            list[Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]],
+            Field(min_length=1, max_length=MAX_PROMPTS),
+        ]
+    )
     """The text to continue, or a list of texts (each its own prompt; choices come prompt by
     prompt, `n` each). Token-id arrays are not accepted."""
-    max_tokens: int | None = Field(default=DEFAULT_MAX_TOKENS, ge=1, le=1_000_000)
+    max_tokens: Annotated[int | None, JsonNumber] = Field(default=DEFAULT_MAX_TOKENS, ge=1, le=1_000_000)
     """Most tokens to generate per choice (16 unless set; null means the model's default)."""
-    logprobs: int | None = Field(default=None, ge=0, le=5)
+    logprobs: Annotated[int | None, JsonNumber] = Field(default=None, ge=0, le=5)
     """Log probabilities of each generated token and of up to this many likely alternatives."""
-    echo: bool | None = False
+    echo: StrictBool | None = False
     """Put the prompt before each choice's text (not with `logprobs`; checked after it)."""
-    best_of: int | None = Field(default=None, ge=0, le=20)
+    best_of: Annotated[int | None, JsonNumber] = Field(default=None, ge=0, le=20)
     """Only `best_of == n` is served (no server-side ranking)."""
     suffix: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     """Text after an insertion: not supported (400 when set)."""
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, Annotated[float, JsonNumber]] | None = None
     """Honoured only by providers that list it (an OpenAI-compatible upstream)."""
     user: str | None = Field(default=None, max_length=256)
-    stream: bool | None = False
+    stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
 
     @field_validator("prompt", mode="before")
     @classmethod
     def _text_prompts(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            if not value:
-                raise ValueError("prompt must be a string or a non-empty list of strings")
-            if any(isinstance(v, int | list) for v in value):
-                raise ValueError("token-id arrays are not supported: send the prompt as text")
-            if len(value) > MAX_PROMPTS:
-                raise ValueError(f"at most {MAX_PROMPTS} prompts are accepted in one request")
-            if any(isinstance(v, str) and len(v) > MAX_PROMPT_CHARS for v in value):
-                raise ValueError(f"each prompt is at most {MAX_PROMPT_CHARS} characters")
+        # Token ids are a valid prompt to OpenAI: say plainly why they are not here.
+        if isinstance(value, list) and any(isinstance(v, int | list) for v in value):
+            raise ValueError("token-id arrays are not supported: send the prompt as text")
         return value
 
     @field_validator("suffix")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import ConfigDict, Discriminator, Field, StrictBool, Tag, field_validator, model_validator
 
 from app.errors import InvalidRequest
 from app.providers.base import ToolChoice, ToolChoiceNamed, ToolSpec
-from app.schemas.common import Schema
+from app.schemas.common import JsonNumber, Schema
 from app.schemas.generate import MAX_PROMPT_CHARS
 
 MAX_INPUT_ITEMS = 1000
@@ -117,7 +117,7 @@ class FunctionTool(_Strict):
     description: str | None = Field(default=None, max_length=8192)
     parameters: dict[str, Any] | None = None
     """The arguments' JSON Schema."""
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
 
 class NamedFunction(_Strict):
@@ -137,20 +137,20 @@ class CreateResponseRequest(_Strict):
     """Text (one user message), or message and function-call items."""
     instructions: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     """A system message for this response only (not carried over by `previous_response_id`)."""
-    max_output_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_output_tokens: Annotated[int | None, JsonNumber] = Field(default=None, ge=1, le=1_000_000)
+    temperature: Annotated[float | None, JsonNumber] = Field(default=None, ge=0, le=2)
+    top_p: Annotated[float | None, JsonNumber] = Field(default=None, gt=0, le=1)
     tools: list[FunctionTool] | None = Field(default=None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: StrictBool | None = None
     previous_response_id: str | None = Field(default=None, min_length=1, max_length=64)
     """Continue the conversation of this stored response."""
-    store: bool | None = True
+    store: StrictBool | None = True
     """Keep the response, to retrieve it or continue from it later (default true)."""
     metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = (
         Field(default=None, max_length=16)
     )
-    stream: bool | None = False
+    stream: StrictBool | None = False
     user: str | None = Field(default=None, max_length=256)
 
     @field_validator("tools", mode="before")
@@ -172,12 +172,12 @@ class CreateResponseRequest(_Strict):
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise InvalidRequest(
-                    f"Duplicate tool name '{name}'.", param=f"tools[{i}].name", code="invalid_value"
+                    f"Duplicate tool name '{name}' (tools[{i}]).", param="tools", code="invalid_value"
                 )
         if isinstance(self.tool_choice, NamedFunction) and self.tool_choice.name not in names:
             raise InvalidRequest(
                 f"tool_choice names the function '{self.tool_choice.name}', which is not among the tools.",
-                param="tool_choice.name",
+                param="tool_choice",
                 code="invalid_value",
             )
         return self
