@@ -108,3 +108,24 @@ class TextCompletion(Schema):
     sampling: EffectiveSampling
     timings: Timings
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompletionChunkChoice(Schema):
+    text: str
+    index: int
+    logprobs: dict[str, Any] | None = None
+    finish_reason: Literal["stop", "length", "content_filter"] | None = None
+    """Null until the choice ends, as OpenAI's stream sends it."""
+
+
+class TextCompletionChunk(Schema):
+    """One streamed `text_completion`: a piece of one choice, or (last, with `include_usage`)
+    no choices and the usage."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChunkChoice]
+    usage: UsageOut | None = None
+    """Null on every chunk but the last when `stream_options.include_usage` is set; absent otherwise."""

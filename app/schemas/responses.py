@@ -8,7 +8,7 @@ from pydantic import ConfigDict, Discriminator, Field, StrictBool, Tag, field_va
 
 from app.errors import InvalidRequest
 from app.providers.base import ToolChoice, ToolChoiceNamed, ToolSpec
-from app.schemas.common import JsonNumber, Schema
+from app.schemas.common import EffectiveSampling, JsonNumber, Schema, Timings
 from app.schemas.generate import MAX_PROMPT_CHARS
 
 MAX_INPUT_ITEMS = 1000
@@ -198,3 +198,74 @@ class CreateResponseRequest(_Strict):
         if isinstance(self.input, str):
             return [MessageItem(role="user", content=self.input)]
         return list(self.input)
+
+
+# -- what the API answers (documented for the OpenAPI document; bodies are built in
+# app/api/render/responses.py) ---------------------------------------------------------------
+
+
+class ResponseUsage(Schema):
+    input_tokens: int
+    input_tokens_details: dict[str, int]
+    output_tokens: int
+    output_tokens_details: dict[str, int]
+    total_tokens: int
+
+
+class ResponseObject(Schema):
+    """OpenAI's `response`, plus this service's `provider`, `sampling`, `timings` and
+    `service_metadata`."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: Literal["in_progress", "completed", "incomplete"]
+    error: None = None
+    incomplete_details: dict[str, str] | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    model: str
+    output: list[dict[str, Any]]
+    """Message and function_call items, in OpenAI's shapes."""
+    parallel_tool_calls: bool
+    previous_response_id: str | None = None
+    reasoning: dict[str, Any]
+    store: bool
+    temperature: float
+    text: dict[str, Any]
+    tool_choice: Literal["none", "auto", "required"] | dict[str, str]
+    tools: list[dict[str, Any]]
+    top_p: float
+    truncation: Literal["disabled", "auto"]
+    usage: ResponseUsage | None = None
+    """Absent while the response is in progress."""
+    user: str | None = None
+    metadata: dict[str, str]
+    provider: str | None = None
+    sampling: EffectiveSampling | None = None
+    timings: Timings | None = None
+    service_metadata: dict[str, Any] | None = None
+
+
+class ResponseStreamEvent(Schema):
+    """One event of a response's stream (`response.created` … `response.completed`); the
+    fields besides these depend on its `type`."""
+
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
+
+    type: str
+    sequence_number: int
+
+
+class ResponseDeleted(Schema):
+    id: str
+    object: Literal["response.deleted"] = "response.deleted"
+    deleted: bool
+
+
+class InputItemList(Schema):
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool

@@ -6,10 +6,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.deps import CtxDep, GenerationDep
+from app.api.openapi import stream_responses
 from app.api.render.completions import completion_body, completion_stream
 from app.api.responses import json_response
 from app.api.streaming import sse_response, until_disconnected
-from app.schemas.completions import CompletionRequest, TextCompletion
+from app.schemas.completions import CompletionRequest, TextCompletion, TextCompletionChunk
 from app.services import completions
 
 router = APIRouter(tags=["completions"])
@@ -18,7 +19,7 @@ router = APIRouter(tags=["completions"])
 @router.post(
     "/v1/completions",
     response_model=TextCompletion,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}},
+    responses=stream_responses(TextCompletionChunk),
 )
 async def create_completion(
     body: CompletionRequest, ctx: CtxDep, service: GenerationDep, request: Request
