@@ -24,6 +24,7 @@ from app.api.routes import (
     models,
     playground,
     presets,
+    probes,
     usage,
 )
 from app.api.routes import metrics as metrics_endpoint
@@ -31,6 +32,7 @@ from app.errors import register_error_handlers
 from app.observability.metrics import Metrics
 from app.observability.request_id import RequestIdMiddleware
 from app.observability.requests import ObservabilityHook, ObservabilityMiddleware
+from app.probes.service import ProbeService
 from app.providers.base import Provider
 from app.services.access import open_access
 from app.services.conversations import ConversationService
@@ -91,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             safeguards = Safeguards.build(settings, providers, redis)
             metrics.watch_safeguards(safeguards)
             generation = GenerationService(settings, providers, hooks, runner=safeguards)
+            probe_service = ProbeService(settings, db, generation)
+            stack.push_async_callback(probe_service.aclose)
             app.state.genserve = AppState(
                 settings=settings,
                 providers=providers,
@@ -100,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 conversations=ConversationService(
                     db, generation, lock_timeout=settings.conversation_lock_timeout
                 ),
+                probes=probe_service,
                 redis=redis,
                 access=access,
                 safeguards=safeguards,
@@ -129,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         feedback.router,
         metrics_endpoint.router,
         playground.router,
+        probes.router,
     ):
         app.include_router(router)
     app.include_router(usage.router)

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from app.observability.metrics import Metrics
 from app.providers.base import Provider
+from app.probes.service import ProbeService
 from app.services.access import Access
 from app.services.conversations import ConversationService
 from app.services.feedback import FeedbackService
@@ -28,6 +29,8 @@ class AppState:
     """Unix time the service started (reported as the models' `created`)."""
     db: Database
     conversations: ConversationService
+    probes: ProbeService
+    """Bias probes run as jobs."""
     redis: Redis | None = None
     """Shared counters and caches, when REDIS_URL is configured."""
     presets: PresetService | None = None

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.access import authenticate_client
 from app.errors import AuthenticationFailed
+from app.probes.service import ProbeService
 from app.services.access import Access, current_access
 from app.services.auth import Client
 from app.services.conversations import ConversationService
@@ -56,6 +57,10 @@ async def get_conversations(request: Request) -> ConversationService:
     return state_of(request).conversations
 
 
+async def get_probes(request: Request) -> ProbeService:
+    return state_of(request).probes
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with state_of(request).db.session() as session:
         yield session
@@ -84,3 +89,4 @@ FeedbackDep = Annotated[FeedbackService, Depends(get_feedback)]
 ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]
 AccessDep = Annotated[Access, Depends(get_access)]
 ClientDep = Annotated[Client, Depends(get_client)]
+ProbesDep = Annotated[ProbeService, Depends(get_probes)]
