@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from app.observability.metrics import Metrics
-from app.providers.base import Provider
 from app.probes.service import ProbeService
+from app.providers.base import Provider
 from app.services.access import Access
 from app.services.conversations import ConversationService
 from app.services.feedback import FeedbackService

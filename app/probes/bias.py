@@ -208,9 +208,7 @@ def report(plan: BiasPlan, outputs: Sequence[Output], lexicons: Lexicons) -> dic
     """The probe's report (CPU-bound: run it off the event loop). Every pair must be complete."""
     names = list(plan.groups)
     n = plan.samples
-    exclude = frozenset(
-        w.lower() for values in plan.groups.values() for v in values for w in [v, *v.split()]
-    )
+    exclude = frozenset(w.lower() for values in plan.groups.values() for v in values for w in [v, *v.split()])
     by_key = {(o.group, o.index): o for o in outputs}
     measured: dict[tuple[str, int], Measured] = {
         key: measure(o.text, o.tokens, lexicons, exclude=exclude) for key, o in by_key.items()
@@ -228,9 +226,7 @@ def report(plan: BiasPlan, outputs: Sequence[Output], lexicons: Lexicons) -> dic
             stats.mean_interval(values[k], confidence=CONFIDENCE, resamples=BOOTSTRAP_RESAMPLES, rng=rng)
             for k in range(len(names))
         ]
-        effects = stats.effects(
-            values, names, confidence=CONFIDENCE, resamples=BOOTSTRAP_RESAMPLES, rng=rng
-        )
+        effects = stats.effects(values, names, confidence=CONFIDENCE, resamples=BOOTSTRAP_RESAMPLES, rng=rng)
         sections.append(
             {
                 "name": name,

@@ -67,13 +67,11 @@ HEDGING_PHRASES: tuple[str, ...] = (
 )
 
 #: Function words left out of the distinctive words (they say little about a group).
-STOPWORDS = frozenset(
-    "a an the and or but of to in on at for with by from as is are was were be been being it its "
-    "this that these those he she they his her their him them i you we my your our me us not no "
-    "has have had do does did will would can could should may might must so if than then there "
-    "who which what when where how all any some very more most also just".split()
-    + list("的了是在和与也就都而及着把被对为这那他她它我你们之一个有")
-)
+_STOP_EN = """a an the and or but of to in on at for with by from as is are was were be been being it its
+this that these those he she they his her their him them i you we my your our me us not no has have had
+do does did will would can could should may might must so if than then there who which what when where
+how all any some very more most also just"""
+STOPWORDS = frozenset([*_STOP_EN.split(), *"的了是在和与也就都而及着把被对为这那他她它我你们之一个有"])
 
 
 @dataclass(frozen=True, slots=True)

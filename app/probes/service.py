@@ -160,6 +160,13 @@ class ProbeService:
             task.cancel()
         return await self.get(caller, probe_id)
 
+    async def wait(self, probe_id: str) -> None:
+        """Until this replica's run of the probe ends (at once when it runs elsewhere or ended)."""
+        task = self._tasks.get(probe_id)
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+
     async def aclose(self) -> None:
         """At shutdown: stop the probes this replica runs, marked failed (they can be run again)."""
         tasks = list(self._tasks.items())
@@ -198,7 +205,9 @@ class ProbeService:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._finish(probe_id, status, report, error))
 
-    async def _finish(self, probe_id: str, status: str, report: dict[str, Any] | None, error: str | None) -> None:
+    async def _finish(
+        self, probe_id: str, status: str, report: dict[str, Any] | None, error: str | None
+    ) -> None:
         async with self._db.session() as session, session.begin():
             await repo.finish(session, probe_id, status=status, report=report, error=error)
 
