@@ -17,6 +17,7 @@ from app.api.request_options import RequestOptionsMiddleware
 from app.api.routes import (
     admin,
     chat,
+    completions,
     conversations,
     feedback,
     generate,
@@ -25,6 +26,7 @@ from app.api.routes import (
     playground,
     presets,
     probes,
+    responses,
     usage,
 )
 from app.api.routes import metrics as metrics_endpoint
@@ -39,6 +41,7 @@ from app.services.conversations import ConversationService
 from app.services.feedback_loop import open_feedback_loop
 from app.services.generation import GenerationService, JobHook
 from app.services.limits import RATE_LIMIT_HEADERS
+from app.services.responses import ResponseService
 from app.services.safeguards import Safeguards
 from app.settings import Settings
 from app.state import AppState
@@ -105,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     db, generation, lock_timeout=settings.conversation_lock_timeout
                 ),
                 probes=probe_service,
+                responses=ResponseService(db, generation),
                 redis=redis,
                 access=access,
                 safeguards=safeguards,
@@ -127,6 +131,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         generate.router,
         chat.router,
+        completions.router,
+        responses.router,
         conversations.router,
         models.router,
         health.router,

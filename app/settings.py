@@ -35,6 +35,9 @@ class ModelRoute(BaseModel):
     """Estimated cost (in the operator's currency) per million prompt tokens."""
     output_price_per_mtok: float = Field(default=0.0, ge=0)
     """Estimated cost per million completion tokens."""
+    completions: bool = False
+    """The upstream serves legacy `/completions` for this model (raw text continuation); without
+    it a raw prompt is sent to `/chat/completions` as one user message."""
 
 
 _PLACEHOLDER_TOKENS = frozenset(

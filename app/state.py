@@ -15,6 +15,7 @@ from app.services.feedback import FeedbackService
 from app.services.generation import GenerationService
 from app.services.presets import PresetService
 from app.services.records import RecordWriter
+from app.services.responses import ResponseService
 from app.services.safeguards import Safeguards
 from app.settings import Settings
 from app.storage.db import Database
@@ -31,6 +32,8 @@ class AppState:
     conversations: ConversationService
     probes: ProbeService
     """Bias probes run as jobs."""
+    responses: ResponseService
+    """Stored responses of the Responses API."""
     redis: Redis | None = None
     """Shared counters and caches, when REDIS_URL is configured."""
     presets: PresetService | None = None

@@ -17,6 +17,7 @@ from app.services.conversations import ConversationService
 from app.services.feedback import FeedbackService
 from app.services.generation import GenerationService
 from app.services.presets import PresetService
+from app.services.responses import ResponseService
 from app.settings import Settings
 from app.state import AppState
 
@@ -61,6 +62,10 @@ async def get_probes(request: Request) -> ProbeService:
     return state_of(request).probes
 
 
+async def get_responses(request: Request) -> ResponseService:
+    return state_of(request).responses
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with state_of(request).db.session() as session:
         yield session
@@ -87,6 +92,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 PresetsDep = Annotated[PresetService, Depends(get_presets)]
 FeedbackDep = Annotated[FeedbackService, Depends(get_feedback)]
 ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]
+ResponsesDep = Annotated[ResponseService, Depends(get_responses)]
 AccessDep = Annotated[Access, Depends(get_access)]
 ClientDep = Annotated[Client, Depends(get_client)]
 ProbesDep = Annotated[ProbeService, Depends(get_probes)]

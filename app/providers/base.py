@@ -66,6 +66,16 @@ class GenerationRequest:
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Provider-specific parameters already checked against `Provider.extra_params`."""
     user: str | None = None
+    prompt: str | None = None
+    """Raw text to continue exactly as given, with no chat template (`messages` is then empty):
+    legacy completions, and continuing from a prefix."""
+
+    def as_messages(self) -> tuple[Message, ...]:
+        """The request's text as messages: its messages, or its raw prompt as one user turn (how
+        a prompt reaches a chat-only upstream, and how its size is estimated)."""
+        if self.prompt is None:
+            return self.messages
+        return (Message("user", self.prompt),)
 
 
 @dataclass(frozen=True, slots=True)

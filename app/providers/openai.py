@@ -86,6 +86,21 @@ async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         buf = buf[pos:]
 
 
+def _choice_text(choice: dict[str, Any]) -> str:
+    """A finished choice's text: a chat message's content, or a legacy completion's text."""
+    if "message" in choice:
+        return (choice["message"] or {}).get("content") or ""
+    return choice.get("text") or ""
+
+
+def _delta_text(choice: dict[str, Any]) -> str:
+    """A streamed choice's new text: a chat delta's content, or a legacy completion's text."""
+    if "delta" in choice:
+        delta = choice["delta"]
+        return (delta.get("content") or "") if delta else ""
+    return choice.get("text") or ""
+
+
 def _scrub(text: str) -> str:
     """Upstream messages may quote the key they were sent; never pass it on."""
     return _SECRET.sub("[redacted]", text)
@@ -193,16 +208,34 @@ class OpenAIProvider:
             http_client=http_client,
         )
         self._encoding_name = settings.openai_tokenizer
+        self._completions_models = frozenset(
+            route.upstream_model or name
+            for name, route in settings.model_table.items()
+            if route.provider == "openai" and route.completions
+        )
+        """Upstream models whose routes say they serve legacy `/completions`."""
 
     @cached_property
     def _encoding(self) -> tiktoken.Encoding:
         return tiktoken.get_encoding(self._encoding_name)
 
-    def _arguments(self, request: GenerationRequest) -> dict[str, Any]:
+    def _endpoint(self, request: GenerationRequest) -> str:
+        """`/completions` for a raw prompt when the model's route serves it; else chat, where a
+        raw prompt goes as one user message."""
+        if request.prompt is not None and request.model in self._completions_models:
+            return "/completions"
+        return "/chat/completions"
+
+    def _arguments(self, request: GenerationRequest, endpoint: str) -> dict[str, Any]:
         s = request.sampling
+        text: dict[str, Any]
+        if endpoint == "/completions":
+            text = {"prompt": request.prompt}
+        else:
+            text = {"messages": [{"role": m.role, "content": m.content} for m in request.as_messages()]}
         args: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            **text,
             "temperature": s.temperature,
             "top_p": s.top_p,
             "max_tokens": s.max_tokens,
@@ -220,11 +253,12 @@ class OpenAIProvider:
         return args
 
     async def complete(self, request: GenerationRequest) -> Completion:
+        endpoint = self._endpoint(request)
         try:
             response = await self._client.post(
-                "/chat/completions",
+                endpoint,
                 cast_to=httpx2.Response,
-                body=self._arguments(request),
+                body=self._arguments(request, endpoint),
                 options=_REQUEST_OPTIONS,
             )
             data = orjson.loads(response.content)
@@ -238,7 +272,7 @@ class OpenAIProvider:
             choices = tuple(
                 Choice(
                     index=int(c.get("index", i)),
-                    text=(c.get("message") or {}).get("content") or "",
+                    text=_choice_text(c),
                     finish_reason=_FINISH_REASONS.get(c.get("finish_reason"), "stop"),
                 )
                 for i, c in enumerate(data["choices"])
@@ -253,7 +287,7 @@ class OpenAIProvider:
                 transient=True,
             ) from exc
         if not isinstance(prompt_tokens, int):
-            prompt_tokens = self.count_tokens(request.model, request.messages)
+            prompt_tokens = self.count_tokens(request.model, request.as_messages())
         if not isinstance(completion_tokens, int):
             completion_tokens = sum(self._count_text(c.text) for c in choices)
         return Completion(
@@ -264,7 +298,8 @@ class OpenAIProvider:
         )
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
-        args = self._arguments(request)
+        endpoint = self._endpoint(request)
+        args = self._arguments(request, endpoint)
         args["stream"] = True
         args["stream_options"] = {"include_usage": True}
         usage: Usage | None = None
@@ -273,7 +308,7 @@ class OpenAIProvider:
             response = cast(
                 httpx2.Response,
                 await self._client.post(
-                    "/chat/completions",
+                    endpoint,
                     cast_to=httpx2.Response,
                     body=args,
                     options=_REQUEST_OPTIONS,
@@ -306,8 +341,7 @@ class OpenAIProvider:
                     u = event["usage"]
                     usage = Usage(u["prompt_tokens"], u["completion_tokens"])
                 for c in event.get("choices") or ():
-                    delta = c.get("delta")
-                    text = (delta.get("content") or "") if delta else ""
+                    text = _delta_text(c)
                     reason = c.get("finish_reason")
                     finish = _FINISH_REASONS.get(reason) if reason else None
                     index = c.get("index", 0)
@@ -330,7 +364,7 @@ class OpenAIProvider:
         if usage is None:
             # Backends that ignore `stream_options` report no usage: count it ourselves.
             usage = Usage(
-                self.count_tokens(request.model, request.messages),
+                self.count_tokens(request.model, request.as_messages()),
                 sum(self._count_text("".join(parts)) for parts in produced.values()),
             )
         yield Chunk(index=0, usage=usage)

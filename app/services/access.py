@@ -137,7 +137,7 @@ class AccessHook(JobHook):
     def _prompt_tokens(self, job: Job) -> int:
         if job.prompt_tokens is not None:
             return job.prompt_tokens
-        return job.provider.count_tokens(job.request.model, job.request.messages)
+        return job.provider.count_tokens(job.request.model, job.request.as_messages())
 
     async def _settle(self, opened: _Open, used: int) -> None:
         if opened.reservation is None:

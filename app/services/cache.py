@@ -110,6 +110,8 @@ def cache_key(job: Job) -> str:
         "sampling": sampling,
         "extra": dict(request.extra),
     }
+    if request.prompt is not None:
+        material["prompt"] = request.prompt  # raw text: no chat template, a different answer
     return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

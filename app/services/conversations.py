@@ -25,10 +25,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
-from app.providers.base import Chunk, Message, Provider
+from app.providers.base import Chunk, Message
 from app.services.access import caller
 from app.services.auth import ANONYMOUS
 from app.services.generation import GenerationService, Job, Outcome
+from app.services.history import TokenCounter, fit_history
 from app.services.presets import PresetService, SamplingChoice
 from app.settings import ModelRoute
 from app.storage import conversations as store
@@ -39,11 +40,6 @@ log = logging.getLogger("genserve.conversations")
 
 _PG_LOCK_NOT_AVAILABLE = "55P03"
 _HISTORY_BATCH = 64
-# Providers estimate the chat template's framing (role markers, separators); measured on the
-# embedded model's ChatML, the estimate runs about one token low per exchange, plus an empty
-# system block when there is no system prompt. Keep that much slack rather than overflow.
-_SLACK_TOKENS = 8
-_SLACK_PER_MESSAGE = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,9 +334,9 @@ class ConversationService:
             return self._generation.default_max_tokens(route)
         return int(min(max_tokens, route.max_output_tokens))
 
-    def _counter(self, name: str, route: ModelRoute) -> _TokenCounter:
+    def _counter(self, name: str, route: ModelRoute) -> TokenCounter:
         _, _, provider = self._generation.resolve(name)
-        return _TokenCounter(provider, route.upstream_model or name)
+        return TokenCounter(provider, route.upstream_model or name)
 
     async def _plan(
         self, session: AsyncSession, row: ConversationRow, content: str, overrides: Mapping[str, Any]
@@ -368,32 +364,15 @@ class ConversationService:
                 param="content",
                 code="context_length_exceeded",
             )
-        # Walk back from the newest turn while the turns fit; then make the kept history start
-        # with a user message (a reply without its question misleads the model).
-        budget = window - reserve - fixed
-        kept: list[MessageRow] = []
-        before: int | None = None
-        full = False
-        while not full:
-            batch = await store.newest_messages(session, row.id, before=before, limit=_HISTORY_BATCH)
-            for message in batch:
-                cost = counter.cost(Message(message.role, message.content))  # type: ignore[arg-type]
-                if cost > budget:
-                    full = True
-                    break
-                budget -= cost
-                kept.append(message)
-            if len(batch) < _HISTORY_BATCH:
-                break
-            before = batch[-1].seq
-        while kept and kept[-1].role != "user":
-            kept.pop()
-        kept.reverse()
-        messages = [*system, *(Message(m.role, m.content) for m in kept), user]  # type: ignore[arg-type]
-        # The sum of per-message costs is what providers count; check the whole once anyway.
-        while kept and counter.total(messages) + reserve > window:
-            del kept[:2]
-            messages = [*system, *(Message(m.role, m.content) for m in kept), user]  # type: ignore[arg-type]
+        kept = await fit_history(
+            counter,
+            self._newest_turns(session, row.id),
+            head=system,
+            tail=[user],
+            budget=window - reserve - fixed,
+            room=window - reserve,
+        )
+        messages = [*system, *kept, user]
         job = self._generation.plan(
             endpoint="conversation",
             model=row.model,
@@ -412,6 +391,18 @@ class ConversationService:
             }
         )
         return job
+
+    @staticmethod
+    async def _newest_turns(session: AsyncSession, conversation_id: str) -> AsyncGenerator[Message, None]:
+        """The conversation's turns, newest first, read a batch at a time."""
+        before: int | None = None
+        while True:
+            batch = await store.newest_messages(session, conversation_id, before=before, limit=_HISTORY_BATCH)
+            for message in batch:
+                yield Message(message.role, message.content)  # type: ignore[arg-type]
+            if len(batch) < _HISTORY_BATCH:
+                return
+            before = batch[-1].seq
 
     async def _store(
         self,
@@ -462,30 +453,3 @@ class ConversationService:
         except Exception:
             # Nobody is left to tell; the turn is simply not kept.
             log.warning("could not store an interrupted reply", exc_info=True)
-
-
-class _TokenCounter:
-    """Token costs with the model's own tokenizer (through the provider), message by message:
-    providers count a fixed priming cost plus one cost per message, so a history's cost is a
-    sum. Every count includes the slack above."""
-
-    def __init__(self, provider: Provider, model: str) -> None:
-        self._provider = provider
-        self._model = model
-        self._base = provider.count_tokens(model, ())
-
-    def total(self, messages: list[Message]) -> int:
-        counted = self._provider.count_tokens(self._model, tuple(messages))
-        return counted + _SLACK_TOKENS + _SLACK_PER_MESSAGE * len(messages)
-
-    def cost(self, message: Message) -> int:
-        return self._provider.count_tokens(self._model, (message,)) - self._base + _SLACK_PER_MESSAGE
-
-    def fixed(self, system: str | None, content: str | None) -> int:
-        """Priming, the system prompt and the new message: what every request must hold."""
-        total = self._base + _SLACK_TOKENS
-        if system:
-            total += self.cost(Message("system", system))
-        if content is not None:
-            total += self.cost(Message("user", content))
-        return total

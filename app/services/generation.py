@@ -165,9 +165,13 @@ class GenerationService:
         extra: Mapping[str, Any] | None = None,
         user: str | None = None,
         id_prefix: str = "gen",
+        prompt: str | None = None,
+        text_param: str | None = None,
     ) -> Job:
         """Resolve everything a generation needs. `overrides` are the client's own sampling
-        values and always win; `defaults` (a preset's or a tuning variant's) come next."""
+        values and always win; `defaults` (a preset's or a tuning variant's) come next. With a
+        `prompt` (and no messages) the model continues that raw text. `text_param` names the
+        request field that held the text, for errors (`messages`, or `prompt`)."""
         name, route, provider = self.resolve(model)
         extra = dict(extra or {})
         for param in extra:
@@ -178,7 +182,11 @@ class GenerationService:
                     param=param,
                 )
         merged: dict[str, Any] = {**(defaults or {}), **overrides}
+        if prompt is not None and messages:
+            raise ValueError("a generation continues either messages or a raw prompt, not both")
+        text_param = text_param or ("messages" if prompt is None else "prompt")
         messages_t = tuple(messages)
+        counted = messages_t if prompt is None else (Message("user", prompt),)
         max_tokens = merged.get("max_tokens")
         if max_tokens is not None and max_tokens > route.max_output_tokens:
             raise InvalidRequest(
@@ -187,20 +195,20 @@ class GenerationService:
                 param="max_tokens",
             )
         wanted = max_tokens if max_tokens is not None else self.default_max_tokens(route)
-        bound = tokens_at_most(messages_t)
+        bound = tokens_at_most(counted)
         prompt_tokens: int | None
         if bound + wanted <= route.context_window:
             # It fits whatever the tokenizer says: counting exactly is left to whoever needs
             # the number (token limits), and a tokenizer is never loaded just to learn this.
             prompt_tokens, room = None, route.context_window - bound
         else:
-            prompt_tokens = provider.count_tokens(route.upstream_model or name, messages_t)
+            prompt_tokens = provider.count_tokens(route.upstream_model or name, counted)
             room = route.context_window - prompt_tokens
         if room < 1:
             raise InvalidRequest(
                 f"The prompt is about {prompt_tokens} tokens, more than model '{name}' can take "
                 f"({route.context_window} tokens of context).",
-                param="messages",
+                param=text_param,
                 code="context_length_exceeded",
             )
         if max_tokens is None:
@@ -233,6 +241,7 @@ class GenerationService:
             sampling=sampling,
             extra=extra,
             user=user,
+            prompt=prompt,
         )
         return Job(
             id=f"{id_prefix}-{uuid.uuid4().hex}",
@@ -302,7 +311,7 @@ class GenerationService:
                 total = (time.perf_counter() - started) * 1000
                 if usage is None:
                     # Cut short: bill the prompt and what was produced (one chunk ≈ one token).
-                    prompt = job.provider.count_tokens(job.request.model, job.request.messages)
+                    prompt = job.provider.count_tokens(job.request.model, job.request.as_messages())
                     usage = Usage(prompt, produced)
                 outcome = Outcome(
                     job=job,

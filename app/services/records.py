@@ -51,7 +51,9 @@ def record_row(outcome: Outcome, *, store_text: bool) -> dict[str, Any]:
         "aborted": outcome.aborted,
         "meta": dict(job.metadata),
         "prompt": (
-            [{"role": m.role, "content": m.content} for m in job.request.messages] if store_text else None
+            [{"role": m.role, "content": m.content} for m in job.request.as_messages()]
+            if store_text
+            else None
         ),
         "output": [c.text for c in completion.choices] if store_text else None,
     }

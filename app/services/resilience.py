@@ -273,7 +273,7 @@ class Resilience:
             return None  # it could not honour the request as asked
         model = route.upstream_model or name
         try:
-            prompt_tokens = provider.count_tokens(model, request.messages)
+            prompt_tokens = provider.count_tokens(model, request.as_messages())
         except AppError:
             return None
         room = route.context_window - prompt_tokens

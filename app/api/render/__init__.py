@@ -1,0 +1,1 @@
+"""Response bodies and stream frames, one module per endpoint family."""
