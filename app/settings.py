@@ -38,6 +38,8 @@ class ModelRoute(BaseModel):
     completions: bool = False
     """The upstream serves legacy `/completions` for this model (raw text continuation); without
     it a raw prompt is sent to `/chat/completions` as one user message."""
+    vision: bool = False
+    """Whether the upstream model reads images: only then are `image_url` parts passed on."""
 
 
 _PLACEHOLDER_TOKENS = frozenset(

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 from app.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 from app.providers.base import (
+    CallAssembler,
     Choice,
     Chunk,
     Completion,
@@ -25,7 +26,12 @@ from app.providers.base import (
     Message,
     Provider,
     Sampling,
+    TokenLogprob,
+    ToolChoice,
+    ToolSpec,
     Usage,
+    prompt_messages,
+    tool_messages,
 )
 from app.settings import ModelRoute, Settings
 
@@ -167,6 +173,10 @@ class GenerationService:
         id_prefix: str = "gen",
         prompt: str | None = None,
         text_param: str | None = None,
+        tools: Sequence[ToolSpec] = (),
+        tool_choice: ToolChoice = "auto",
+        parallel_tool_calls: bool = True,
+        logprobs: int | None = None,
     ) -> Job:
         """Resolve everything a generation needs. `overrides` are the client's own sampling
         values and always win; `defaults` (a preset's or a tuning variant's) come next. With a
@@ -186,7 +196,13 @@ class GenerationService:
             raise ValueError("a generation continues either messages or a raw prompt, not both")
         text_param = text_param or ("messages" if prompt is None else "prompt")
         messages_t = tuple(messages)
-        counted = messages_t if prompt is None else (Message("user", prompt),)
+        if not route.vision:
+            for image in (image for m in messages_t for image in m.images):
+                raise InvalidRequest(
+                    f"Model '{name}' does not read images; send image parts only to a vision-capable model.",
+                    param=image.param or "messages",
+                    code="image_not_supported",
+                )
         max_tokens = merged.get("max_tokens")
         if max_tokens is not None and max_tokens > route.max_output_tokens:
             raise InvalidRequest(
@@ -195,6 +211,8 @@ class GenerationService:
                 param="max_tokens",
             )
         wanted = max_tokens if max_tokens is not None else self.default_max_tokens(route)
+        # Tool definitions are part of the prompt the model reads: they count like a system turn.
+        counted = (*(messages_t if prompt is None else (Message("user", prompt),)), *tool_messages(tools))
         bound = tokens_at_most(counted)
         prompt_tokens: int | None
         if bound + wanted <= route.context_window:
@@ -242,6 +260,10 @@ class GenerationService:
             extra=extra,
             user=user,
             prompt=prompt,
+            tools=tuple(tools),
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+            logprobs=logprobs,
         )
         return Job(
             id=f"{id_prefix}-{uuid.uuid4().hex}",
@@ -281,6 +303,8 @@ class GenerationService:
         ttft: float | None = None
         texts: dict[int, list[str]] = {}
         finish: dict[int, FinishReason] = {}
+        calls: dict[int, CallAssembler] = {}
+        logprobs: dict[int, list[TokenLogprob]] = {}
         usage: Usage | None = None
         produced = 0
         done = False
@@ -291,11 +315,15 @@ class GenerationService:
                     if chunk.usage is not None:
                         usage = chunk.usage
                         continue
-                    if chunk.text:
+                    if chunk.text or chunk.tool_calls:
                         if ttft is None:
                             ttft = (time.perf_counter() - started) * 1000
                         produced += 1
                         texts.setdefault(chunk.index, []).append(chunk.text)
+                    if chunk.tool_calls:
+                        calls.setdefault(chunk.index, CallAssembler()).add(chunk.tool_calls)
+                    if chunk.logprobs:
+                        logprobs.setdefault(chunk.index, []).extend(chunk.logprobs)
                     if chunk.finish_reason is not None:
                         finish[chunk.index] = chunk.finish_reason
                     yield chunk
@@ -311,7 +339,7 @@ class GenerationService:
                 total = (time.perf_counter() - started) * 1000
                 if usage is None:
                     # Cut short: bill the prompt and what was produced (one chunk ≈ one token).
-                    prompt = job.provider.count_tokens(job.request.model, job.request.as_messages())
+                    prompt = job.provider.count_tokens(job.request.model, prompt_messages(job.request))
                     usage = Usage(prompt, produced)
                 outcome = Outcome(
                     job=job,
@@ -322,6 +350,10 @@ class GenerationService:
                                 index=i,
                                 text="".join(texts.get(i, [])),
                                 finish_reason=finish.get(i, "stop"),
+                                tool_calls=calls[i].calls() if i in calls else (),
+                                logprobs=tuple(logprobs.get(i, ()))
+                                if job.request.logprobs is not None
+                                else None,
                             )
                             for i in range(job.request.sampling.n)
                         ),
@@ -368,7 +400,12 @@ _FRAMING_BASE = 8
 def tokens_at_most(messages: tuple[Message, ...]) -> int:
     """An upper bound on any provider's `count_tokens`: a byte-level BPE token covers at least
     one UTF-8 byte (SentencePiece adds at most a leading space), plus the framing above."""
-    return _FRAMING_BASE + sum(len(m.content.encode()) + _FRAMING_PER_MESSAGE for m in messages)
+    return _FRAMING_BASE + sum(
+        len(m.content.encode())
+        + _FRAMING_PER_MESSAGE
+        + sum(len(c.name.encode()) + len(c.arguments.encode()) + _FRAMING_PER_MESSAGE for c in m.tool_calls)
+        for m in messages
+    )
 
 
 def _pick(values: Mapping[str, Any], name: str, default: Any) -> Any:

@@ -11,13 +11,51 @@ from fastapi.responses import Response
 from app.api.deps import GenerationDep
 from app.api.responses import json_response
 from app.api.streaming import frame, sse_response, until_disconnected
-from app.providers.base import Chunk, Message
+from app.providers.base import Choice, Chunk, TokenLogprob, ToolCallDelta
 from app.schemas.chat import ChatCompletion, ChatCompletionRequest
 from app.services.generation import Job, Outcome
 
 router = APIRouter(tags=["chat"])
 
-_ROLES = {"developer": "system"}
+
+def logprobs_out(tokens: tuple[TokenLogprob, ...] | None) -> dict[str, object] | None:
+    """OpenAI's `choice.logprobs`: `{"content": [...], "refusal": null}`."""
+    if tokens is None:
+        return None
+    return {
+        "content": [
+            {
+                "token": t.token,
+                "logprob": t.logprob,
+                "bytes": None if t.bytes is None else list(t.bytes),
+                "top_logprobs": [
+                    {
+                        "token": a.token,
+                        "logprob": a.logprob,
+                        "bytes": None if a.bytes is None else list(a.bytes),
+                    }
+                    for a in t.top
+                ],
+            }
+            for t in tokens
+        ],
+        "refusal": None,
+    }
+
+
+def _message(ch: Choice) -> dict[str, object]:
+    message: dict[str, object] = {
+        "role": "assistant",
+        # A turn that only calls tools has no text: null, as OpenAI answers.
+        "content": ch.text if ch.text or not ch.tool_calls else None,
+        "refusal": None,
+    }
+    if ch.tool_calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in ch.tool_calls
+        ]
+    return message
 
 
 def chat_body(outcome: Outcome) -> dict[str, object]:
@@ -30,8 +68,8 @@ def chat_body(outcome: Outcome) -> dict[str, object]:
         "choices": [
             {
                 "index": ch.index,
-                "message": {"role": "assistant", "content": ch.text, "refusal": None},
-                "logprobs": None,
+                "message": _message(ch),
+                "logprobs": logprobs_out(ch.logprobs),
                 "finish_reason": ch.finish_reason,
             }
             for ch in c.choices
@@ -55,6 +93,13 @@ def render_chat_stream(job: Job, include_usage: bool) -> Callable[[Chunk | Outco
 
     created = int(time.time())
 
+    # With include_usage, OpenAI sends `"usage": null` on every chunk but the last.
+    more: dict[str, object] = {"usage": None} if include_usage else {}
+
+    def choice(index: int, delta: dict[str, object], **fields: object) -> bytes:
+        body = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None, **fields}
+        return chunk(created, [body], **more)
+
     def render(item: Chunk | Outcome) -> list[bytes]:
         if isinstance(item, Outcome):
             if not include_usage:
@@ -64,23 +109,42 @@ def render_chat_stream(job: Job, include_usage: bool) -> Callable[[Chunk | Outco
         if item.index not in started:
             started.add(item.index)
             delta["role"] = "assistant"
-        if item.text or "role" in delta:
+        if item.text or ("role" in delta and not item.tool_calls):
             delta["content"] = item.text
-        return [
-            chunk(
-                created,
-                [
-                    {
-                        "index": item.index,
-                        "delta": delta,
-                        "logprobs": None,
-                        "finish_reason": item.finish_reason,
-                    }
-                ],
+        elif "role" in delta:
+            delta["content"] = None
+        frames: list[bytes] = []
+        if item.tool_calls:
+            # OpenAI's order: a call's id, type and name first (arguments ""), then pieces of
+            # arguments; the SDK's stream helpers assemble them by `index`.
+            for call in item.tool_calls:
+                frames.extend(choice(item.index, {**delta, "tool_calls": [f]}) for f in _fragments(call))
+                delta = {}
+        if delta or item.logprobs is not None or not frames:
+            frames.append(
+                choice(
+                    item.index, delta, logprobs=logprobs_out(item.logprobs), finish_reason=item.finish_reason
+                )
             )
-        ]
+        elif item.finish_reason is not None:
+            frames.append(choice(item.index, {}, finish_reason=item.finish_reason))
+        return frames
 
     return render
+
+
+def _fragments(call: ToolCallDelta) -> list[dict[str, object]]:
+    frames: list[dict[str, object]] = []
+    if call.id is not None or call.name is not None:
+        first: dict[str, object] = {"index": call.index}
+        if call.id is not None:
+            first["id"] = call.id
+            first["type"] = "function"
+        first["function"] = {"name": call.name or "", "arguments": ""}
+        frames.append(first)
+    if call.arguments:
+        frames.append({"index": call.index, "function": {"arguments": call.arguments}})
+    return frames
 
 
 @router.post(
@@ -95,15 +159,18 @@ async def create_chat_completion(
     overrides = body.sampling_overrides()
     if body.max_completion_tokens is not None:
         overrides["max_tokens"] = body.max_completion_tokens
-    messages = [Message(_ROLES.get(m.role, m.role), m.text) for m in body.messages]  # type: ignore[arg-type]
     job = service.plan(
         endpoint="chat",
         model=body.model,
-        messages=messages,
+        messages=body.provider_messages(),
         overrides=overrides,
         extra=body.extra_params(),
         user=body.user,
         id_prefix="chatcmpl",
+        tools=body.tool_specs(),
+        tool_choice=body.tool_choice_value(),
+        parallel_tool_calls=body.parallel_tool_calls is not False,
+        logprobs=body.top_logprobs_value(),
     )
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
