@@ -243,7 +243,7 @@ async def test_logs_never_contain_prompt_text_or_keys(
         ).status_code == 502
         r = await client.post(
             "/v1/chat/completions",
-            json={"messages": [{"role": "user", "content": PROMPT}], "stream": True},
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}], "stream": True},
             headers={"authorization": f"Bearer {KEY}"},
         )
         assert r.status_code == 200

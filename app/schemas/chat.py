@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from app.errors import InvalidRequest
 from app.providers.base import (
@@ -17,7 +17,7 @@ from app.providers.base import (
     ToolSpec,
 )
 from app.schemas.common import EffectiveSampling, SamplingFields, Schema, Timings, UsageOut
-from app.schemas.generate import MAX_PROMPT_CHARS
+from app.schemas.generate import MAX_PROMPT_CHARS, TokenLogprobOut
 
 
 class TextPart(Schema):
@@ -74,20 +74,41 @@ class ChatMessageIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    content: str | list[ContentPart] | None = Field(
+        default=None, max_length=MAX_PROMPT_CHARS, validate_default=True
+    )
     name: str | None = Field(default=None, max_length=64)
     tool_calls: list[ToolCallIn] | None = Field(default=None, min_length=1, max_length=128)
     tool_call_id: str | None = Field(default=None, min_length=1, max_length=256)
     refusal: str | None = None
 
-    @model_validator(mode="after")
-    def _fits_role(self) -> ChatMessageIn:
-        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+    @field_validator("content")
+    @classmethod
+    def _content_for_role(cls, value: object, info: ValidationInfo) -> object:
+        if value is None and info.data.get("role") != "assistant":
             raise ValueError("content is required (only an assistant turn that calls tools may omit it)")
-        if self.tool_calls is not None and self.role != "assistant":
+        return value
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _calls_for_assistant(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None and info.data.get("role") != "assistant":
             raise ValueError("only assistant messages may carry tool_calls")
-        if (self.tool_call_id is not None) != (self.role == "tool"):
-            raise ValueError("tool messages need a tool_call_id, and only they may have one")
+        return value
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _id_for_tool(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None and info.data.get("role") != "tool":
+            raise ValueError("only tool messages answer a tool call")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> ChatMessageIn:
+        if self.role == "assistant" and self.content is None and not self.tool_calls:
+            raise ValueError("an assistant message needs content or tool_calls")
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("a tool message needs the tool_call_id it answers")
         return self
 
     @property
@@ -301,17 +322,6 @@ class ChatCompletionRequest(SamplingFields):
         if self.response_format is not None:
             extra["response_format"] = self.response_format.model_dump(by_alias=True, exclude_none=True)
         return extra
-
-
-class TopLogprobOut(Schema):
-    token: str
-    logprob: float
-    bytes: list[int] | None
-
-
-class TokenLogprobOut(TopLogprobOut):
-    top_logprobs: list[TopLogprobOut]
-    """The most likely tokens at this place, as many as `top_logprobs` asked for."""
 
 
 class ChoiceLogprobs(Schema):

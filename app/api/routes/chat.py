@@ -9,38 +9,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.deps import GenerationDep
+from app.api.render.logprobs import choice_logprobs
 from app.api.responses import json_response
 from app.api.streaming import frame, sse_response, until_disconnected
-from app.providers.base import Choice, Chunk, TokenLogprob, ToolCallDelta
+from app.providers.base import Choice, Chunk, ToolCallDelta
 from app.schemas.chat import ChatCompletion, ChatCompletionRequest
 from app.services.generation import Job, Outcome
 
 router = APIRouter(tags=["chat"])
-
-
-def logprobs_out(tokens: tuple[TokenLogprob, ...] | None) -> dict[str, object] | None:
-    """OpenAI's `choice.logprobs`: `{"content": [...], "refusal": null}`."""
-    if tokens is None:
-        return None
-    return {
-        "content": [
-            {
-                "token": t.token,
-                "logprob": t.logprob,
-                "bytes": None if t.bytes is None else list(t.bytes),
-                "top_logprobs": [
-                    {
-                        "token": a.token,
-                        "logprob": a.logprob,
-                        "bytes": None if a.bytes is None else list(a.bytes),
-                    }
-                    for a in t.top
-                ],
-            }
-            for t in tokens
-        ],
-        "refusal": None,
-    }
 
 
 def _message(ch: Choice) -> dict[str, object]:
@@ -69,7 +45,7 @@ def chat_body(outcome: Outcome) -> dict[str, object]:
             {
                 "index": ch.index,
                 "message": _message(ch),
-                "logprobs": logprobs_out(ch.logprobs),
+                "logprobs": choice_logprobs(ch.logprobs),
                 "finish_reason": ch.finish_reason,
             }
             for ch in c.choices
@@ -123,7 +99,10 @@ def render_chat_stream(job: Job, include_usage: bool) -> Callable[[Chunk | Outco
         if delta or item.logprobs is not None or not frames:
             frames.append(
                 choice(
-                    item.index, delta, logprobs=logprobs_out(item.logprobs), finish_reason=item.finish_reason
+                    item.index,
+                    delta,
+                    logprobs=choice_logprobs(item.logprobs),
+                    finish_reason=item.finish_reason,
                 )
             )
         elif item.finish_reason is not None:

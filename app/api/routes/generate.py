@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.deps import GenerationDep
+from app.api.render.logprobs import token_logprobs
 from app.api.responses import json_response
 from app.api.streaming import frame, sse_response, until_disconnected
 from app.providers.base import Chunk, Message
@@ -26,7 +27,13 @@ def generate_body(outcome: Outcome) -> dict[str, object]:
         "provider": outcome.job.provider.name,
         "text": c.choices[0].text if c.choices else "",
         "choices": [
-            {"index": ch.index, "text": ch.text, "finish_reason": ch.finish_reason} for ch in c.choices
+            {
+                "index": ch.index,
+                "text": ch.text,
+                "finish_reason": ch.finish_reason,
+                **({} if ch.logprobs is None else {"logprobs": token_logprobs(ch.logprobs)}),
+            }
+            for ch in c.choices
         ],
         "usage": c.usage.as_dict(),
         "sampling": outcome.sampling(),
@@ -41,7 +48,15 @@ def render_generate_stream(job_id: str):  # type: ignore[no-untyped-def]
             return [frame(generate_body(item))]
         if not item.text:
             return []
-        return [frame({"id": job_id, "object": "generation.chunk", "index": item.index, "text": item.text})]
+        event: dict[str, object] = {
+            "id": job_id,
+            "object": "generation.chunk",
+            "index": item.index,
+            "text": item.text,
+        }
+        if item.logprobs is not None:
+            event["logprobs"] = token_logprobs(item.logprobs)
+        return [frame(event)]
 
     return render
 
@@ -61,6 +76,7 @@ async def generate(body: GenerateRequest, service: GenerationDep, request: Reque
         model=body.model,
         messages=messages,
         overrides=body.sampling_overrides(),
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
     )
     if body.stream:
         return await sse_response(service.stream(job), render_generate_stream(job.id), request)
