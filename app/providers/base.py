@@ -253,6 +253,18 @@ def prompt_messages(request: GenerationRequest) -> tuple[Message, ...]:
 
 
 @runtime_checkable
+class ShowsChatText(Protocol):
+    """A provider that knows the exact text its model reads for a conversation (its chat
+    template applied, the reply opened). Appending part of an answer to that text and
+    continuing it raw (`GenerationRequest.prompt`) resumes the answer from there, exactly."""
+
+    def chat_text(self, model: str, messages: tuple[Message, ...]) -> str | None:
+        """The prompt text of `messages` with the assistant's reply opened; None when the
+        template is not known."""
+        ...
+
+
+@runtime_checkable
 class Provider(Protocol):
     """A backend that turns messages into text."""
 

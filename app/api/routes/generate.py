@@ -19,17 +19,18 @@ router = APIRouter(tags=["generate"])
 def generate_body(outcome: Outcome) -> dict[str, object]:
     """The response body (and the final stream event) for an outcome."""
     c = outcome.completion
+    prefix = outcome.job.prefix or ""
     return {
         "id": outcome.job.id,
         "object": "generation",
         "created": outcome.created,
         "model": outcome.job.model,
         "provider": outcome.job.provider.name,
-        "text": c.choices[0].text if c.choices else "",
+        "text": prefix + c.choices[0].text if c.choices else "",
         "choices": [
             {
                 "index": ch.index,
-                "text": ch.text,
+                "text": prefix + ch.text,
                 "finish_reason": ch.finish_reason,
                 **({} if ch.logprobs is None else {"logprobs": token_logprobs(ch.logprobs)}),
             }
@@ -77,6 +78,7 @@ async def generate(body: GenerateRequest, service: GenerationDep, request: Reque
         messages=messages,
         overrides=body.sampling_overrides(),
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+        continue_from=body.continue_from,
     )
     if body.stream:
         return await sse_response(service.stream(job), render_generate_stream(job.id), request)
