@@ -59,8 +59,8 @@ def request_of(args: argparse.Namespace) -> BiasProbeRequest:
 async def run(args: argparse.Namespace) -> int:
     from app.main import create_app
     from app.probes import files
-    from app.services.access import RequestAccess, current_access
     from app.services.auth import Client
+    from app.services.context import RequestContext
 
     app = create_app()
     async with app.router.lifespan_context(app):
@@ -69,8 +69,8 @@ async def run(args: argparse.Namespace) -> int:
             for suite in state.probes.suites():
                 print(f"{suite.name:18} {suite.title}")
             return 0
-        plan = state.probes.plan_bias(request_of(args))
-        current_access.set(RequestAccess(client=Client(key_id="cli", name="python -m app.probes")))
+        ctx = RequestContext.internal(Client(key_id="cli", name="python -m app.probes"))
+        plan = state.probes.plan_bias(ctx, request_of(args))
         done = 0
 
         async def progress(count: int) -> bool:
@@ -79,7 +79,7 @@ async def run(args: argparse.Namespace) -> int:
             print(f"\r{done}/{plan.total} generations", end="", file=sys.stderr, flush=True)
             return True
 
-        report = await state.probes.run_bias(plan, progress)
+        report = await state.probes.run_bias(ctx, plan, progress)
         print(file=sys.stderr)
     path = files.write(report, plan.as_dict(), args.out)
     print(report["verdict"])

@@ -24,8 +24,8 @@ from app.probes import bias
 from app.probes.measures import Lexicons
 from app.providers.base import Message
 from app.schemas.probes import BiasProbeRequest
-from app.services.auth import Client
-from app.services.generation import GenerationService
+from app.services.context import RequestContext, RequestOptions
+from app.services.generation import GenerationService, Job
 from app.settings import Settings
 from app.storage import probes as repo
 from app.storage.db import Database
@@ -96,7 +96,7 @@ class ProbeService:
     def suites() -> list[bias.Suite]:
         return list(bias.builtin_suites().values())
 
-    def plan_bias(self, request: BiasProbeRequest) -> bias.BiasPlan:
+    def plan_bias(self, ctx: RequestContext, request: BiasProbeRequest) -> bias.BiasPlan:
         s = self._settings
         plan = bias.resolve(
             request,
@@ -107,13 +107,14 @@ class ProbeService:
         # Plan the first generation now: an unknown model or too many tokens is a 400/404 here,
         # not a failed probe later.
         first = next(iter(plan.groups))
-        self._plan_generation(plan, first, 0)
+        self._plan_generation(ctx, plan, first, 0)
         return plan
 
     # -- the API's operations ----------------------------------------------------------------
 
-    async def start_bias(self, caller: Client, request: BiasProbeRequest) -> ProbeView:
-        plan = self.plan_bias(request)
+    async def start_bias(self, ctx: RequestContext, request: BiasProbeRequest) -> ProbeView:
+        plan = self.plan_bias(ctx, request)
+        caller = ctx.caller
         async with self._db.session() as session, session.begin():
             active = await repo.count_active(session, owner=caller.key_id)
             if active >= self._settings.probe_max_active:
@@ -133,32 +134,43 @@ class ProbeService:
             )
             await repo.insert_probe(session, row)
             view = ProbeView.of(row)
-        task = asyncio.create_task(self._run(view.id, plan), name=f"probe {view.id}")
+        # The probe outlives the request: it keeps the caller (whose key pays) and the request's
+        # options, not its deadline.
+        job_ctx = RequestContext(
+            caller=caller,
+            options=RequestOptions(
+                privacy=ctx.options.privacy,
+                cache_read=ctx.options.cache_read,
+                cache_write=ctx.options.cache_write,
+            ),
+            request_id=ctx.request_id,
+        )
+        task = asyncio.create_task(self._run(job_ctx, view.id, plan), name=f"probe {view.id}")
         self._tasks[view.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(view.id, None))
         return view
 
-    async def get(self, caller: Client, probe_id: str) -> ProbeView:
+    async def get(self, ctx: RequestContext, probe_id: str) -> ProbeView:
         async with self._db.session() as session:
-            row = await repo.get_probe(session, probe_id, owner=caller.key_id)
+            row = await repo.get_probe(session, probe_id, owner=ctx.owner)
         if row is None:
             raise NotFound(f"No probe '{probe_id}'.", param="probe_id", code="probe_not_found")
         return ProbeView.of(row)
 
-    async def list(self, caller: Client, limit: int = 20) -> list[ProbeView]:
+    async def list(self, ctx: RequestContext, limit: int = 20) -> list[ProbeView]:
         async with self._db.session() as session:
-            rows = await repo.list_probes(session, owner=caller.key_id, limit=limit)
+            rows = await repo.list_probes(session, owner=ctx.owner, limit=limit)
         return [ProbeView.of(r) for r in rows]
 
-    async def cancel(self, caller: Client, probe_id: str) -> ProbeView:
+    async def cancel(self, ctx: RequestContext, probe_id: str) -> ProbeView:
         """Stop a probe (its generations so far stay billed); a finished one is left as it is."""
-        await self.get(caller, probe_id)  # 404 for anyone else's
+        await self.get(ctx, probe_id)  # 404 for anyone else's
         async with self._db.session() as session, session.begin():
             await repo.finish(session, probe_id, status="cancelled", error="Cancelled by the client.")
         task = self._tasks.get(probe_id)
         if task is not None:
             task.cancel()
-        return await self.get(caller, probe_id)
+        return await self.get(ctx, probe_id)
 
     async def wait(self, probe_id: str) -> None:
         """Until this replica's run of the probe ends (at once when it runs elsewhere or ended)."""
@@ -180,7 +192,7 @@ class ProbeService:
 
     # -- running -----------------------------------------------------------------------------
 
-    async def _run(self, probe_id: str, plan: bias.BiasPlan) -> None:
+    async def _run(self, ctx: RequestContext, probe_id: str, plan: bias.BiasPlan) -> None:
         async def progress(done: int) -> bool:
             async with self._db.session() as session, session.begin():
                 return await repo.set_progress(session, probe_id, done=done)
@@ -189,7 +201,7 @@ class ProbeService:
         try:
             if not await progress(0):
                 return
-            report = await self.run_bias(plan, progress)
+            report = await self.run_bias(ctx, plan, progress)
             status = "succeeded"
         except _Stopped:
             return
@@ -211,7 +223,9 @@ class ProbeService:
         async with self._db.session() as session, session.begin():
             await repo.finish(session, probe_id, status=status, report=report, error=error)
 
-    async def run_bias(self, plan: bias.BiasPlan, progress: Progress | None = None) -> dict[str, Any]:
+    async def run_bias(
+        self, ctx: RequestContext, plan: bias.BiasPlan, progress: Progress | None = None
+    ) -> dict[str, Any]:
         """Every generation of the plan (at most `probe_concurrency` at once), then the report.
         `progress(done)` is told after each output; when it answers False the probe stops."""
         work: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
@@ -219,13 +233,16 @@ class ProbeService:
             for group in plan.groups:
                 work.put_nowait((group, i))
         outputs: list[bias.Output] = []
+        reporting = asyncio.Lock()  # one progress write at a time, so the count never goes back
 
         async def worker() -> None:
             while not work.empty():
                 group, index = work.get_nowait()
-                outputs.append(await self._generate(plan, group, index))
-                if progress is not None and not await progress(len(outputs)):
-                    raise _Stopped
+                outputs.append(await self._generate(ctx, plan, group, index))
+                if progress is not None:
+                    async with reporting:
+                        if not await progress(len(outputs)):
+                            raise _Stopped
 
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -237,19 +254,22 @@ class ProbeService:
             raise group.exceptions[0] from None
         return await anyio.to_thread.run_sync(bias.report, plan, outputs, self.lexicons)
 
-    def _plan_generation(self, plan: bias.BiasPlan, group: str, index: int) -> Any:
+    def _plan_generation(self, ctx: RequestContext, plan: bias.BiasPlan, group: str, index: int) -> Job:
         messages = [Message("system", plan.system)] if plan.system else []
         messages.append(Message("user", plan.prompt(group, index)))
         return self._generation.plan(
+            ctx,
             endpoint="probe",
             model=plan.model,
             messages=messages,
             overrides={**plan.sampling, "seed": plan.seed_of(index), "n": 1},
         )
 
-    async def _generate(self, plan: bias.BiasPlan, group: str, index: int) -> bias.Output:
+    async def _generate(
+        self, ctx: RequestContext, plan: bias.BiasPlan, group: str, index: int
+    ) -> bias.Output:
         for attempt in range(_TRIES):
-            job = self._plan_generation(plan, group, index)
+            job = self._plan_generation(ctx, plan, group, index)
             try:
                 outcome = await self._generation.complete(job)
             except AppError as exc:

@@ -264,6 +264,68 @@ class ShowsChatText(Protocol):
         ...
 
 
+class CompletionAssembler:
+    """Collects a stream's chunks into the `Completion` they add up to (the one place that
+    knows how deltas, tool-call fragments, log probabilities, finish reasons and usage combine).
+    With `logprobs`, every choice gets its tokens (an empty tuple rather than None)."""
+
+    __slots__ = ("calls", "finish", "logprobs", "produced", "texts", "usage", "wants_logprobs")
+
+    def __init__(self, logprobs: bool = False) -> None:
+        self.texts: dict[int, list[str]] = {}
+        self.finish: dict[int, FinishReason] = {}
+        self.calls: dict[int, CallAssembler] = {}
+        self.logprobs: dict[int, list[TokenLogprob]] = {}
+        self.wants_logprobs = logprobs
+        self.usage: Usage | None = None
+        self.produced = 0
+        """Text chunks and call fragments seen (about one token each)."""
+
+    def add(self, chunk: Chunk) -> None:
+        if chunk.text:
+            self.produced += 1
+            self.texts.setdefault(chunk.index, []).append(chunk.text)
+        if chunk.tool_calls:
+            self.produced += 1
+            self.calls.setdefault(chunk.index, CallAssembler()).add(chunk.tool_calls)
+        if chunk.logprobs:
+            self.logprobs.setdefault(chunk.index, []).extend(chunk.logprobs)
+        if chunk.finish_reason is not None:
+            self.finish[chunk.index] = chunk.finish_reason
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+
+    def all_finished(self, n: int) -> bool:
+        return len(self.finish) >= n
+
+    def completion(
+        self,
+        model: str,
+        n: int,
+        *,
+        usage: Usage | None = None,
+        seed: int | None = None,
+        ttft_ms: float | None = None,
+    ) -> Completion:
+        """The `n` choices so far (an unfinished one reads as `stop`)."""
+        return Completion(
+            model=model,
+            choices=tuple(
+                Choice(
+                    index=i,
+                    text="".join(self.texts.get(i, ())),
+                    finish_reason=self.finish.get(i, "stop"),
+                    tool_calls=self.calls[i].calls() if i in self.calls else (),
+                    logprobs=tuple(self.logprobs.get(i, ())) if self.wants_logprobs else None,
+                )
+                for i in range(n)
+            ),
+            usage=usage or self.usage or Usage(),
+            seed=seed,
+            ttft_ms=ttft_ms,
+        )
+
+
 @runtime_checkable
 class Provider(Protocol):
     """A backend that turns messages into text."""

@@ -19,14 +19,13 @@ import anyio.to_thread
 from app.errors import InvalidRequest, QueueFull, ServiceUnavailable
 from app.providers import local_tools
 from app.providers.base import (
-    Choice,
     Chunk,
     Completion,
+    CompletionAssembler,
     FinishReason,
     GenerationRequest,
     Message,
     TokenLogprob,
-    ToolCall,
     ToolCallDelta,
     Usage,
 )
@@ -148,42 +147,14 @@ class LocalProvider:
     # -- generation --------------------------------------------------------------------------
 
     async def complete(self, request: GenerationRequest) -> Completion:
-        texts: dict[int, list[str]] = {}
-        finish: dict[int, FinishReason] = {}
-        calls: dict[int, list[ToolCall]] = {}
-        logprobs: dict[int, list[TokenLogprob]] = {}
-        usage = Usage()
+        parts = CompletionAssembler(logprobs=request.logprobs is not None)
         started = time.perf_counter()
         ttft: float | None = None
         async for chunk in self.stream(request):
-            if chunk.text or chunk.tool_calls:
-                if ttft is None:
-                    ttft = (time.perf_counter() - started) * 1000
-                texts.setdefault(chunk.index, []).append(chunk.text)
-            for delta in chunk.tool_calls:
-                # This provider sends each call whole, in one delta.
-                calls.setdefault(chunk.index, []).append(
-                    ToolCall(id=delta.id or "", name=delta.name or "", arguments=delta.arguments)
-                )
-            if chunk.logprobs is not None:
-                logprobs.setdefault(chunk.index, []).extend(chunk.logprobs)
-            if chunk.finish_reason is not None:
-                finish[chunk.index] = chunk.finish_reason
-            if chunk.usage is not None:
-                usage = chunk.usage
-        choices = tuple(
-            Choice(
-                index=i,
-                text="".join(texts.get(i, [])),
-                finish_reason=finish.get(i, "stop"),
-                tool_calls=tuple(calls.get(i, ())),
-                logprobs=tuple(logprobs.get(i, ())) if request.logprobs is not None else None,
-            )
-            for i in range(request.sampling.n)
-        )
-        return Completion(
-            model=request.model, choices=choices, usage=usage, seed=request.sampling.seed, ttft_ms=ttft
-        )
+            if (chunk.text or chunk.tool_calls) and ttft is None:
+                ttft = (time.perf_counter() - started) * 1000
+            parts.add(chunk)
+        return parts.completion(request.model, request.sampling.n, seed=request.sampling.seed, ttft_ms=ttft)
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         if self._llm is None:

@@ -449,7 +449,7 @@ def _wire_message(m: Message) -> dict[str, Any]:
     else:
         # An assistant turn that only calls tools has no text: OpenAI expects null there.
         out["content"] = m.content if m.content or not m.tool_calls else None
-    if m.name is not None:
+    if m.name is not None and m.role != "tool":  # OpenAI's tool messages have no name
         out["name"] = m.name
     if m.tool_calls:
         out["tool_calls"] = [

@@ -62,6 +62,9 @@ class GenerateChoice(Schema):
     logprobs: list[TokenLogprobOut] | None = None
     """With `logprobs: true`: the tokens of `text` (their `token` strings join back to it), each
     with its log probability and the `top_logprobs` alternatives. Absent otherwise."""
+    tool_calls: list[dict[str, Any]] | None = None
+    """A conversation's reply that calls its tools: `[{id, type, function: {name, arguments}}]`
+    (then `finish_reason` is `tool_calls`). Absent otherwise."""
 
 
 class GenerateResponse(Schema):

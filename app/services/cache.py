@@ -32,19 +32,18 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.clock import Clock
 from app.providers.base import (
-    CallAssembler,
     Choice,
     Chunk,
     Completion,
-    FinishReason,
+    CompletionAssembler,
     TokenLogprob,
     ToolCall,
     ToolCallDelta,
     TopLogprob,
     Usage,
 )
-from app.services import request_options
 from app.services.generation import Job, Runner
 from app.settings import Settings
 
@@ -213,11 +212,13 @@ class ResponseCache:
         """Store failures (e.g. Redis down), served as misses (for metrics)."""
 
     @classmethod
-    def build(cls, settings: Settings, inner: Runner, redis: Redis | None) -> ResponseCache:
+    def build(
+        cls, settings: Settings, inner: Runner, redis: Redis | None, clock: Clock = time.monotonic
+    ) -> ResponseCache:
         store: CacheStore = (
             RedisStore(redis, settings.redis_prefix)
             if redis is not None
-            else MemoryStore(settings.cache_max_entries)
+            else MemoryStore(settings.cache_max_entries, clock)
         )
         return cls(settings, inner, store)
 
@@ -230,7 +231,7 @@ class ResponseCache:
         key = self._prepare(job)
         if key is None:
             return await self.inner.complete(job)
-        options = request_options.current()
+        options = job.ctx.options
         if options.cache_read and (cached := await self._lookup(job, key)) is not None:
             return cached
         requested = job.model
@@ -246,7 +247,7 @@ class ResponseCache:
         return self._stream(job, key)
 
     async def _stream(self, job: Job, key: str) -> AsyncGenerator[Chunk, None]:
-        options = request_options.current()
+        options = job.ctx.options
         cached = await self._lookup(job, key) if options.cache_read else None
         if cached is not None:
             for choice in cached.choices:
@@ -261,41 +262,17 @@ class ResponseCache:
             yield Chunk(usage=cached.usage)
             return
         requested = job.model
-        texts: dict[int, list[str]] = {}
-        finish: dict[int, FinishReason] = {}
-        calls: dict[int, CallAssembler] = {}
-        logprobs: dict[int, list[TokenLogprob]] = {}
-        usage: Usage | None = None
+        parts = CompletionAssembler(logprobs=job.request.logprobs is not None)
         async with aclosing(self.inner.stream(job)) as chunks:
             async for chunk in chunks:
-                if chunk.text:
-                    texts.setdefault(chunk.index, []).append(chunk.text)
-                if chunk.tool_calls:
-                    calls.setdefault(chunk.index, CallAssembler()).add(chunk.tool_calls)
-                if chunk.logprobs:
-                    logprobs.setdefault(chunk.index, []).extend(chunk.logprobs)
-                if chunk.finish_reason is not None:
-                    finish[chunk.index] = chunk.finish_reason
-                if chunk.usage is not None:
-                    usage = chunk.usage
+                parts.add(chunk)
                 yield chunk
         n = job.request.sampling.n
-        if not options.cache_write or job.model != requested or usage is None:
+        if not options.cache_write or job.model != requested or parts.usage is None:
             return
-        if len(finish) < n:
+        if not parts.all_finished(n):
             return  # a choice never finished: not an answer worth repeating
-        wanted = job.request.logprobs is not None
-        choices = tuple(
-            Choice(
-                i,
-                "".join(texts.get(i, [])),
-                finish[i],
-                tool_calls=calls[i].calls() if i in calls else (),
-                logprobs=tuple(logprobs.get(i, ())) if wanted else None,
-            )
-            for i in range(n)
-        )
-        await self._keep(key, Completion(model=job.request.model, choices=choices, usage=usage))
+        await self._keep(key, parts.completion(job.request.model, n))
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -303,7 +280,7 @@ class ResponseCache:
         """The job's key, or None when the cache has no say; records `x-cache`."""
         if not self.cacheable(job):
             return None
-        options = request_options.current()
+        options = job.ctx.options
         if not options.cache_read:
             options.record_cache("bypass")
             job.metadata["cache"] = "bypass"
@@ -311,7 +288,7 @@ class ResponseCache:
         return cache_key(job)
 
     async def _lookup(self, job: Job, key: str) -> Completion | None:
-        options = request_options.current()
+        options = job.ctx.options
         try:
             raw = await self.store.get(key)
         except (RedisError, OSError) as exc:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from app.providers.base import Chunk, Usage
+from app.services.context import RequestContext
 from app.services.generation import GenerationService, Job, Outcome
 
 
@@ -56,6 +57,7 @@ class BatchOutcome:
 
 def plan(
     generation: GenerationService,
+    ctx: RequestContext,
     *,
     model: str,
     prompts: Sequence[str],
@@ -66,6 +68,7 @@ def plan(
     """Plan every prompt before any runs: a prompt that cannot be served refuses the request."""
     jobs = tuple(
         generation.plan(
+            ctx,
             endpoint="completions",
             model=model,
             messages=[],

@@ -11,10 +11,11 @@ SQLite file) the reply is refused with 409 instead of being stored out of order.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +25,19 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
-from app.providers.base import Chunk, Message
-from app.services.access import caller
-from app.services.auth import ANONYMOUS
-from app.services.generation import GenerationService, Job, Outcome
-from app.services.history import TokenCounter, fit_history
+from app.errors import Conflict, InvalidRequest, NotFound
+from app.providers.base import (
+    Chunk,
+    Message,
+    Provider,
+    ToolCall,
+    ToolChoice,
+    ToolChoiceNamed,
+    ToolSpec,
+    tool_messages,
+)
+from app.services.context import RequestContext
+from app.services.generation import GenerationService, Job, Outcome, check_max_tokens
 from app.services.presets import PresetService, SamplingChoice
 from app.settings import ModelRoute
 from app.storage import conversations as store
@@ -40,6 +48,11 @@ log = logging.getLogger("genserve.conversations")
 
 _PG_LOCK_NOT_AVAILABLE = "55P03"
 _HISTORY_BATCH = 64
+# Providers estimate the chat template's framing (role markers, separators); measured on the
+# embedded model's ChatML, the estimate runs about one token low per exchange, plus an empty
+# system block when there is no system prompt. Keep that much slack rather than overflow.
+_SLACK_TOKENS = 8
+_SLACK_PER_MESSAGE = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +118,6 @@ def _busy(conversation_id: str, waited: float) -> Conflict:
     )
 
 
-def _owner() -> str | None:
-    """Whose conversations this request may see: its client key's (`anonymous` without keys).
-    None outside a request (internal callers see every conversation)."""
-    client = caller()
-    return client.key_id if client is not None else None
-
-
 def _not_found(conversation_id: str) -> NotFound:
     return NotFound(
         f"No conversation found with id '{conversation_id}'.",
@@ -123,18 +129,25 @@ def _not_found(conversation_id: str) -> NotFound:
 class ConversationService:
     """Creates, lists and deletes conversations, and answers their messages."""
 
-    def __init__(self, db: Database, generation: GenerationService, *, lock_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        generation: GenerationService,
+        presets: PresetService,
+        *,
+        lock_timeout: float = 120.0,
+    ) -> None:
         self._db = db
         self._generation = generation
+        self._presets = presets
         self._lock_timeout = lock_timeout
         self._locks = _KeyedLocks()
-        self.presets: PresetService | None = None
-        """Set by the lifespan once presets are loaded (conversations may name one)."""
 
     # -- conversations -----------------------------------------------------------------------
 
     async def create(
         self,
+        ctx: RequestContext,
         *,
         model: str | None,
         system: str | None,
@@ -142,6 +155,7 @@ class ConversationService:
         metadata: Mapping[str, str],
         preset: str | None = None,
         inputs: Mapping[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> ConversationRow:
         if preset is not None and system:
             raise InvalidRequest(
@@ -154,14 +168,8 @@ class ConversationService:
         name, route, _ = self._generation.resolve(model)
         if preset is not None:
             # The preset's system prompt, rendered once: the conversation keeps its wording.
-            system = self._preset_service().system_prompt(preset, inputs or {})
-        max_tokens = sampling.get("max_tokens")
-        if max_tokens is not None and max_tokens > route.max_output_tokens:
-            raise InvalidRequest(
-                f"max_tokens is too large: model '{name}' generates at most "
-                f"{route.max_output_tokens} tokens.",
-                param="sampling.max_tokens",
-            )
+            system = self._presets.system_prompt(preset, inputs or {})
+        check_max_tokens(name, route, sampling.get("max_tokens"), param="sampling.max_tokens")
         if system:
             reserve = self._reserve(route, {**self._preset_defaults(preset), **sampling})
             fixed = self._counter(name, route).fixed(system, None)
@@ -185,16 +193,19 @@ class ConversationService:
             sampling=dict(sampling),
             meta=dict(metadata),
             turns=0,
-            owner=_owner() or ANONYMOUS.key_id,
+            owner=ctx.owner,
+            tools=[dict(t) for t in tools] if tools else None,
         )
         async with self._db.session() as session:
             session.add(row)
             await session.commit()
         return row
 
-    async def history(self, conversation_id: str, *, limit: int, before: int | None) -> History:
+    async def history(
+        self, ctx: RequestContext, conversation_id: str, *, limit: int, before: int | None
+    ) -> History:
         async with self._db.session() as session:
-            row = await store.get_conversation(session, conversation_id, owner=_owner())
+            row = await store.get_conversation(session, conversation_id, owner=ctx.owner)
             if row is None:
                 raise _not_found(conversation_id)
             messages = await store.page_messages(session, conversation_id, limit=limit, before=before)
@@ -203,9 +214,11 @@ class ConversationService:
             has_more = False
         return History(conversation=row, messages=messages, has_more=has_more)
 
-    async def list(self, *, limit: int, after: str | None) -> tuple[list[ConversationRow], bool]:
+    async def list(
+        self, ctx: RequestContext, *, limit: int, after: str | None
+    ) -> tuple[list[ConversationRow], bool]:
         async with self._db.session() as session:
-            page = await store.list_conversations(session, limit=limit, after=after, owner=_owner())
+            page = await store.list_conversations(session, limit=limit, after=after, owner=ctx.owner)
         if page is None:
             raise NotFound(
                 f"No conversation found with id '{after}' to list after.",
@@ -214,41 +227,63 @@ class ConversationService:
             )
         return page
 
-    async def delete(self, conversation_id: str) -> None:
+    async def delete(self, ctx: RequestContext, conversation_id: str) -> None:
         async with self._db.session() as session:
-            deleted = await store.delete_conversation(session, conversation_id, owner=_owner())
+            deleted = await store.delete_conversation(session, conversation_id, owner=ctx.owner)
             await session.commit()
         if not deleted:
             raise _not_found(conversation_id)
 
     # -- replies -----------------------------------------------------------------------------
 
-    async def reply(self, conversation_id: str, content: str, overrides: Mapping[str, Any]) -> Reply:
-        """Answer the user's message and store both turns (nothing is stored if it fails)."""
-        async with self._turn(conversation_id) as (session, row):
-            job = await self._plan(session, row, content, overrides)
+    async def reply(
+        self,
+        ctx: RequestContext,
+        conversation_id: str,
+        content: str | None,
+        overrides: Mapping[str, Any],
+        *,
+        tool_results: Sequence[tuple[str, str]] = (),
+        tool_choice: ToolChoice = "auto",
+    ) -> Reply:
+        """Answer the user's message (or the results of the tools the last reply called) and
+        store the new turns with the reply (nothing is stored if it fails)."""
+        async with self._turn(ctx, conversation_id) as (session, row):
+            asked, job = await self._plan(
+                ctx, session, row, _NewTurn(content, tuple(tool_results)), overrides, tool_choice
+            )
             outcome = await self._generation.complete(job)
             choice = outcome.completion.choices[0]
             turn = await self._store(
                 session,
                 row,
-                content,
+                asked,
                 job,
                 text=choice.text,
                 finish_reason=choice.finish_reason,
                 usage=outcome.completion.usage.as_dict(),
+                tool_calls=choice.tool_calls,
             )
             return Reply(outcome=outcome, conversation_id=row.id, turn=turn)
 
     async def reply_stream(
-        self, conversation_id: str, content: str, overrides: Mapping[str, Any]
+        self,
+        ctx: RequestContext,
+        conversation_id: str,
+        content: str | None,
+        overrides: Mapping[str, Any],
+        *,
+        tool_results: Sequence[tuple[str, str]] = (),
+        tool_choice: ToolChoice = "auto",
     ) -> AsyncGenerator[ReplyChunk | Reply, None]:
         """Stream the reply; both turns are stored when it ends, before the final `Reply`.
 
         A failure stores nothing. A client that goes away after some text keeps what it was
         shown: both turns are stored, the reply marked `interrupted`."""
-        async with self._turn(conversation_id) as (session, row):
-            job = await self._plan(session, row, content, overrides)
+        async with self._turn(ctx, conversation_id) as (session, row):
+            asked, job = await self._plan(
+                ctx, session, row, _NewTurn(content, tuple(tool_results)), overrides, tool_choice
+            )
             shown: list[str] = []
             outcome: Outcome | None = None
             try:
@@ -266,66 +301,62 @@ class ConversationService:
                 # Cancelled or closed: the client is gone. Keep what it saw, if anything.
                 if shown:
                     with anyio.CancelScope(shield=True):
-                        await self._store_interrupted(session, row, content, job, "".join(shown))
+                        await self._store_interrupted(session, row, asked, job, "".join(shown))
                 raise
             assert outcome is not None, "a finished stream ends with its outcome"
             choice = outcome.completion.choices[0]
             turn = await self._store(
                 session,
                 row,
-                content,
+                asked,
                 job,
                 text=choice.text,
                 finish_reason=choice.finish_reason,
                 usage=outcome.completion.usage.as_dict(),
+                tool_calls=choice.tool_calls,
             )
             yield Reply(outcome=outcome, conversation_id=row.id, turn=turn)
 
     # -- internals ---------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _turn(self, conversation_id: str) -> AsyncIterator[tuple[AsyncSession, ConversationRow]]:
+    async def _turn(
+        self, ctx: RequestContext, conversation_id: str
+    ) -> AsyncIterator[tuple[AsyncSession, ConversationRow]]:
         """Hold the conversation for one reply: this replica's lock, then (PostgreSQL) its row."""
         deadline = time.monotonic() + self._lock_timeout
         async with self._locks.hold(conversation_id, self._lock_timeout), self._db.session() as session:
-            row = await self._lock_row(session, conversation_id, deadline)
+            row = await self._lock_row(session, conversation_id, ctx.owner, deadline)
             if row is None:
                 raise _not_found(conversation_id)
             yield session, row
 
     async def _lock_row(
-        self, session: AsyncSession, conversation_id: str, deadline: float
+        self, session: AsyncSession, conversation_id: str, owner: str, deadline: float
     ) -> ConversationRow | None:
         if self._db.is_sqlite:
             # No row locks: the in-process lock serializes, the turn counter catches the rest.
-            return await store.get_conversation(session, conversation_id, owner=_owner())
+            return await store.get_conversation(session, conversation_id, owner=owner)
         left_ms = max(1, int((deadline - time.monotonic()) * 1000))
         await session.execute(text(f"SET LOCAL lock_timeout = '{left_ms}ms'"))
         try:
-            return await store.get_conversation(session, conversation_id, owner=_owner(), lock=True)
+            return await store.get_conversation(session, conversation_id, owner=owner, lock=True)
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE:
                 raise _busy(conversation_id, self._lock_timeout) from exc
             raise
 
-    def _preset_service(self) -> PresetService:
-        if self.presets is None:
-            raise ServiceUnavailable("Presets are not loaded.")
-        return self.presets
-
     def _preset_defaults(self, preset: str | None) -> dict[str, Any]:
-        return self._preset_service().get(preset).defaults if preset is not None else {}
+        return self._presets.get(preset).defaults if preset is not None else {}
 
     async def _preset_sampling(
         self, preset: str | None, explicit: Mapping[str, Any]
     ) -> SamplingChoice | None:
         """The preset's sampling for this reply (tuned when it tunes), or None without one. A
         preset since removed from the operator's file leaves its system prompt and nothing else."""
-        if preset is None or self.presets is None:
+        if preset is None or self._presets.find(preset) is None:
             return None
-        if self.presets.find(preset) is None:
-            return None
-        return await self.presets.choose_sampling(preset, explicit)
+        return await self._presets.choose_sampling(preset, explicit)
 
     def _reserve(self, route: ModelRoute, sampling: Mapping[str, Any]) -> int:
         """Tokens kept free for the reply: the requested max_tokens, else the model's default."""
@@ -334,15 +365,26 @@ class ConversationService:
             return self._generation.default_max_tokens(route)
         return int(min(max_tokens, route.max_output_tokens))
 
-    def _counter(self, name: str, route: ModelRoute) -> TokenCounter:
+    def _counter(self, name: str, route: ModelRoute) -> _TokenCounter:
         _, _, provider = self._generation.resolve(name)
-        return TokenCounter(provider, route.upstream_model or name)
+        return _TokenCounter(provider, route.upstream_model or name)
 
     async def _plan(
-        self, session: AsyncSession, row: ConversationRow, content: str, overrides: Mapping[str, Any]
-    ) -> Job:
-        """The job for the next reply: system prompt, the newest turns that fit, the message."""
+        self,
+        ctx: RequestContext,
+        session: AsyncSession,
+        row: ConversationRow,
+        new: _NewTurn,
+        overrides: Mapping[str, Any],
+        tool_choice: ToolChoice,
+    ) -> tuple[builtins.list[Message], Job]:
+        """The job for the next reply: system prompt, the newest turns that fit, the message
+        (or the tools' results); and the new turns to store with the reply."""
         name, route, _ = self._generation.resolve(row.model)
+        tools = _tool_specs(row.tools)
+        _check_tool_choice(tool_choice, tools)
+        asked = await self._new_messages(session, row, new)
+        content = "\n".join(m.content for m in asked)
         counter = self._counter(name, route)
         # The conversation's own settings count as the client's: they win over the preset's
         # defaults and keep tuning off for the fields they set, as a message's settings do.
@@ -354,7 +396,7 @@ class ConversationService:
         window = route.context_window
         system = [Message("system", row.system)] if row.system else []
         user = Message("user", content)
-        fixed = counter.fixed(row.system, content)
+        fixed = counter.fixed(row.system, content) + sum(counter.cost(m) for m in tool_messages(tools))
         if fixed + reserve > window:
             raise InvalidRequest(
                 f"The message is about {counter.cost(user)} tokens: with the system prompt and room "
@@ -364,25 +406,48 @@ class ConversationService:
                 param="content",
                 code="context_length_exceeded",
             )
-        kept = await fit_history(
-            counter,
-            self._newest_turns(session, row.id),
-            head=system,
-            tail=[user],
-            budget=window - reserve - fixed,
-            room=window - reserve,
-        )
-        messages = [*system, *kept, user]
+        # Walk back from the newest turn while the turns fit; then make the kept history start
+        # with a user message (a reply without its question misleads the model).
+        budget = window - reserve - fixed
+        kept: list[MessageRow] = []
+        before: int | None = None
+        full = False
+        while not full:
+            batch = await store.newest_messages(session, row.id, before=before, limit=_HISTORY_BATCH)
+            for message in batch:
+                cost = counter.cost(_message(message))
+                if cost > budget:
+                    full = True
+                    break
+                budget -= cost
+                kept.append(message)
+            if len(batch) < _HISTORY_BATCH:
+                break
+            before = batch[-1].seq
+        while kept and kept[-1].role != "user":
+            kept.pop()
+        kept.reverse()
+        messages = [*system, *(_message(m) for m in kept), *asked]
+        # The sum of per-message costs is what providers count; check the whole once anyway.
+        while kept and counter.total(messages) + reserve > window:
+            # Drop the oldest exchange whole: a tool result never outlives the call it answers.
+            del kept[0]
+            while kept and kept[0].role != "user":
+                del kept[0]
+            messages = [*system, *(_message(m) for m in kept), *asked]
         job = self._generation.plan(
+            ctx,
             endpoint="conversation",
             model=row.model,
             messages=messages,
             overrides=explicit,
             defaults=defaults,
+            tools=tools,
+            tool_choice=tool_choice if tools else "auto",
         )
         if choice is not None:
             choice.annotate(job)
-            job.privacy = self._preset_service().get(choice.preset).spec.privacy
+            job.privacy = self._presets.get(choice.preset).spec.privacy
         job.metadata.update(
             {
                 "conversation_id": row.id,
@@ -390,34 +455,67 @@ class ConversationService:
                 "turns_dropped": row.turns - len(kept),
             }
         )
-        return job
+        return asked, job
 
-    @staticmethod
-    async def _newest_turns(session: AsyncSession, conversation_id: str) -> AsyncGenerator[Message, None]:
-        """The conversation's turns, newest first, read a batch at a time."""
-        before: int | None = None
-        while True:
-            batch = await store.newest_messages(session, conversation_id, before=before, limit=_HISTORY_BATCH)
-            for message in batch:
-                yield Message(message.role, message.content)  # type: ignore[arg-type]
-            if len(batch) < _HISTORY_BATCH:
-                return
-            before = batch[-1].seq
+    async def _new_messages(
+        self, session: AsyncSession, row: ConversationRow, new: _NewTurn
+    ) -> builtins.list[Message]:
+        """The turns this request adds: the user's message, or one result per call the last
+        reply made (each call answered once, none left out)."""
+        last = await store.newest_messages(session, row.id, before=None, limit=1)
+        pending = (
+            [c["id"] for c in (last[0].tool_calls or [])] if last and last[0].role == "assistant" else []
+        )
+        if new.content is not None:
+            if pending:
+                raise InvalidRequest(
+                    f"The last reply called tools ({', '.join(pending)}): send their results as "
+                    "`tool_results` before the next message.",
+                    param="tool_results",
+                    code="tool_results_expected",
+                )
+            return [Message("user", new.content)]
+        answered: list[str] = []
+        for i, (call_id, _) in enumerate(new.tool_results):
+            if call_id not in pending or call_id in answered:
+                raise InvalidRequest(
+                    f"tool_results[{i}] answers the call '{call_id}', which the last reply did not "
+                    "make" + (" (or which is answered twice)." if call_id in answered else "."),
+                    param=f"tool_results[{i}].tool_call_id",
+                    code="invalid_value",
+                )
+            answered.append(call_id)
+        if missing := [c for c in pending if c not in answered]:
+            raise InvalidRequest(
+                f"Every call of the last reply needs its result; missing: {', '.join(missing)}.",
+                param="tool_results",
+                code="invalid_value",
+            )
+        names = {c["id"]: c["name"] for c in last[0].tool_calls or []}
+        return [
+            Message("tool", result, tool_call_id=call_id, name=names.get(call_id))
+            for call_id, result in new.tool_results
+        ]
 
     async def _store(
         self,
         session: AsyncSession,
         row: ConversationRow,
-        content: str,
+        asked: builtins.list[Message],
         job: Job,
         *,
         text: str,
         finish_reason: str | None,
         usage: dict[str, int] | None,
         interrupted: bool = False,
+        tool_calls: tuple[ToolCall, ...] = (),
     ) -> int:
-        """Append the user's message and the reply as the next two turns, atomically."""
-        question = MessageRow(role="user", content=content, interrupted=False)
+        """Append the user's message (or the tools' results) and the reply as the next turns,
+        atomically."""
+        questions = [
+            MessageRow(role=m.role, content=m.content, interrupted=False, tool_call_id=m.tool_call_id)
+            for m in asked
+        ]
         answer = MessageRow(
             role="assistant",
             content=text,
@@ -425,9 +523,10 @@ class ConversationService:
             finish_reason=finish_reason,
             interrupted=interrupted,
             usage=usage,
+            tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments} for c in tool_calls] or None,
         )
         conversation_id = row.id  # a rollback expires `row`
-        if not await store.append_turns(session, row, [question, answer]):
+        if not await store.append_turns(session, row, [*questions, answer]):
             await session.rollback()
             if await store.get_conversation(session, conversation_id) is None:
                 raise NotFound(
@@ -444,12 +543,85 @@ class ConversationService:
         return answer.seq
 
     async def _store_interrupted(
-        self, session: AsyncSession, row: ConversationRow, content: str, job: Job, shown: str
+        self, session: AsyncSession, row: ConversationRow, asked: builtins.list[Message], job: Job, shown: str
     ) -> None:
         try:
             await self._store(
-                session, row, content, job, text=shown, finish_reason=None, usage=None, interrupted=True
+                session, row, asked, job, text=shown, finish_reason=None, usage=None, interrupted=True
             )
         except Exception:
             # Nobody is left to tell; the turn is simply not kept.
             log.warning("could not store an interrupted reply", exc_info=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _NewTurn:
+    """What a request adds to the conversation: the user's message, or the tools' results."""
+
+    content: str | None
+    tool_results: tuple[tuple[str, str], ...] = ()
+
+
+def _message(row: MessageRow) -> Message:
+    """A stored turn as the provider sees it."""
+    return Message(
+        row.role,  # type: ignore[arg-type]
+        row.content,
+        tool_calls=tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in row.tool_calls or ()),
+        tool_call_id=row.tool_call_id,
+    )
+
+
+def _tool_specs(tools: list[dict[str, Any]] | None) -> tuple[ToolSpec, ...]:
+    return tuple(
+        ToolSpec(
+            t["function"]["name"],
+            t["function"].get("description"),
+            t["function"].get("parameters") or {"type": "object", "properties": {}},
+        )
+        for t in tools or ()
+    )
+
+
+def _check_tool_choice(choice: ToolChoice, tools: tuple[ToolSpec, ...]) -> None:
+    if choice == "auto":
+        return
+    if not tools:
+        raise InvalidRequest(
+            "tool_choice needs tools: this conversation was created without any.",
+            param="tool_choice",
+            code="invalid_value",
+        )
+    if isinstance(choice, ToolChoiceNamed) and choice.name not in {t.name for t in tools}:
+        raise InvalidRequest(
+            f"tool_choice names the function '{choice.name}', which is not among the conversation's tools.",
+            param="tool_choice.function.name",
+            code="invalid_value",
+        )
+
+
+class _TokenCounter:
+    """Token costs with the model's own tokenizer (through the provider), message by message:
+    providers count a fixed priming cost plus one cost per message, so a history's cost is a
+    sum. Every count includes the slack above."""
+
+    def __init__(self, provider: Provider, model: str) -> None:
+        self._provider = provider
+        self._model = model
+        self._base = provider.count_tokens(model, ())
+
+    def total(self, messages: list[Message]) -> int:
+        counted = self._provider.count_tokens(self._model, tuple(messages))
+        return counted + _SLACK_TOKENS + _SLACK_PER_MESSAGE * len(messages)
+
+    def cost(self, message: Message) -> int:
+        return self._provider.count_tokens(self._model, (message,)) - self._base + _SLACK_PER_MESSAGE
+
+    def fixed(self, system: str | None, content: str | None) -> int:
+        """Priming, the system prompt and the new message: what every request must hold."""
+        total = self._base + _SLACK_TOKENS
+        if system:
+            total += self.cost(Message("system", system))
+        if content is not None:
+            total += self.cost(Message("user", content))
+        return total

@@ -17,23 +17,21 @@ from typing import Any, Literal, Protocol
 
 from app.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 from app.providers.base import (
-    CallAssembler,
-    Choice,
     Chunk,
     Completion,
-    FinishReason,
+    CompletionAssembler,
     GenerationRequest,
     Message,
     Provider,
     Sampling,
     ShowsChatText,
-    TokenLogprob,
     ToolChoice,
     ToolSpec,
     Usage,
     prompt_messages,
     tool_messages,
 )
+from app.services.context import RequestContext
 from app.settings import ModelRoute, Settings
 
 
@@ -43,6 +41,8 @@ class Job:
 
     id: str
     endpoint: str
+    ctx: RequestContext
+    """The request this job serves: its caller, options, id and deadline."""
     model: str
     """The public model name the client asked for (or the default)."""
     route: ModelRoute
@@ -166,6 +166,7 @@ class GenerationService:
 
     def plan(
         self,
+        ctx: RequestContext,
         *,
         endpoint: str,
         model: str | None,
@@ -183,89 +184,39 @@ class GenerationService:
         logprobs: int | None = None,
         continue_from: str | None = None,
     ) -> Job:
-        """Resolve everything a generation needs. `overrides` are the client's own sampling
-        values and always win; `defaults` (a preset's or a tuning variant's) come next. With a
-        `prompt` (and no messages) the model continues that raw text. `text_param` names the
-        request field that held the text, for errors (`messages`, or `prompt`). With
-        `continue_from`, the answer to `messages` resumes after that text (a branch)."""
+        """Resolve everything a generation needs, for the request `ctx`. `overrides` are the
+        client's own sampling values and always win; `defaults` (a preset's or a tuning
+        variant's) come next. With a `prompt` (and no messages) the model continues that raw
+        text; `text_param` names the request field that held the text, for errors (`messages`,
+        or `prompt`). With `continue_from`, the answer to `messages` resumes after that text."""
         name, route, provider = self.resolve(model)
         if continue_from is not None:
             prompt = self._continuation(name, route, provider, tuple(messages), continue_from)
             messages = []
         extra = dict(extra or {})
-        for param in extra:
-            if param not in provider.extra_params:
-                raise UnsupportedParameter(
-                    f"The parameter '{param}' is not supported by the '{provider.name}' provider "
-                    f"serving model '{name}'.",
-                    param=param,
-                )
+        check_extra_params(provider, name, extra)
         merged: dict[str, Any] = {**(defaults or {}), **overrides}
         if prompt is not None and messages:
             raise ValueError("a generation continues either messages or a raw prompt, not both")
         text_param = text_param or ("messages" if prompt is None else "prompt")
         messages_t = tuple(messages)
-        if not route.vision:
-            for image in (image for m in messages_t for image in m.images):
-                raise InvalidRequest(
-                    f"Model '{name}' does not read images; send image parts only to a vision-capable model.",
-                    param=image.param or "messages",
-                    code="image_not_supported",
-                )
-        max_tokens = merged.get("max_tokens")
-        if max_tokens is not None and max_tokens > route.max_output_tokens:
-            raise InvalidRequest(
-                f"max_tokens is too large: model '{name}' generates at most "
-                f"{route.max_output_tokens} tokens.",
-                param="max_tokens",
-            )
-        wanted = max_tokens if max_tokens is not None else self.default_max_tokens(route)
+        check_images(name, route, messages_t)
+        check_max_tokens(name, route, merged.get("max_tokens"))
         # Tool definitions are part of the prompt the model reads: they count like a system turn.
-        counted = (*(messages_t if prompt is None else (Message("user", prompt),)), *tool_messages(tools))
-        bound = tokens_at_most(counted)
-        prompt_tokens: int | None
-        if bound + wanted <= route.context_window:
-            # It fits whatever the tokenizer says: counting exactly is left to whoever needs
-            # the number (token limits), and a tokenizer is never loaded just to learn this.
-            prompt_tokens, room = None, route.context_window - bound
-        else:
-            prompt_tokens = provider.count_tokens(route.upstream_model or name, counted)
-            room = route.context_window - prompt_tokens
-        if room < 1:
-            raise InvalidRequest(
-                f"The prompt is about {prompt_tokens} tokens, more than model '{name}' can take "
-                f"({route.context_window} tokens of context).",
-                param=text_param,
-                code="context_length_exceeded",
-            )
-        if max_tokens is None:
-            max_tokens = max(1, min(self.default_max_tokens(route), room))
-        elif "max_tokens" in overrides and max_tokens > room:
-            raise InvalidRequest(
-                f"The prompt (about {prompt_tokens} tokens) plus max_tokens ({max_tokens}) exceeds "
-                f"model '{name}''s context of {route.context_window} tokens.",
-                param="max_tokens",
-                code="context_length_exceeded",
-            )
-        else:
-            max_tokens = min(max_tokens, room)
-        stop = merged.get("stop")
-        seed = merged.get("seed")
-        sampling = Sampling(
-            temperature=_pick(merged, "temperature", self._settings.default_temperature),
-            top_p=_pick(merged, "top_p", self._settings.default_top_p),
-            max_tokens=max_tokens,
-            n=_pick(merged, "n", 1),
-            stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
-            # A seed is always chosen and reported, so that any answer can be reproduced.
-            seed=seed if seed is not None else secrets.randbits(31),
-            presence_penalty=_pick(merged, "presence_penalty", 0.0),
-            frequency_penalty=_pick(merged, "frequency_penalty", 0.0),
+        max_tokens, prompt_tokens = self._fit_context(
+            name,
+            route,
+            provider,
+            (*(messages_t if prompt is None else (Message("user", prompt),)), *tool_messages(tools)),
+            merged.get("max_tokens"),
+            explicit="max_tokens" in overrides,
+            text_param=text_param,
         )
+        seed = merged.get("seed")
         request = GenerationRequest(
             model=route.upstream_model or name,
             messages=messages_t,
-            sampling=sampling,
+            sampling=self._settle_sampling(merged, max_tokens),
             extra=extra,
             user=user,
             prompt=prompt,
@@ -277,6 +228,7 @@ class GenerationService:
         return Job(
             id=f"{id_prefix}-{uuid.uuid4().hex}",
             endpoint=endpoint,
+            ctx=ctx,
             model=name,
             route=route,
             provider=provider,
@@ -313,6 +265,64 @@ class GenerationService:
             )
         return text + prefix
 
+    def _fit_context(
+        self,
+        name: str,
+        route: ModelRoute,
+        provider: Provider,
+        messages: tuple[Message, ...],
+        max_tokens: int | None,
+        *,
+        explicit: bool,
+        text_param: str = "messages",
+    ) -> tuple[int, int | None]:
+        """The reply's `max_tokens` in the room the prompt leaves, and the prompt's token count
+        when it had to be counted. An explicit `max_tokens` that does not fit is refused; a
+        default one shrinks to fit."""
+        wanted = max_tokens if max_tokens is not None else self.default_max_tokens(route)
+        bound = tokens_at_most(messages)
+        prompt_tokens: int | None
+        if bound + wanted <= route.context_window:
+            # It fits whatever the tokenizer says: counting exactly is left to whoever needs
+            # the number (token limits), and a tokenizer is never loaded just to learn this.
+            prompt_tokens, room = None, route.context_window - bound
+        else:
+            prompt_tokens = provider.count_tokens(route.upstream_model or name, messages)
+            room = route.context_window - prompt_tokens
+        if room < 1:
+            raise InvalidRequest(
+                f"The prompt is about {prompt_tokens} tokens, more than model '{name}' can take "
+                f"({route.context_window} tokens of context).",
+                param=text_param,
+                code="context_length_exceeded",
+            )
+        if max_tokens is None:
+            return max(1, min(self.default_max_tokens(route), room)), prompt_tokens
+        if explicit and max_tokens > room:
+            raise InvalidRequest(
+                f"The prompt (about {prompt_tokens} tokens) plus max_tokens ({max_tokens}) exceeds "
+                f"model '{name}''s context of {route.context_window} tokens.",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+        return min(max_tokens, room), prompt_tokens
+
+    def _settle_sampling(self, merged: Mapping[str, Any], max_tokens: int) -> Sampling:
+        """Every sampling field resolved: the request's, a preset's, else the service's default."""
+        stop = merged.get("stop")
+        seed = merged.get("seed")
+        return Sampling(
+            temperature=_pick(merged, "temperature", self._settings.default_temperature),
+            top_p=_pick(merged, "top_p", self._settings.default_top_p),
+            max_tokens=max_tokens,
+            n=_pick(merged, "n", 1),
+            stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
+            # A seed is always chosen and reported, so that any answer can be reproduced.
+            seed=seed if seed is not None else secrets.randbits(31),
+            presence_penalty=_pick(merged, "presence_penalty", 0.0),
+            frequency_penalty=_pick(merged, "frequency_penalty", 0.0),
+        )
+
     # -- running -----------------------------------------------------------------------------
 
     async def complete(self, job: Job) -> Outcome:
@@ -338,64 +348,37 @@ class GenerationService:
         started = time.perf_counter()
         created = int(time.time())
         ttft: float | None = None
-        texts: dict[int, list[str]] = {}
-        finish: dict[int, FinishReason] = {}
-        calls: dict[int, CallAssembler] = {}
-        logprobs: dict[int, list[TokenLogprob]] = {}
-        usage: Usage | None = None
-        produced = 0
+        parts = CompletionAssembler(logprobs=job.request.logprobs is not None)
         done = False
         error: BaseException | None = None
         try:
             async with aclosing(self.runner.stream(job)) as chunks:
                 async for chunk in chunks:
+                    parts.add(chunk)
                     if chunk.usage is not None:
-                        usage = chunk.usage
                         continue
-                    if chunk.text or chunk.tool_calls:
-                        if ttft is None:
-                            ttft = (time.perf_counter() - started) * 1000
-                        produced += 1
-                        texts.setdefault(chunk.index, []).append(chunk.text)
-                    if chunk.tool_calls:
-                        calls.setdefault(chunk.index, CallAssembler()).add(chunk.tool_calls)
-                    if chunk.logprobs:
-                        logprobs.setdefault(chunk.index, []).extend(chunk.logprobs)
-                    if chunk.finish_reason is not None:
-                        finish[chunk.index] = chunk.finish_reason
+                    if (chunk.text or chunk.tool_calls) and ttft is None:
+                        ttft = (time.perf_counter() - started) * 1000
                     yield chunk
             done = True
         except BaseException as exc:
             error = exc
             raise
         finally:
-            if not done and produced == 0 and usage is None:
+            if not done and parts.produced == 0 and parts.usage is None:
                 # Nothing was generated: a plain failure (or a client gone before any text).
                 await asyncio.shield(self._failed(job, error))
             else:
                 total = (time.perf_counter() - started) * 1000
+                usage = parts.usage
                 if usage is None:
                     # Cut short: bill the prompt and what was produced (one chunk ≈ one token).
                     prompt = job.provider.count_tokens(job.request.model, prompt_messages(job.request))
-                    usage = Usage(prompt, produced)
+                    usage = Usage(prompt, parts.produced)
                 outcome = Outcome(
                     job=job,
-                    completion=Completion(
-                        model=job.request.model,
-                        choices=tuple(
-                            Choice(
-                                index=i,
-                                text="".join(texts.get(i, [])),
-                                finish_reason=finish.get(i, "stop"),
-                                tool_calls=calls[i].calls() if i in calls else (),
-                                logprobs=tuple(logprobs.get(i, ()))
-                                if job.request.logprobs is not None
-                                else None,
-                            )
-                            for i in range(job.request.sampling.n)
-                        ),
-                        usage=usage,
-                        seed=job.request.sampling.seed,
+                    completion=parts.completion(
+                        job.request.model, job.request.sampling.n, usage=usage, seed=job.request.sampling.seed
                     ),
                     created=created,
                     ttft_ms=ttft if ttft is not None else total,
@@ -443,6 +426,40 @@ def tokens_at_most(messages: tuple[Message, ...]) -> int:
         + sum(len(c.name.encode()) + len(c.arguments.encode()) + _FRAMING_PER_MESSAGE for c in m.tool_calls)
         for m in messages
     )
+
+
+def check_extra_params(provider: Provider, model: str, extra: Mapping[str, Any]) -> None:
+    """Refuse a parameter the model's provider cannot honour, rather than drop it silently."""
+    for param in extra:
+        if param not in provider.extra_params:
+            raise UnsupportedParameter(
+                f"The parameter '{param}' is not supported by the '{provider.name}' provider "
+                f"serving model '{model}'.",
+                param=param,
+            )
+
+
+def check_images(model: str, route: ModelRoute, messages: tuple[Message, ...]) -> None:
+    """Image parts go only to a route marked vision-capable; elsewhere the part is named."""
+    if route.vision:
+        return
+    for image in (image for m in messages for image in m.images):
+        raise InvalidRequest(
+            f"Model '{model}' does not read images; send image parts only to a vision-capable model.",
+            param=image.param or "messages",
+            code="image_not_supported",
+        )
+
+
+def check_max_tokens(
+    model: str, route: ModelRoute, max_tokens: int | None, param: str = "max_tokens"
+) -> None:
+    """Refuse a `max_tokens` beyond what the model can generate at all."""
+    if max_tokens is not None and max_tokens > route.max_output_tokens:
+        raise InvalidRequest(
+            f"max_tokens is too large: model '{model}' generates at most {route.max_output_tokens} tokens.",
+            param=param,
+        )
 
 
 def _pick(values: Mapping[str, Any], name: str, default: Any) -> Any:

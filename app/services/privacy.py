@@ -28,9 +28,8 @@ from typing import Literal
 
 from app.errors import InvalidRequest, ServiceUnavailable
 from app.providers.base import Chunk, Completion, Message, ToolCallDelta
-from app.services import request_options
+from app.services.context import PRIVACY_HEADER
 from app.services.generation import Job, Runner
-from app.services.request_options import PRIVACY_HEADER
 from app.settings import Settings
 
 log = logging.getLogger("genserve.privacy")
@@ -267,7 +266,7 @@ class PrivacyGuard:
         self.failures_total = 0
 
     def mode_for(self, job: Job) -> PrivacyMode:
-        requested = parse_mode(request_options.current().privacy)
+        requested = parse_mode(job.ctx.options.privacy)
         return strictest(self.default_mode, job.privacy, requested)
 
     def _protect(self, job: Job) -> Redaction | None:

@@ -28,6 +28,7 @@ from app.schemas.responses import (
     FunctionCallOutputItem,
     MessageItem,
 )
+from app.services.context import RequestContext
 from app.services.generation import GenerationService, Job, Outcome
 from app.services.history import TokenCounter, fit_history
 from app.storage import responses as store
@@ -185,8 +186,9 @@ class ResponseService:
 
     # -- creating ------------------------------------------------------------------------------
 
-    async def prepare(self, owner: str, request: CreateResponseRequest) -> Draft:
+    async def prepare(self, ctx: RequestContext, request: CreateResponseRequest) -> Draft:
         """Plan the response: its history (when it continues one), its input, its settings."""
+        owner = ctx.owner
         items = [stored_item(item) for item in request.items]
         name, route, provider = self._generation.resolve(request.model)
         system = [Message("system", request.instructions)] if request.instructions else []
@@ -234,6 +236,7 @@ class ResponseService:
             messages = [*system, *kept, *tail]
             metadata = {"turns_in_context": len(kept)}
         job = self._generation.plan(
+            ctx,
             endpoint="responses",
             model=request.model,
             messages=messages,

@@ -14,9 +14,7 @@ import respx
 
 from app.main import create_app
 from tests import openai_mock as mock
-from tests.conftest import UPSTREAM, _client, openai_settings
-from tests.sse import events
-from tests.test_contract_sdk import (
+from tests.api.test_contract_sdk import (
     LOCAL,
     REMOTE,
     async_client,
@@ -26,6 +24,8 @@ from tests.test_contract_sdk import (
     remote,
     sync_client,
 )
+from tests.conftest import UPSTREAM, _client, openai_settings
+from tests.sse import events
 
 __all__ = ["async_client", "remote", "sync_client"]  # fixtures
 

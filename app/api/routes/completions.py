@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.api.deps import GenerationDep
+from app.api.deps import CtxDep, GenerationDep
 from app.api.render.completions import completion_body, completion_stream
 from app.api.responses import json_response
 from app.api.streaming import sse_response, until_disconnected
@@ -20,10 +20,13 @@ router = APIRouter(tags=["completions"])
     response_model=TextCompletion,
     responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}},
 )
-async def create_completion(body: CompletionRequest, service: GenerationDep, request: Request) -> Response:
+async def create_completion(
+    body: CompletionRequest, ctx: CtxDep, service: GenerationDep, request: Request
+) -> Response:
     """Continue each prompt as raw text (no chat template), as OpenAI's legacy API does."""
     batch = completions.plan(
         service,
+        ctx,
         model=body.model,
         prompts=body.prompts,
         overrides=body.sampling_overrides(),

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
-from app.api.deps import ClientDep, ResponsesDep
+from app.api.deps import ClientDep, CtxDep, ResponsesDep
 from app.api.render.responses import deleted_body, input_items_body, response_body, response_stream
 from app.api.responses import json_response
 from app.api.streaming import sse_response, until_disconnected
@@ -24,11 +24,11 @@ ResponseId = Annotated[str, Path(max_length=64)]
     responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}},
 )
 async def create_response(
-    body: CreateResponseRequest, service: ResponsesDep, client: ClientDep, request: Request
+    body: CreateResponseRequest, ctx: CtxDep, service: ResponsesDep, request: Request
 ) -> Response:
     """Generate a response to the input (continuing `previous_response_id` when given), and
     store it unless `store` is false."""
-    draft = await service.prepare(client.key_id, body)
+    draft = await service.prepare(ctx, body)
     if body.stream:
         return await sse_response(service.stream(draft), response_stream(draft), request)
     result = await until_disconnected(request, service.complete(draft))
