@@ -1,6 +1,6 @@
 """Probes: bias probe runs, their progress and reports.
 
-Revision ID: 0007
+Revision ID: 0007_probes
 Revises: 0006
 Create Date: 2026-12-02
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
+revision = "0007_probes"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
