@@ -51,9 +51,9 @@ class LocalProvider:
         self._llm: Any = None
         self._avg_seconds = 2.0
         """A running estimate of one generation's duration, for Retry-After."""
+        self._vocabulary: list[bytes] | None = None
         self._end_tokens: list[int] = []
         """Every end-of-generation token of the model's vocabulary."""
-        self._vocabulary: list[bytes] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -259,7 +259,7 @@ class LocalProvider:
                         # empty prompt starts a new document; and the continuation is at least
                         # one token (vLLM's `min_tokens=1`): a chat-tuned model would otherwise
                         # often end a question at once, where completion models go on.
-                        processors.append(self._no_end_first(steps))
+                        processors.insert(1, self._no_end_first(steps))
                         prompt: str | list[int] = request.prompt or [llm.token_bos()]
                         pieces = llm.create_completion(prompt=prompt, **common)
                     else:

@@ -277,7 +277,7 @@ class OpenAIProvider:
                 # Sent only when off: some compatible servers reject the field altogether.
                 args["parallel_tool_calls"] = False
         if request.logprobs is not None and endpoint == "/completions":
-            args["logprobs"] = request.logprobs  # legacy completions: the number of alternatives
+            args["logprobs"] = request.logprobs  # the legacy API's: how many alternatives
         elif request.logprobs is not None:
             args["logprobs"] = True
             if request.logprobs:
@@ -494,32 +494,30 @@ def _token_bytes(raw: Any) -> tuple[int, ...] | None:
     return tuple(int(b) for b in raw) if isinstance(raw, list) else None
 
 
-def _legacy_logprobs(raw: dict[str, Any], wanted: int) -> tuple[TokenLogprob, ...]:
-    """Legacy completions' `logprobs`: parallel lists of tokens, their log probabilities and a
-    {token: logprob} dict of alternatives per token."""
+def _legacy_logprobs(raw: dict[str, Any]) -> tuple[TokenLogprob, ...]:
+    """The legacy `/completions` shape: parallel lists of tokens, their log probabilities and
+    a {token: logprob} map of alternatives per token (the upstream already bounds it)."""
     tops = raw.get("top_logprobs") or [None] * len(raw["tokens"])
     return tuple(
         TokenLogprob(
             token=str(token),
             logprob=float(logprob),
-            bytes=None,
+            bytes=tuple(str(token).encode()),
             top=tuple(
-                TopLogprob(token=str(t), logprob=float(lp), bytes=None)
-                for t, lp in sorted((alts or {}).items(), key=lambda kv: -kv[1])[:wanted]
+                TopLogprob(token=str(t), logprob=float(lp), bytes=tuple(str(t).encode()))
+                for t, lp in sorted((top or {}).items(), key=lambda kv: -kv[1])
             ),
         )
-        for token, logprob, alts in zip(raw["tokens"], raw["token_logprobs"], tops, strict=False)
+        for token, logprob, top in zip(raw["tokens"], raw["token_logprobs"], tops, strict=True)
         if logprob is not None
     )
 
 
 def _logprobs(raw: Any, wanted: int | None) -> tuple[TokenLogprob, ...] | None:
-    """`choice.logprobs.content` (or a legacy completion's lists), when the request asked for it."""
-    if wanted is None or not isinstance(raw, dict):
-        return None
-    if isinstance(raw.get("tokens"), list) and isinstance(raw.get("token_logprobs"), list):
-        return _legacy_logprobs(raw, wanted)
-    if not isinstance(raw.get("content"), list):
+    """`choice.logprobs.content` (or the legacy shape), when the request asked for it."""
+    if wanted is not None and isinstance(raw, dict) and isinstance(raw.get("tokens"), list):
+        return _legacy_logprobs(raw)
+    if wanted is None or not isinstance(raw, dict) or not isinstance(raw.get("content"), list):
         return None
     return tuple(
         TokenLogprob(

@@ -29,10 +29,10 @@ class CompletionRequest(SamplingFields):
     prompt, `n` each). Token-id arrays are not accepted."""
     max_tokens: int | None = Field(default=DEFAULT_MAX_TOKENS, ge=1, le=1_000_000)
     """Most tokens to generate per choice (16 unless set; null means the model's default)."""
-    echo: bool | None = False
-    """Put the prompt before each choice's text."""
     logprobs: int | None = Field(default=None, ge=0, le=5)
     """Log probabilities of each generated token and of up to this many likely alternatives."""
+    echo: bool | None = False
+    """Put the prompt before each choice's text (not with `logprobs`; checked after it)."""
     best_of: int | None = Field(default=None, ge=0, le=20)
     """Only `best_of == n` is served (no server-side ranking)."""
     suffix: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
@@ -75,11 +75,17 @@ class CompletionRequest(SamplingFields):
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
+    @field_validator("echo")
+    @classmethod
+    def _echo_without_logprobs(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        if value and info.data.get("logprobs") is not None:
+            raise ValueError(
+                "echo with logprobs is not supported: the prompt's own log probabilities are not computed"
+            )
+        return value
+
     def extra_params(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {"logit_bias": self.logit_bias} if self.logit_bias else {}
-        if self.logprobs is not None:
-            extra["logprobs"] = self.logprobs
-        return extra
+        return {"logit_bias": self.logit_bias} if self.logit_bias else {}
 
 
 class CompletionChoice(Schema):

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from app.errors import InvalidRequest
+from app.providers.base import ToolChoice, ToolChoiceNamed, ToolSpec
 from app.schemas.common import Schema
 from app.schemas.generate import MAX_PROMPT_CHARS
 
 MAX_INPUT_ITEMS = 1000
 
 Text = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+
+
+def _kind(default: str | None) -> Any:
+    """The `type` of an item or part (`default` when absent), as the tag of its union member.
+    Tags are prefixed `tagged-union:` so that error messages name the client's own fields
+    (`input[0].role`), not the member tried (see `app.errors`)."""
+
+    def kind(value: Any) -> str | None:
+        found = value.get("type", default) if isinstance(value, dict) else getattr(value, "type", None)
+        return f"tagged-union:{found}" if isinstance(found, str) else None
+
+    return kind
 
 
 class _Strict(Schema):
@@ -32,13 +46,26 @@ class OutputText(_Strict):
     logprobs: list[Any] | None = None
 
 
+ContentPart = Annotated[
+    Annotated[InputText, Tag("tagged-union:input_text")]
+    | Annotated[OutputText, Tag("tagged-union:output_text")],
+    Discriminator(
+        _kind(None),
+        custom_error_type="invalid_content_part",
+        custom_error_message=(
+            "a content part is input_text or output_text (images and files are not supported)"
+        ),
+    ),
+]
+
+
 class MessageItem(_Strict):
     """A message of the conversation: the user's, a system or developer instruction, or an
     earlier answer of the assistant."""
 
     type: Literal["message"] = "message"
     role: Literal["user", "system", "developer", "assistant"]
-    content: Text | list[Annotated[InputText | OutputText, Discriminator("type")]] = Field(max_length=100)
+    content: Text | Annotated[list[ContentPart], Field(max_length=100)]
     id: str | None = Field(default=None, max_length=64)
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
@@ -70,18 +97,15 @@ class FunctionCallOutputItem(_Strict):
     status: Literal["in_progress", "completed", "incomplete"] | None = None
 
 
-def _item_type(value: Any) -> str | None:
-    if isinstance(value, dict):
-        kind = value.get("type", "message")
-        return kind if isinstance(kind, str) else None
-    return getattr(value, "type", None)
-
-
 InputItem = Annotated[
-    Annotated[MessageItem, Tag("message")]
-    | Annotated[FunctionCallItem, Tag("function_call")]
-    | Annotated[FunctionCallOutputItem, Tag("function_call_output")],
-    Discriminator(_item_type),
+    Annotated[MessageItem, Tag("tagged-union:message")]
+    | Annotated[FunctionCallItem, Tag("tagged-union:function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("tagged-union:function_call_output")],
+    Discriminator(
+        _kind("message"),
+        custom_error_type="invalid_item",
+        custom_error_message="an input item is a message, a function_call or a function_call_output",
+    ),
 ]
 
 
@@ -106,7 +130,10 @@ class CreateResponseRequest(_Strict):
 
     model: str = Field(min_length=1, max_length=200)
     """The model to use (required)."""
-    input: Text | list[InputItem] = Field(min_length=1, max_length=MAX_INPUT_ITEMS)
+    input: (
+        Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+        | Annotated[list[InputItem], Field(min_length=1, max_length=MAX_INPUT_ITEMS)]
+    )
     """Text (one user message), or message and function-call items."""
     instructions: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     """A system message for this response only (not carried over by `previous_response_id`)."""
@@ -138,6 +165,33 @@ class CreateResponseRequest(_Strict):
                         "only tools of type 'function' are"
                     )
         return value
+
+    @model_validator(mode="after")
+    def _consistent_tools(self) -> CreateResponseRequest:
+        names = [tool.name for tool in self.tools or ()]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise InvalidRequest(
+                    f"Duplicate tool name '{name}'.", param=f"tools[{i}].name", code="invalid_value"
+                )
+        if isinstance(self.tool_choice, NamedFunction) and self.tool_choice.name not in names:
+            raise InvalidRequest(
+                f"tool_choice names the function '{self.tool_choice.name}', which is not among the tools.",
+                param="tool_choice.name",
+                code="invalid_value",
+            )
+        return self
+
+    def tool_specs(self) -> tuple[ToolSpec, ...]:
+        return tuple(
+            ToolSpec(t.name, t.description, t.parameters or {"type": "object", "properties": {}})
+            for t in self.tools or ()
+        )
+
+    def tool_choice_value(self) -> ToolChoice:
+        if isinstance(self.tool_choice, NamedFunction):
+            return ToolChoiceNamed(self.tool_choice.name)
+        return self.tool_choice or "auto"
 
     @property
     def items(self) -> list[MessageItem | FunctionCallItem | FunctionCallOutputItem]:

@@ -64,6 +64,7 @@ def plan(
     overrides: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
     user: str | None = None,
+    logprobs: int | None = None,
 ) -> Batch:
     """Plan every prompt before any runs: a prompt that cannot be served refuses the request."""
     jobs = tuple(
@@ -76,6 +77,7 @@ def plan(
             overrides=overrides,
             extra=extra,
             user=user,
+            logprobs=logprobs,
             id_prefix="cmpl",
         )
         for prompt in prompts

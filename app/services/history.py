@@ -71,7 +71,8 @@ async def fit_history(
     kept.reverse()
     # The sum of per-message costs is what providers count; check the whole once anyway.
     while kept and counter.total([*head, *kept, *tail]) > room:
-        del kept[:2]
+        # Drop the oldest exchange whole: a tool result never outlives the call it answers.
+        del kept[0]
         while kept and kept[0].role != "user":
             del kept[0]
     return kept

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import InvalidRequest, NotFound
-from app.providers.base import Chunk, Message, Usage
+from app.providers.base import Chunk, Message, ToolCall, Usage
 from app.schemas.responses import (
     CreateResponseRequest,
     FunctionCallItem,
@@ -79,6 +79,10 @@ class Draft:
     def id(self) -> str:
         return self.job.id
 
+    def call_item_id(self, index: int) -> str:
+        """The output item id of the answer's function call number `index`."""
+        return f"fc_{self.message_id.removeprefix('msg_')}_{index}"
+
     def in_progress(self) -> StoredResponse:
         return StoredResponse(
             id=self.id,
@@ -127,18 +131,25 @@ def stored_item(item: MessageItem | FunctionCallItem | FunctionCallOutputItem) -
     return data
 
 
-def item_messages(item: dict[str, Any]) -> list[Message]:
-    """What a stored item says to the model, as provider messages."""
-    kind = item.get("type")
-    if kind == "message":
-        text = "".join(part.get("text", "") for part in item.get("content", ()))
-        role = _ROLES.get(item["role"], item["role"])
-        return [Message(role, text)]
-    if kind == "function_call":
-        return [Message("assistant", f"Calling {item['name']}({item['arguments']})")]
-    if kind == "function_call_output":
-        return [Message("user", f"Result of call {item['call_id']}: {item['output']}")]
-    return []
+def item_messages(items: Sequence[dict[str, Any]]) -> list[Message]:
+    """What stored items say to the model, as provider messages: function calls join the
+    assistant turn they follow (several calls in a row are one turn's parallel calls), and a
+    call's output is a `tool` turn."""
+    out: list[Message] = []
+    for item in items:
+        kind = item.get("type")
+        if kind == "message":
+            text = "".join(part.get("text", "") for part in item.get("content", ()))
+            out.append(Message(_ROLES.get(item["role"], item["role"]), text))
+        elif kind == "function_call":
+            call = ToolCall(item["call_id"], item["name"], item["arguments"])
+            if out and out[-1].role == "assistant" and not out[-1].tool_call_id:
+                out[-1] = replace(out[-1], tool_calls=(*out[-1].tool_calls, call))
+            else:
+                out.append(Message("assistant", "", tool_calls=(call,)))
+        elif kind == "function_call_output":
+            out.append(Message("tool", item["output"], tool_call_id=item["call_id"]))
+    return out
 
 
 def _check_calls(items: Sequence[dict[str, Any]], history_calls: set[str]) -> None:
@@ -192,7 +203,7 @@ class ResponseService:
         items = [stored_item(item) for item in request.items]
         name, route, provider = self._generation.resolve(request.model)
         system = [Message("system", request.instructions)] if request.instructions else []
-        tail = [m for item in items for m in item_messages(item)]
+        tail = item_messages(items)
         overrides: dict[str, Any] = {}
         if request.temperature is not None:
             overrides["temperature"] = request.temperature
@@ -244,6 +255,9 @@ class ResponseService:
             user=request.user,
             id_prefix="resp",
             text_param="input",
+            tools=request.tool_specs(),
+            tool_choice=request.tool_choice_value(),
+            parallel_tool_calls=request.parallel_tool_calls is not False,
         )
         job.metadata.update(metadata)
         params = {
@@ -251,7 +265,16 @@ class ResponseService:
             "max_output_tokens": request.max_output_tokens,
             "temperature": job.request.sampling.temperature,
             "top_p": job.request.sampling.top_p,
-            "tools": [tool.model_dump(exclude_none=True) for tool in request.tools or ()],
+            "tools": [
+                {
+                    "type": "function",
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": tool.parameters,
+                    "strict": tool.strict,
+                }
+                for tool in request.tools or ()
+            ],
             "tool_choice": (
                 request.tool_choice.model_dump()
                 if request.tool_choice is not None and not isinstance(request.tool_choice, str)
@@ -287,15 +310,30 @@ class ResponseService:
     async def _finish(self, draft: Draft, outcome: Outcome) -> StoredResponse:
         choice = outcome.completion.choices[0]
         status: Status = "incomplete" if choice.finish_reason == "length" else "completed"
-        output = [
+        output: list[dict[str, Any]] = []
+        if choice.text or not choice.tool_calls:
+            output.append(
+                {
+                    "id": draft.message_id,
+                    "type": "message",
+                    "status": status,
+                    "role": "assistant",
+                    "content": [
+                        {"type": "output_text", "text": choice.text, "annotations": [], "logprobs": []}
+                    ],
+                }
+            )
+        output.extend(
             {
-                "id": draft.message_id,
-                "type": "message",
-                "status": status,
-                "role": "assistant",
-                "content": [{"type": "output_text", "text": choice.text, "annotations": [], "logprobs": []}],
+                "id": draft.call_item_id(position),
+                "type": "function_call",
+                "status": "completed",
+                "call_id": call.id,
+                "name": call.name,
+                "arguments": call.arguments,
             }
-        ]
+            for position, call in enumerate(choice.tool_calls)
+        )
         response = replace(
             draft.in_progress(),
             status=status,
@@ -339,9 +377,8 @@ class ResponseService:
         for _ in range(_CHAIN_LIMIT):
             if row is None:
                 return
-            for item in [*reversed(row.output), *reversed(row.input_items)]:
-                for message in reversed(item_messages(item)):
-                    yield message
+            for message in reversed(item_messages([*row.input_items, *row.output])):
+                yield message
             if row.previous_response_id is None:
                 return
             row = await store.get_response(session, row.previous_response_id, owner=owner)

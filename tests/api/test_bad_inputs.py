@@ -642,7 +642,8 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None, str | Non
     ("cmpl-best-of", "POST", CMPL, cmpl(best_of=3), 400, INVALID, "best_of", "invalid_value"),
     ("cmpl-best-of-vs-n", "POST", CMPL, cmpl(best_of=1, n=2), 400, INVALID, "best_of", "invalid_value"),
     ("cmpl-logprobs-too-many", "POST", CMPL, cmpl(logprobs=6), 400, INVALID, "logprobs", "invalid_value"),
-    ("cmpl-echo-string", "POST", CMPL, cmpl(echo="yes"), 400, INVALID, "echo", "invalid_value"),
+    ("cmpl-echo-logprobs", "POST", CMPL, cmpl(echo=True, logprobs=1), 400, INVALID, "echo", "invalid_value"),
+    ("cmpl-echo-string", "POST", CMPL, cmpl(echo="maybe"), 400, INVALID, "echo", "invalid_value"),
     ("cmpl-unknown-field", "POST", CMPL, cmpl(messages=USER), 400, INVALID, "messages", "unknown_parameter"),
     ("cmpl-unknown-model", "POST", CMPL, cmpl(model="gpt-9"), 404, INVALID, "model", "model_not_found"),
     (
@@ -749,7 +750,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None, str | Non
         "invalid_value",
     ),
     ("resp-temperature", "POST", RESP, resp(temperature=3), 400, INVALID, "temperature", "invalid_value"),
-    ("resp-store-string", "POST", RESP, resp(store="no"), 400, INVALID, "store", "invalid_value"),
+    ("resp-store-string", "POST", RESP, resp(store="maybe"), 400, INVALID, "store", "invalid_value"),
     (
         "resp-metadata-nested",
         "POST",

@@ -7,13 +7,29 @@ from collections.abc import Callable
 from typing import Any
 
 from app.api.streaming import frame
-from app.providers.base import Chunk, FinishReason
+from app.providers.base import Chunk, FinishReason, TokenLogprob
 from app.services.completions import Batch, BatchOutcome
 
 
 def _finish(reason: FinishReason) -> str:
     # A raw continuation never calls a tool; the legacy shape knows only these three.
     return reason if reason in ("stop", "length", "content_filter") else "stop"
+
+
+def legacy_logprobs(tokens: tuple[TokenLogprob, ...], offset: int = 0) -> dict[str, Any]:
+    """The legacy shape: parallel lists of the tokens, their log probabilities, a
+    {token: logprob} map of the likeliest alternatives (the chosen token among them, as OpenAI
+    sends it) and each token's character offset in the choice's text."""
+    offsets = []
+    for token in tokens:
+        offsets.append(offset)
+        offset += len(token.token)
+    return {
+        "tokens": [t.token for t in tokens],
+        "token_logprobs": [t.logprob for t in tokens],
+        "top_logprobs": [{t.token: t.logprob, **{a.token: a.logprob for a in t.top}} for t in tokens],
+        "text_offset": offsets,
+    }
 
 
 def completion_body(result: BatchOutcome, echo: bool) -> dict[str, Any]:
@@ -27,7 +43,7 @@ def completion_body(result: BatchOutcome, echo: bool) -> dict[str, Any]:
                 {
                     "text": prefix + choice.text,
                     "index": position * batch.n + choice.index,
-                    "logprobs": None,
+                    "logprobs": None if choice.logprobs is None else legacy_logprobs(choice.logprobs),
                     "finish_reason": _finish(choice.finish_reason),
                 }
             )
@@ -54,6 +70,8 @@ def completion_stream(
     """Each chunk a `text_completion` with one choice; with `include_usage`, every chunk carries
     `"usage": null` and a last one with no choices carries the usage."""
     started: set[int] = set()
+    offsets: dict[int, int] = {}
+    """Characters of each choice sent so far, where its next tokens' `text_offset`s start."""
     created = int(time.time())
 
     def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None) -> bytes:
@@ -79,6 +97,11 @@ def completion_stream(
         if not text and item.finish_reason is None:
             return []
         finish = None if item.finish_reason is None else _finish(item.finish_reason)
-        return [chunk([{"text": text, "index": item.index, "logprobs": None, "finish_reason": finish}], None)]
+        logprobs = None
+        if item.logprobs:
+            logprobs = legacy_logprobs(item.logprobs, offsets.get(item.index, 0))
+        offsets[item.index] = offsets.get(item.index, 0) + len(text)
+        choice = {"text": text, "index": item.index, "logprobs": logprobs, "finish_reason": finish}
+        return [chunk([choice], None)]
 
     return render

@@ -44,20 +44,18 @@ def response_body(response: StoredResponse) -> dict[str, Any]:
         "tools": params["tools"],
         "top_p": params["top_p"],
         "truncation": "disabled",
-        "usage": (
-            {
-                "input_tokens": usage.prompt_tokens,
-                "input_tokens_details": {"cached_tokens": 0},
-                "output_tokens": usage.completion_tokens,
-                "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": usage.total_tokens,
-            }
-            if usage is not None
-            else None
-        ),
-        "user": params["user"],
         "metadata": params["metadata"],
     }
+    if usage is not None:  # absent while in progress: the schema has no null usage
+        body["usage"] = {
+            "input_tokens": usage.prompt_tokens,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": usage.completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": usage.total_tokens,
+        }
+    if params["user"] is not None:
+        body["user"] = params["user"]  # a string when present, never null
     if response.details:
         # This service's own facts, beside OpenAI's fields (`metadata` is the client's own).
         body.update(
@@ -90,13 +88,13 @@ def _event(kind: str, payload: dict[str, Any]) -> bytes:
 
 
 def response_stream(draft: Draft) -> Callable[[Chunk | StoredResponse], list[bytes]]:
-    """Turns the service's chunks and finished response into the documented event sequence."""
+    """Turns the service's chunks and finished response into the documented event sequence:
+    output items are numbered in the order they appear (the answer's text, then its calls)."""
     sequence = 0
     opened = False
-    message_open = False
-    text: list[str] = []
-    item_id = draft.message_id
-    where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    positions: dict[str, int] = {}
+    """Output item id → its `output_index`, in the order the items were added."""
+    arguments: dict[str, list[str]] = {}
 
     def event(kind: str, **fields: Any) -> bytes:
         nonlocal sequence
@@ -104,15 +102,71 @@ def response_stream(draft: Draft) -> Callable[[Chunk | StoredResponse], list[byt
         sequence += 1
         return _event(kind, payload)
 
-    def open_message(status: str) -> list[bytes]:
-        nonlocal message_open
-        message_open = True
-        item = {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": []}
+    def where(item_id: str) -> dict[str, Any]:
+        return {"item_id": item_id, "output_index": positions[item_id], "content_index": 0}
+
+    def open_message() -> list[bytes]:
+        item_id = draft.message_id
+        positions[item_id] = len(positions)
+        item = {"id": item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         return [
-            event("response.output_item.added", output_index=0, item=item),
-            event("response.content_part.added", **where, part=part),
+            event("response.output_item.added", output_index=positions[item_id], item=item),
+            event("response.content_part.added", **where(item_id), part=part),
         ]
+
+    def open_call(item_id: str, call_id: str, name: str) -> bytes:
+        positions[item_id] = len(positions)
+        arguments[item_id] = []
+        item = {
+            "id": item_id,
+            "type": "function_call",
+            "status": "in_progress",
+            "call_id": call_id,
+            "name": name,
+            "arguments": "",
+        }
+        return event("response.output_item.added", output_index=positions[item_id], item=item)
+
+    def finish(response: StoredResponse) -> list[bytes]:
+        frames: list[bytes] = []
+        for item in response.output:
+            item_id = item["id"]
+            if item["type"] == "message":
+                if item_id not in positions:
+                    frames += open_message()
+                part = item["content"][0]
+                frames += [
+                    event("response.output_text.done", **where(item_id), text=part["text"], logprobs=[]),
+                    event("response.content_part.done", **where(item_id), part=part),
+                ]
+            else:
+                if item_id not in positions:
+                    frames.append(open_call(item_id, item["call_id"], item["name"]))
+                sent = "".join(arguments[item_id])
+                if item["arguments"] != sent:
+                    rest = item["arguments"].removeprefix(sent)
+                    frames.append(
+                        event(
+                            "response.function_call_arguments.delta",
+                            item_id=item_id,
+                            output_index=positions[item_id],
+                            delta=rest,
+                        )
+                    )
+                frames.append(
+                    event(
+                        "response.function_call_arguments.done",
+                        item_id=item_id,
+                        output_index=positions[item_id],
+                        name=item["name"],
+                        arguments=item["arguments"],
+                    )
+                )
+            frames.append(event("response.output_item.done", output_index=positions[item_id], item=item))
+        kind = "response.completed" if response.status == "completed" else "response.incomplete"
+        frames.append(event(kind, response=response_body(response)))
+        return frames
 
     def render(item: Chunk | StoredResponse) -> list[bytes]:
         nonlocal opened
@@ -125,25 +179,29 @@ def response_stream(draft: Draft) -> Callable[[Chunk | StoredResponse], list[byt
                 event("response.in_progress", response=skeleton),
             ]
         if isinstance(item, StoredResponse):
-            if not message_open:
-                frames += open_message("in_progress")
-            message = item.output[0]
-            full = message["content"][0]["text"]
-            frames += [
-                event("response.output_text.done", **where, text=full, logprobs=[]),
-                event("response.content_part.done", **where, part=message["content"][0]),
-                event("response.output_item.done", output_index=0, item=message),
-                event(
-                    "response.completed" if item.status == "completed" else "response.incomplete",
-                    response=response_body(item),
-                ),
-            ]
+            return frames + finish(item)
+        if item.index != 0:
             return frames
-        if item.text and item.index == 0:
-            if not message_open:
-                frames += open_message("in_progress")
-            text.append(item.text)
-            frames.append(event("response.output_text.delta", **where, delta=item.text, logprobs=[]))
+        if item.text:
+            if draft.message_id not in positions:
+                frames += open_message()
+            frames.append(
+                event("response.output_text.delta", **where(draft.message_id), delta=item.text, logprobs=[])
+            )
+        for call in item.tool_calls:
+            item_id = draft.call_item_id(call.index)
+            if item_id not in positions:
+                frames.append(open_call(item_id, call.id or "", call.name or ""))
+            if call.arguments:
+                arguments[item_id].append(call.arguments)
+                frames.append(
+                    event(
+                        "response.function_call_arguments.delta",
+                        item_id=item_id,
+                        output_index=positions[item_id],
+                        delta=call.arguments,
+                    )
+                )
         return frames
 
     return render

@@ -32,6 +32,7 @@ async def create_completion(
         overrides=body.sampling_overrides(),
         extra=body.extra_params(),
         user=body.user,
+        logprobs=body.logprobs,
     )
     echo = bool(body.echo)
     if body.stream:

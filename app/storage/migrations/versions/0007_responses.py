@@ -1,7 +1,7 @@
 """Stored responses of the Responses API.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007_responses
+Revises: 0006_tools
 Create Date: 2026-12-02
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007_responses"
+down_revision = "0006_tools"
 branch_labels = None
 depends_on = None
 
