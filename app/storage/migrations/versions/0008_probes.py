@@ -1,7 +1,7 @@
 """Probes: bias probe runs, their progress and reports.
 
-Revision ID: 0007_probes
-Revises: 0006
+Revision ID: 0008_probes
+Revises: 0007_responses
 Create Date: 2026-12-02
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_probes"
-down_revision = "0006"
+revision = "0008_probes"
+down_revision = "0007_responses"
 branch_labels = None
 depends_on = None
 
