@@ -705,12 +705,14 @@ function showAlternatives(view, span, pinned = false) {
   note.className = "hint";
   note.textContent = why ?? (state.branchFrom ? "Pick one to branch: the answer continues from there." : "");
   pop.append(note);
-  const box = span.getBoundingClientRect();
-  const host = pop.offsetParent?.getBoundingClientRect() ?? { left: 0, top: 0 };
-  pop.style.left = `${Math.max(0, box.left - host.left)}px`;
-  pop.style.top = `${box.bottom - host.top + 4}px`;
   pop.dataset.pinned = String(pinned);
   pop.hidden = false;
+  // Below the token, kept inside the answer column.
+  const box = span.getBoundingClientRect();
+  const host = pop.offsetParent?.getBoundingClientRect() ?? { left: 0, top: 0, width: innerWidth };
+  const left = Math.min(box.left - host.left, host.width - pop.offsetWidth - 4);
+  pop.style.left = `${Math.max(0, left)}px`;
+  pop.style.top = `${box.bottom - host.top + 4}px`;
 }
 
 let branches = 0;
