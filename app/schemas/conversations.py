@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.errors import InvalidRequest
 from app.providers.base import FinishReason, ToolChoice, ToolChoiceNamed
 from app.schemas.chat import NamedToolChoice, Tool, ToolCallOut
 from app.schemas.common import SamplingFields
@@ -89,7 +90,12 @@ class MessageCreate(ConversationSampling):
     @model_validator(mode="after")
     def _one_kind(self) -> MessageCreate:
         if (self.content is None) == (self.tool_results is None):
-            raise ValueError("send either content (the user's message) or tool_results")
+            raise InvalidRequest(
+                "Send either content (the user's message) or tool_results (the results of the calls "
+                "the last reply made), not both and not neither.",
+                param="tool_results" if self.tool_results is not None else "content",
+                code="invalid_value",
+            )
         return self
 
     def tool_choice_value(self) -> ToolChoice:

@@ -10,7 +10,9 @@ from typing import Any
 
 import httpx
 import respx
+from sqlalchemy import select
 
+from app.storage.tables import GenerationRecord
 from tests import openai_mock as mock
 from tests.access_helpers import bearer, chat_body, completion, create_key, keys_app, running
 from tests.conftest import openai_settings
@@ -184,3 +186,47 @@ async def test_a_stream_never_falls_back_after_a_call_fragment(upstream: respx.M
     assert route.call_count == 1
     assert "error" in events[-2]
     assert events[-1] == "[DONE]"
+
+
+async def test_records_keep_the_calls_and_the_tool_results(upstream: respx.MockRouter) -> None:
+    answer = mock.completion("", finish_reason="tool_calls")
+    answer["choices"][0]["message"] = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_2",
+                "type": "function",
+                "function": {"name": "get_order", "arguments": '{"id": "B2"}'},
+            }
+        ],
+    }
+    upstream.post("/chat/completions").respond(json=answer)
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_order", "arguments": '{"id": "A1"}'},
+    }
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "user", "content": "Orders A1 and B2?"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "A1: shipped"},
+        ],
+        "tools": [SMALL_TOOL],
+    }
+    service = Service(openai_settings(store_text=True))
+    async with service as client:
+        r = await client.post(CHAT, json=body)
+        assert r.status_code == 200, r.text
+        state = service.app.state.genserve
+        await state.records.flush()
+        async with state.db.session() as session:
+            row = (await session.execute(select(GenerationRecord))).scalars().one()
+    assert row.finish_reason == "tool_calls"
+    assert row.prompt[1]["tool_calls"] == [{"id": "call_1", "name": "get_order", "arguments": '{"id": "A1"}'}]
+    assert row.prompt[2] == {"role": "tool", "content": "A1: shipped", "tool_call_id": "call_1"}
+    assert row.output == [
+        {"text": "", "tool_calls": [{"id": "call_2", "name": "get_order", "arguments": '{"id": "B2"}'}]}
+    ]
