@@ -425,3 +425,31 @@ async def test_generate_returns_logprobs_per_choice(local_client: httpx.AsyncCli
         assert all(len(t["top_logprobs"]) == 2 for t in choice["logprobs"])
     plain = await local_client.post("/v1/generate", json={"prompt": "Hi", "max_tokens": 3})
     assert "logprobs" not in plain.json()["choices"][0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_auto_on_the_embedded_model_gives_text_or_a_valid_call(sync_client: openai.OpenAI, seed: int) -> None:
+    """With `auto` the model's first token chooses; either way the answer is well formed."""
+    choice = sync_client.chat.completions.create(
+        model=LOCAL, messages=ASK, tools=TOOLS, tool_choice="auto", max_tokens=40, seed=seed, temperature=1.0
+    ).choices[0]
+    if choice.message.tool_calls:
+        assert choice.finish_reason == "tool_calls"
+        [call] = choice.message.tool_calls
+        schema = ORDER_SCHEMA if call.function.name == "get_order" else TOOLS[1]["function"]["parameters"]
+        jsonschema.validate(json.loads(call.function.arguments), schema)
+    else:
+        assert choice.finish_reason in ("stop", "length")
+        assert choice.message.content
+        assert not choice.message.content.lstrip().startswith("{")
+
+
+@pytest.mark.slow
+def test_none_on_the_embedded_model_answers_in_text(sync_client: openai.OpenAI) -> None:
+    choice = sync_client.chat.completions.create(
+        model=LOCAL, messages=ASK, tools=TOOLS, tool_choice="none", max_tokens=20, seed=1
+    ).choices[0]
+    assert choice.message.tool_calls is None
+    assert choice.message.content
+    assert choice.finish_reason in ("stop", "length")
