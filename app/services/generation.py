@@ -176,18 +176,18 @@ class GenerationService:
         extra: Mapping[str, Any] | None = None,
         user: str | None = None,
         id_prefix: str = "gen",
-        prompt: str | None = None,
-        text_param: str | None = None,
         tools: Sequence[ToolSpec] = (),
         tool_choice: ToolChoice = "auto",
         parallel_tool_calls: bool = True,
         logprobs: int | None = None,
+        prompt: str | None = None,
+        text_param: str | None = None,
         continue_from: str | None = None,
     ) -> Job:
         """Resolve everything a generation needs, for the request `ctx`. `overrides` are the
         client's own sampling values and always win; `defaults` (a preset's or a tuning
         variant's) come next. With a `prompt` (and no messages) the model continues that raw
-        text; `text_param` names the request field that held the text, for errors (`messages`,
+        text. `text_param` names the request field that held the text, for errors (`messages`,
         or `prompt`). With `continue_from`, the answer to `messages` resumes after that text."""
         name, route, provider = self.resolve(model)
         if continue_from is not None:
@@ -198,8 +198,8 @@ class GenerationService:
         merged: dict[str, Any] = {**(defaults or {}), **overrides}
         if prompt is not None and messages:
             raise ValueError("a generation continues either messages or a raw prompt, not both")
-        text_param = text_param or ("messages" if prompt is None else "prompt")
         messages_t = tuple(messages)
+        text = messages_t if prompt is None else (Message("user", prompt),)
         check_images(name, route, messages_t)
         check_max_tokens(name, route, merged.get("max_tokens"))
         # Tool definitions are part of the prompt the model reads: they count like a system turn.
@@ -207,10 +207,10 @@ class GenerationService:
             name,
             route,
             provider,
-            (*(messages_t if prompt is None else (Message("user", prompt),)), *tool_messages(tools)),
+            (*text, *tool_messages(tools)),
             merged.get("max_tokens"),
             explicit="max_tokens" in overrides,
-            text_param=text_param,
+            text_param=text_param or ("messages" if prompt is None else "prompt"),
         )
         seed = merged.get("seed")
         request = GenerationRequest(

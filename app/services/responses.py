@@ -198,8 +198,9 @@ class ResponseService:
     # -- creating ------------------------------------------------------------------------------
 
     async def prepare(self, ctx: RequestContext, request: CreateResponseRequest) -> Draft:
-        """Plan the response: its history (when it continues one), its input, its settings."""
-        owner = ctx.owner
+        """Plan the response: its history (when it continues one), its input, its settings.
+        The response belongs to the caller's key."""
+        owner = ctx.caller.key_id
         items = [stored_item(item) for item in request.items]
         name, route, provider = self._generation.resolve(request.model)
         system = [Message("system", request.instructions)] if request.instructions else []

@@ -997,6 +997,73 @@ async def test_no_garbage_value_in_chat_is_a_server_error(
             assert set(r.json()["error"]) == {"message", "type", "param", "code"}
 
 
+COMPLETION_FIELDS = [
+    "prompt",
+    "model",
+    "max_tokens",
+    "n",
+    "best_of",
+    "echo",
+    "logprobs",
+    "suffix",
+    "logit_bias",
+    "stop",
+    "stream_options",
+    "seed",
+]
+RESPONSE_FIELDS = [
+    "input",
+    "model",
+    "instructions",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "previous_response_id",
+    "store",
+    "metadata",
+]
+ITEM_GARBAGE: list[Any] = [
+    [{"role": "user"}],
+    [{"type": "message", "role": "user", "content": [{"type": "input_text"}]}],
+    [{"type": "function_call", "name": "f"}],
+    [{"type": "function_call_output", "call_id": 5, "output": {}}],
+    [{"type": "function", "name": "f", "parameters": "x"}],
+    [{"type": "function"}],
+    {"type": "function"},
+    {"type": "function", "name": 3},
+    [{}],
+]
+
+
+@pytest.mark.parametrize("field", COMPLETION_FIELDS)
+async def test_no_garbage_value_in_completions_is_a_server_error(
+    openai_client: httpx.AsyncClient, upstream: respx.MockRouter, field: str
+) -> None:
+    upstream.post("/chat/completions").respond(json=mock.completion("ok"))
+    for value in [*GARBAGE, *ITEM_GARBAGE, [[1, 2], "a"], ["a", [1]]]:
+        body = {"model": "gpt-4o-mini", "prompt": "Hi", field: value}
+        r = await openai_client.post(CMPL, json=body)
+        assert r.status_code < 500, (body, r.text)
+        if r.status_code >= 400:
+            assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize("field", RESPONSE_FIELDS)
+async def test_no_garbage_value_in_responses_is_a_server_error(
+    openai_client: httpx.AsyncClient, upstream: respx.MockRouter, field: str
+) -> None:
+    upstream.post("/chat/completions").respond(json=mock.completion("ok"))
+    for value in [*GARBAGE, *ITEM_GARBAGE]:
+        body = {"model": "gpt-4o-mini", "input": "Hi", field: value}
+        r = await openai_client.post(RESP, json=body)
+        assert r.status_code < 500, (body, r.text)
+        if r.status_code >= 400:
+            assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
 # -- request ids ---------------------------------------------------------------------------------
 
 

@@ -16,9 +16,14 @@ from openai.types import Completion
 from app.main import create_app
 from app.settings import LOCAL_DEFAULT_MODEL
 from tests import openai_mock as mock
-from tests.access_helpers import create_key, keys_app, running
-from tests.conftest import UPSTREAM, LiveServer, mixed_settings, serve_in_thread
-from tests.openai_schemas import completion_chunk_conforms, completion_conforms, error_conforms
+from tests.access_helpers import create_key, keys_app
+from tests.conftest import UPSTREAM, LiveServer, mixed_settings, serve_in_thread, serving
+from tests.openai_schemas import (
+    completion_chunk_conforms,
+    completion_conforms,
+    error_conforms,
+    request_conforms,
+)
 from tests.sse import events
 
 LOCAL = LOCAL_DEFAULT_MODEL
@@ -229,6 +234,31 @@ def test_streamed_logprobs_continue_their_offsets(server: LiveServer) -> None:
     assert text
 
 
+def test_several_prompts_stream_in_turn_numbered_prompt_by_choice(server: LiveServer) -> None:
+    body = {"model": LOCAL, "prompt": ["Red,", "One,"], "n": 2, "max_tokens": 3, "echo": True, "stream": True}
+    request_conforms("openai_completions_schemas.json", "CreateCompletionRequest", body)
+    chunks = events(httpx.post(f"{server.url}/v1/completions", json=body, timeout=60).text)[:-1]
+    texts: dict[int, str] = {}
+    for chunk in chunks:
+        completion_chunk_conforms(chunk)
+        for choice in chunk["choices"]:
+            texts[choice["index"]] = texts.get(choice["index"], "") + choice["text"]
+    assert sorted(texts) == [0, 1, 2, 3]
+    assert all(texts[i].startswith("Red,") for i in (0, 1))
+    assert all(texts[i].startswith("One,") for i in (2, 3))
+    first = [c["choices"][0]["index"] for c in chunks]
+    assert first == sorted(first, key=lambda i: i // 2)  # prompt by prompt
+
+
+def test_the_requests_here_are_openais_own_shapes() -> None:
+    for body in (
+        {"model": LOCAL, **SEED_CALL},
+        {"model": LOCAL, "prompt": ["a", "b"], "n": 2, "echo": True, "logprobs": 2, "best_of": 2},
+        {"model": LOCAL, "prompt": "a", "stream": True, "stream_options": {"include_usage": True}},
+    ):
+        request_conforms("openai_completions_schemas.json", "CreateCompletionRequest", body)
+
+
 def test_refusals_are_openai_errors(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model=LOCAL, prompt=[[1, 2, 3]], max_tokens=3)
@@ -333,7 +363,7 @@ async def test_keys_usage_and_allowed_models_apply() -> None:
     }
     with respx.mock(base_url=UPSTREAM, assert_all_called=False) as upstream:
         upstream.post("/completions").respond(json=text_completion("Paris"))
-        async with running(keys_app(models=models)) as http:
+        async with serving(keys_app(models=models)) as http:
             _, secret = await create_key(http, allowed_models=[INSTRUCT])
             auth = {"authorization": f"Bearer {secret}"}
             r = await http.post("/v1/completions", json={"model": INSTRUCT, "prompt": "Hi"})
@@ -354,7 +384,7 @@ async def test_the_cache_answers_a_repeated_deterministic_prompt() -> None:
         app = create_app(
             mixed_settings(cache_enabled=True, models={INSTRUCT: {"provider": "openai", "completions": True}})
         )
-        async with running(app) as http:
+        async with serving(app) as http:
             body = {"model": INSTRUCT, "prompt": "The capital of France is", "temperature": 0}
             first = await http.post("/v1/completions", json=body)
             second = await http.post("/v1/completions", json=body)

@@ -19,7 +19,7 @@ from openai.types.responses import Response
 from app.main import create_app
 from app.settings import LOCAL_DEFAULT_MODEL
 from tests import openai_mock as mock
-from tests.access_helpers import bearer, create_key, keys_app, running
+from tests.access_helpers import bearer, create_key, keys_app
 from tests.conftest import (
     UPSTREAM,
     LiveServer,
@@ -27,14 +27,16 @@ from tests.conftest import (
     mixed_settings,
     openai_settings,
     serve_in_thread,
+    serving,
 )
-from tests.openai_schemas import error_conforms, response_conforms, response_event_conforms
+from tests.openai_schemas import error_conforms, request_conforms, response_conforms, response_event_conforms
 from tests.sse import events
 
 LOCAL = LOCAL_DEFAULT_MODEL
 REMOTE = "gpt-4o-mini"
 ORDER_TOOL: dict[str, Any] = {
     "type": "function",
+    "strict": True,
     "name": "get_order",
     "description": "Look up an order by its number.",
     "parameters": {
@@ -260,6 +262,30 @@ def test_built_in_tools_are_refused_by_name(client: openai.OpenAI) -> None:
     assert caught.value.param == "tool_choice.name"
 
 
+def test_the_requests_here_are_openais_own_shapes() -> None:
+    for body in (
+        {"model": LOCAL, "input": "Hi", "max_output_tokens": 24, "temperature": 0, "store": False},
+        {
+            "model": LOCAL,
+            "instructions": "Be brief.",
+            "input": [
+                {"role": "developer", "content": "Be friendly."},
+                # (A list of `input_text` parts is valid too, but the extracted schema dropped the
+                # discriminator that tells its two message shapes apart: `oneOf` finds both.)
+                {"role": "user", "content": "Say hello."},
+                {"type": "function_call", "call_id": "c1", "name": "get_order", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "{}"},
+            ],
+            "tools": [ORDER_TOOL],
+            "tool_choice": {"type": "function", "name": "get_order"},
+            "metadata": {"ticket": "T-1"},
+            "previous_response_id": "resp-1",
+            "stream": True,
+        },
+    ):
+        request_conforms("openai_responses_schemas.json", "CreateResponse", body)
+
+
 # -- an upstream ---------------------------------------------------------------------------------
 
 
@@ -366,7 +392,7 @@ def test_the_stream_helper_assembles_a_streamed_call(client: openai.OpenAI, remo
 async def test_another_key_sees_no_such_response() -> None:
     with respx.mock(base_url=UPSTREAM, assert_all_called=False) as upstream:
         upstream.post("/chat/completions").respond(json=mock.completion("Hello"))
-        async with running(keys_app()) as http:
+        async with serving(keys_app()) as http:
             _, alice = await create_key(http, name="alice")
             _, bob = await create_key(http, name="bob")
             r = await http.post("/v1/responses", json={"model": REMOTE, "input": "Hi"}, headers=bearer(alice))
@@ -397,13 +423,13 @@ async def test_a_conversation_survives_a_restart_on_sqlite(tmp_path: Any) -> Non
         "local_n_threads": 1,
         "database_url": f"sqlite+aiosqlite:///{tmp_path}/g.db",
     }
-    async with running(create_app(make_settings(**settings))) as http:
+    async with serving(create_app(make_settings(**settings))) as http:
         r = await http.post(
             "/v1/responses", json={"model": LOCAL, "input": "My name is Ada.", "max_output_tokens": 12}
         )
         assert r.status_code == 200, r.text
         first = r.json()
-    async with running(create_app(make_settings(**settings))) as http:
+    async with serving(create_app(make_settings(**settings))) as http:
         again = await http.get(f"/v1/responses/{first['id']}")
         assert again.json()["output"] == first["output"]
         r = await http.post(
@@ -434,7 +460,7 @@ async def test_a_conversation_continues_on_another_replica(database_url: str) ->
         ]
         one = create_app(openai_settings(database_url=database_url))
         two = create_app(openai_settings(database_url=database_url))
-        async with running(one) as a, running(two) as b:
+        async with serving(one) as a, serving(two) as b:
             first = (
                 await a.post("/v1/responses", json={"model": REMOTE, "input": "My colour is blue."})
             ).json()
@@ -465,7 +491,7 @@ async def test_a_long_chain_is_fitted_into_the_context_window() -> None:
     with respx.mock(base_url=UPSTREAM, assert_all_called=False) as upstream:
         route = upstream.post("/chat/completions").respond(json=mock.completion("word " * 60))
         app = create_app(openai_settings(models={REMOTE: {"provider": "openai", "context_window": 512}}))
-        async with running(app) as http:
+        async with serving(app) as http:
             previous = None
             for turn in range(8):
                 body: dict[str, Any] = {
