@@ -35,6 +35,11 @@ class ModelRoute(BaseModel):
     """Estimated cost (in the operator's currency) per million prompt tokens."""
     output_price_per_mtok: float = Field(default=0.0, ge=0)
     """Estimated cost per million completion tokens."""
+    completions: bool = False
+    """The upstream serves legacy `/completions` for this model (raw text continuation); without
+    it a raw prompt is sent to `/chat/completions` as one user message."""
+    vision: bool = False
+    """Whether the upstream model reads images: only then are `image_url` parts passed on."""
 
 
 _PLACEHOLDER_TOKENS = frozenset(
@@ -171,6 +176,18 @@ class Settings(BaseSettings):
     summarize_concurrency: int = Field(default=4, ge=1, le=32)
     """Parts of a long text summarized at the same time (the summarize preset's map stage)."""
 
+    # --- bias probes ---------------------------------------------------------------------
+    probe_max_samples: int = Field(default=64, ge=1, le=1000)
+    """Most counterfactual pairs (samples per group) one bias probe may ask for."""
+    probe_max_groups: int = Field(default=8, ge=2, le=50)
+    """Most groups one bias probe may compare."""
+    probe_max_generations: int = Field(default=256, ge=2, le=10_000)
+    """Most generations (groups × samples) one bias probe may run."""
+    probe_concurrency: int = Field(default=2, ge=1, le=64)
+    """Generations one probe runs at the same time (they are queued like any other request)."""
+    probe_max_active: int = Field(default=2, ge=1, le=100)
+    """Probes one key may have queued or running at once; more get 429."""
+
     # --- client keys, limits and usage ----------------------------------------------------
     auth_mode: Literal["none", "keys"] = "none"
     """none: no keys, loopback only (development); keys: /v1 needs `Authorization: Bearer <key>`.
@@ -185,6 +202,9 @@ class Settings(BaseSettings):
     replicas; without Redis, within this process only)."""
     usage_flush_seconds: float = Field(default=1.0, ge=0, le=60)
     """Seconds between usage writes (batched; also before reads and at shutdown; 0: each request)."""
+    records_flush_seconds: float = Field(default=0.25, ge=0, le=10)
+    """Seconds a generation record may wait to be written with the ones after it (one INSERT and
+    one commit per batch; feedback and shutdown write at once; 0: as soon as the writer is free)."""
 
     # --- sampling defaults ----------------------------------------------------------------
     default_temperature: float = Field(default=0.7, ge=0, le=2)

@@ -32,7 +32,7 @@ async def open_feedback_loop(
     settings: Settings, db: Database, clocks: Clocks | None = None
 ) -> AsyncIterator[FeedbackLoop]:
     """Start the record writer; at exit, drain it (before the database closes)."""
-    records = RecordWriter(db)
+    records = RecordWriter(db, linger=settings.records_flush_seconds)
     records.start()
     clocks = clocks or Clocks()
     tuning = TuningService(db, refresh_seconds=settings.tuning_refresh_seconds, clock=clocks.monotonic)
