@@ -35,19 +35,23 @@ COPY --from=requirements /src/requirements-local.txt ./
 RUN --mount=type=cache,target=/root/.cache/pip pip install -r requirements-local.txt
 
 # What the service never uses at run time: pip and setuptools (nothing is installed at run time)
-# and the debug symbols of the compiled extensions (uvloop's alone are 11 MB). Libraries that
-# auditwheel vendored (`*.libs/`) keep theirs: it rewrote their headers, and strip breaks them.
+# the debug symbols of the compiled extensions (uvloop's alone are 11 MB), numpy's and scipy's own
+# test suites (40 MB). Libraries that auditwheel vendored (`*.libs/`) keep their symbols: it
+# rewrote their headers, and strip breaks them.
 FROM deps-upstream AS venv-upstream
 RUN python -m pip uninstall --yes --quiet pip setuptools \
-    && find /opt/venv -name '*.so*' -type f -not -path '*.libs/*' -exec strip --strip-unneeded {} +
+    && find /opt/venv -name '*.so*' -type f -not -path '*.libs/*' -exec strip --strip-unneeded {} + \
+    && find /opt/venv/lib/python3.11/site-packages/numpy /opt/venv/lib/python3.11/site-packages/scipy \
+        -type d -name tests -prune -exec rm -rf {} +
 
 # Also llama-cpp-python's second copy of its libraries in site-packages/lib and include/ (left by
-# its CMake install; it loads those in llama_cpp/lib), and numpy's own test suite.
+# its CMake install; it loads those in llama_cpp/lib).
 FROM deps-embedded AS venv-embedded
 RUN python -m pip uninstall --yes --quiet pip setuptools \
     && find /opt/venv -name '*.so*' -type f -not -path '*.libs/*' -exec strip --strip-unneeded {} + \
     && rm -rf /opt/venv/lib/python3.11/site-packages/lib /opt/venv/lib/python3.11/site-packages/include \
-    && find /opt/venv/lib/python3.11/site-packages/numpy -type d -name tests -prune -exec rm -rf {} +
+    && find /opt/venv/lib/python3.11/site-packages/numpy /opt/venv/lib/python3.11/site-packages/scipy \
+        -type d -name tests -prune -exec rm -rf {} +
 
 # The project itself, installed without its dependencies (they are in the layers above).
 FROM deps-upstream AS app

