@@ -26,6 +26,7 @@ from app.api.routes import (
     models,
     playground,
     presets,
+    probes,
     responses,
     usage,
 )
@@ -35,6 +36,7 @@ from app.errors import register_error_handlers
 from app.observability.metrics import Metrics
 from app.observability.requests import ObservabilityHook, ObservabilityMiddleware
 from app.presets import load_presets
+from app.probes.service import ProbeService
 from app.providers.base import Provider
 from app.schemas.errors import ERROR_RESPONSES
 from app.services.access import open_access
@@ -106,6 +108,8 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             preset_service = PresetService(
                 presets, generation, loop.tuning, map_concurrency=settings.summarize_concurrency
             )
+            probe_service = ProbeService(settings, db, generation)
+            stack.push_async_callback(probe_service.aclose)
             app.state.genserve = AppState(
                 settings=settings,
                 started_at=int(time.time()),
@@ -123,6 +127,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                     db, generation, preset_service, lock_timeout=settings.conversation_lock_timeout
                 ),
                 responses=ResponseService(db, generation),
+                probes=probe_service,
             )
             yield
 
@@ -149,6 +154,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
         feedback.router,
         metrics_endpoint.router,
         playground.router,
+        probes.router,
     ):
         app.include_router(router)
     app.include_router(usage.router)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from app.observability.metrics import Metrics
+from app.probes.service import ProbeService
 from app.providers.base import Provider
 from app.services.access import Access
 from app.services.conversations import ConversationService
@@ -45,3 +46,5 @@ class AppState:
     conversations: ConversationService
     responses: ResponseService
     """Stored responses of the Responses API."""
+    probes: ProbeService
+    """Bias probes run as jobs."""

@@ -110,6 +110,30 @@ class LocalProvider:
 
     # -- tokens ------------------------------------------------------------------------------
 
+    def chat_text(self, model: str, messages: tuple[Message, ...]) -> str | None:
+        """What llama.cpp's chat completion feeds the model: the configured chat format's, or
+        else the GGUF's own template, rendered with the reply opened."""
+        if self._llm is None:
+            raise ServiceUnavailable("The local model is not loaded.")
+        from llama_cpp import llama_chat_format
+
+        turns: list[Any] = [{"role": m.role, "content": m.content} for m in messages]
+        if self._chat_format:
+            formatter = getattr(llama_chat_format, f"format_{self._chat_format.replace('-', '_')}", None)
+            if formatter is None:
+                return None
+            return str(formatter(messages=turns).prompt)
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            return None
+        vocab = self._llm._model
+        render = llama_chat_format.Jinja2ChatFormatter(
+            template=template,
+            eos_token=vocab.token_get_text(vocab.token_eos()),
+            bos_token=vocab.token_get_text(vocab.token_bos()),
+        )
+        return str(render(messages=turns).prompt)
+
     def count_tokens(self, model: str, messages: tuple[Message, ...]) -> int:
         if self._llm is None:
             raise ServiceUnavailable("The local model is not loaded.")

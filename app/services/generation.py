@@ -24,6 +24,7 @@ from app.providers.base import (
     Message,
     Provider,
     Sampling,
+    ShowsChatText,
     ToolChoice,
     ToolSpec,
     Usage,
@@ -60,6 +61,9 @@ class Job:
     """Models the caller may use (set by the access hook); fallbacks outside it are skipped."""
     prompt_tokens: int | None = None
     """The prompt's size as counted when planning (quotas reserve it without counting again)."""
+    prefix: str | None = None
+    """The start of the answer the client gave (`continue_from`): the model continued after it,
+    and the answer's text begins with it."""
 
 
 @dataclass(slots=True)
@@ -178,13 +182,17 @@ class GenerationService:
         logprobs: int | None = None,
         prompt: str | None = None,
         text_param: str | None = None,
+        continue_from: str | None = None,
     ) -> Job:
         """Resolve everything a generation needs, for the request `ctx`. `overrides` are the
         client's own sampling values and always win; `defaults` (a preset's or a tuning
         variant's) come next. With a `prompt` (and no messages) the model continues that raw
         text. `text_param` names the request field that held the text, for errors (`messages`,
-        or `prompt`)."""
+        or `prompt`). With `continue_from`, the answer to `messages` resumes after that text."""
         name, route, provider = self.resolve(model)
+        if continue_from is not None:
+            prompt = self._continuation(name, route, provider, tuple(messages), continue_from)
+            messages = []
         extra = dict(extra or {})
         check_extra_params(provider, name, extra)
         merged: dict[str, Any] = {**(defaults or {}), **overrides}
@@ -211,11 +219,11 @@ class GenerationService:
             sampling=self._settle_sampling(merged, max_tokens),
             extra=extra,
             user=user,
+            prompt=prompt,
             tools=tuple(tools),
             tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls,
             logprobs=logprobs,
-            prompt=prompt,
         )
         return Job(
             id=f"{id_prefix}-{uuid.uuid4().hex}",
@@ -227,7 +235,35 @@ class GenerationService:
             request=request,
             seed_fixed=seed is not None,
             prompt_tokens=prompt_tokens,
+            prefix=continue_from,
         )
+
+    def continuation_unsupported(self, model: str) -> str | None:
+        """Why `continue_from` cannot be used with `model`, or None when it can."""
+        name, _, provider = self.resolve(model)
+        if isinstance(provider, ShowsChatText):
+            return None
+        return (
+            f"Model '{name}' is served by the '{provider.name}' provider, which continues only whole "
+            "chat turns: the text its model reads is not known here, so an answer cannot be resumed "
+            "from inside exactly. Branching works on the embedded model; on an upstream route with "
+            "`completions: true`, continue your own raw text with POST /v1/completions."
+        )
+
+    def _continuation(
+        self, name: str, route: ModelRoute, provider: Provider, messages: tuple[Message, ...], prefix: str
+    ) -> str:
+        """The raw text that resumes the answer to `messages` after `prefix`."""
+        text = None
+        if isinstance(provider, ShowsChatText):
+            text = provider.chat_text(route.upstream_model or name, messages)
+        if text is None:
+            raise UnsupportedParameter(
+                self.continuation_unsupported(name)
+                or f"The chat template of model '{name}' is not known, so it cannot be continued.",
+                param="continue_from",
+            )
+        return text + prefix
 
     def _fit_context(
         self,
