@@ -18,6 +18,7 @@ from app.api.openapi import install_openapi
 from app.api.routes import (
     admin,
     chat,
+    completions,
     conversations,
     feedback,
     generate,
@@ -25,6 +26,8 @@ from app.api.routes import (
     models,
     playground,
     presets,
+    probes,
+    responses,
     usage,
 )
 from app.api.routes import metrics as metrics_endpoint
@@ -33,6 +36,7 @@ from app.errors import register_error_handlers
 from app.observability.metrics import Metrics
 from app.observability.requests import ObservabilityHook, ObservabilityMiddleware
 from app.presets import load_presets
+from app.probes.service import ProbeService
 from app.providers.base import Provider
 from app.schemas.errors import ERROR_RESPONSES
 from app.services.access import open_access
@@ -41,6 +45,7 @@ from app.services.feedback_loop import open_feedback_loop
 from app.services.generation import GenerationService, JobHook
 from app.services.limits import RATE_LIMIT_HEADERS
 from app.services.presets import PresetService
+from app.services.responses import ResponseService
 from app.services.safeguards import Safeguards
 from app.settings import Settings
 from app.state import AppState
@@ -103,6 +108,8 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             preset_service = PresetService(
                 presets, generation, loop.tuning, map_concurrency=settings.summarize_concurrency
             )
+            probe_service = ProbeService(settings, db, generation)
+            stack.push_async_callback(probe_service.aclose)
             app.state.genserve = AppState(
                 settings=settings,
                 started_at=int(time.time()),
@@ -119,6 +126,8 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                 conversations=ConversationService(
                     db, generation, preset_service, lock_timeout=settings.conversation_lock_timeout
                 ),
+                responses=ResponseService(db, generation),
+                probes=probe_service,
             )
             yield
 
@@ -136,6 +145,8 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
     for router in (
         generate.router,
         chat.router,
+        completions.router,
+        responses.router,
         conversations.router,
         models.router,
         health.router,
@@ -143,6 +154,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
         feedback.router,
         metrics_endpoint.router,
         playground.router,
+        probes.router,
     ):
         app.include_router(router)
     app.include_router(usage.router)

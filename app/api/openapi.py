@@ -15,12 +15,20 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from app.schemas.chat import ChatCompletionChunk
+from app.schemas.completions import TextCompletionChunk
 from app.schemas.errors import ErrorResponse
 from app.schemas.generate import GenerateChunk
+from app.schemas.responses import ResponseStreamEvent
 
 _COMPONENTS = "#/components/schemas/{model}"
 #: Event models that no JSON response mentions, so FastAPI would leave them out of the document.
-_EVENT_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionChunk, GenerateChunk, ErrorResponse)
+_EVENT_MODELS: tuple[type[BaseModel], ...] = (
+    ChatCompletionChunk,
+    GenerateChunk,
+    TextCompletionChunk,
+    ResponseStreamEvent,
+    ErrorResponse,
+)
 
 
 def stream_responses(*events: type[BaseModel]) -> dict[int | str, dict[str, Any]]:

@@ -28,6 +28,12 @@ class GenerateRequest(SamplingFields):
     """Return each choice's tokens with their log probabilities (`choices[].logprobs`)."""
     top_logprobs: Annotated[int | None, JsonNumber] = Field(default=None, ge=0, le=20)
     """With `logprobs`, also the most likely alternatives at each token (0–20)."""
+    continue_from: str | None = Field(default=None, min_length=1, max_length=MAX_PROMPT_CHARS)
+    """Branch an answer: the exact start of the answer to resume after — typically a choice's
+    text up to some token, plus an alternative token picked from its `top_logprobs`. The model
+    continues the same conversation from there (the embedded model: exactly; `GET /v1/models`
+    says which models can, 400 otherwise). Each choice's `text` then begins with this text;
+    its `logprobs` cover only the tokens generated after it."""
 
     @model_validator(mode="after")
     def _top_needs_logprobs(self) -> GenerateRequest:

@@ -276,7 +276,7 @@ class PrivacyGuard:
             return None
         request = job.request
         try:
-            redaction = self.redactor.redact(request.messages)
+            redaction = self.redactor.redact(request.as_messages())
             # `user` goes upstream too (for abuse monitoring); an e-mail address there is no
             # less personal. It is replaced by a stable pseudonym, which still tells users apart.
             user = request.user
@@ -296,7 +296,7 @@ class PrivacyGuard:
             found = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items())
             raise InvalidRequest(
                 f"The prompt contains personal data ({found}) and this request's privacy mode is 'block'.",
-                param="messages",
+                param="messages" if request.prompt is None else "prompt",
                 code="personal_data_detected",
             )
         job.metadata["privacy"] = {"mode": mode, "redacted": counts}
@@ -305,7 +305,10 @@ class PrivacyGuard:
             job.request = replace(request, user=user)
         if not redaction.values:
             return None
-        job.request = replace(job.request, messages=redaction.messages)
+        if job.request.prompt is not None:
+            job.request = replace(job.request, prompt=redaction.messages[0].content)
+        else:
+            job.request = replace(job.request, messages=redaction.messages)
         return redaction
 
     # -- the runner protocol ----------------------------------------------------------------

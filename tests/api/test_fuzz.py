@@ -188,6 +188,12 @@ STATE_DEPENDENT = {
     "content": "a message has content unless it is an assistant turn calling tools; a conversation "
     "message has content or tool_results",
     "expires_at": "must be in the future",
+    # Legacy completions serve `n` choices and no insertion; their `echo` does not go with logprobs.
+    "best_of": "must equal n: completions are not ranked server-side",
+    "suffix": "text after an insertion is not supported",
+    "echo": "not together with logprobs",
+    # The Responses API: a function call's output answers a call made before it.
+    "call_id": "a function_call_output answers an earlier function_call",
     "inputs": "a conversation takes `inputs` only with a preset",
     # The generator compares bounds in floating point: 2**63 - 1 rounds to 2**63, which is then
     # drawn as a "valid" seed one above the bound.

@@ -34,6 +34,7 @@ async def generate(body: GenerateRequest, ctx: CtxDep, service: GenerationDep, r
         messages=messages,
         overrides=body.sampling_overrides(),
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+        continue_from=body.continue_from,
     )
     if body.stream:
         return await sse_response(service.stream(job), generate_stream(job.id), request)
