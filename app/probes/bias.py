@@ -144,7 +144,7 @@ def resolve(
     if not 2 <= len(groups) <= max_groups:
         raise InvalidRequest(
             f"A probe compares 2 to {max_groups} groups; '{attribute}' has {len(groups)}.",
-            param=f"variables.{attribute}",
+            param="variables",
         )
     used = placeholders(template)
     missing = sorted(set(used) - set(raw))

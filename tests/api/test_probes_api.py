@@ -142,12 +142,12 @@ async def test_no_difference_is_reported_as_not_detected_never_as_no_bias(upstre
             400,
             "variables",
         ),
-        (probe_body(variables={"name": {"only": ["x"]}, "job": "nurse"}), 400, "variables.name"),
+        (probe_body(variables={"name": {"only": ["x"]}, "job": "nurse"}), 400, "variables"),
         (probe_body(template="Hi {name}, a {role}."), 400, "variables"),
         (probe_body(samples=1000), 400, "samples"),
         (probe_body(model="no-such-model"), 404, "model"),
         (probe_body(template="Hi {name"), 400, None),
-        ({}, 400, None),
+        ({}, 400, "suite"),
     ],
 )
 async def test_bad_probes_are_refused_before_anything_runs(
