@@ -5,17 +5,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def alembic_config(url: str) -> Config:
+    # Alembic is imported only to migrate (11 MB of modules): `python -m app` migrates in a
+    # short-lived child process (app/storage/migrate.py), so the serving process never loads it.
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -44,6 +50,8 @@ class Database:
             await connection.run_sync(self._upgrade)
 
     def _upgrade(self, connection: Connection) -> None:
+        from alembic import command
+
         config = alembic_config(self.url)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
