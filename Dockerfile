@@ -34,6 +34,21 @@ FROM deps-upstream AS deps-embedded
 COPY --from=requirements /src/requirements-local.txt ./
 RUN --mount=type=cache,target=/root/.cache/pip pip install -r requirements-local.txt
 
+# What the service never uses at run time: pip and setuptools (nothing is installed at run time)
+# and the debug symbols of the compiled extensions (uvloop's alone are 11 MB). Libraries that
+# auditwheel vendored (`*.libs/`) keep theirs: it rewrote their headers, and strip breaks them.
+FROM deps-upstream AS venv-upstream
+RUN python -m pip uninstall --yes --quiet pip setuptools \
+    && find /opt/venv -name '*.so*' -type f -not -path '*.libs/*' -exec strip --strip-unneeded {} +
+
+# Also llama-cpp-python's second copy of its libraries in site-packages/lib and include/ (left by
+# its CMake install; it loads those in llama_cpp/lib), and numpy's own test suite.
+FROM deps-embedded AS venv-embedded
+RUN python -m pip uninstall --yes --quiet pip setuptools \
+    && find /opt/venv -name '*.so*' -type f -not -path '*.libs/*' -exec strip --strip-unneeded {} + \
+    && rm -rf /opt/venv/lib/python3.11/site-packages/lib /opt/venv/lib/python3.11/site-packages/include \
+    && find /opt/venv/lib/python3.11/site-packages/numpy -type d -name tests -prune -exec rm -rf {} +
+
 # The project itself, installed without its dependencies (they are in the layers above).
 FROM deps-upstream AS app
 COPY pyproject.toml README.md ./
@@ -62,7 +77,7 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
 CMD ["python", "-m", "app", "--host", "0.0.0.0", "--port", "8000", "--data-dir", "/data"]
 
 FROM runtime-base AS upstream
-COPY --from=deps-upstream /opt/venv /opt/venv
+COPY --from=venv-upstream /opt/venv /opt/venv
 COPY --from=app /out/ /opt/venv/lib/python3.11/site-packages/
 USER 10001:10001
 
@@ -71,6 +86,6 @@ FROM runtime-base AS embedded
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=deps-embedded /opt/venv /opt/venv
+COPY --from=venv-embedded /opt/venv /opt/venv
 COPY --from=app /out/ /opt/venv/lib/python3.11/site-packages/
 USER 10001:10001

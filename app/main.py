@@ -14,9 +14,11 @@ from redis.asyncio import Redis
 from app.api.access import authenticate_client
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.context import RequestContextMiddleware
+from app.api.openapi import install_openapi
 from app.api.routes import (
     admin,
     chat,
+    completions,
     conversations,
     feedback,
     generate,
@@ -24,6 +26,8 @@ from app.api.routes import (
     models,
     playground,
     presets,
+    probes,
+    responses,
     usage,
 )
 from app.api.routes import metrics as metrics_endpoint
@@ -32,13 +36,16 @@ from app.errors import register_error_handlers
 from app.observability.metrics import Metrics
 from app.observability.requests import ObservabilityHook, ObservabilityMiddleware
 from app.presets import load_presets
+from app.probes.service import ProbeService
 from app.providers.base import Provider
+from app.schemas.errors import ERROR_RESPONSES
 from app.services.access import open_access
 from app.services.conversations import ConversationService
 from app.services.feedback_loop import open_feedback_loop
 from app.services.generation import GenerationService, JobHook
 from app.services.limits import RATE_LIMIT_HEADERS
 from app.services.presets import PresetService
+from app.services.responses import ResponseService
 from app.services.safeguards import Safeguards
 from app.settings import Settings
 from app.state import AppState
@@ -101,6 +108,8 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             preset_service = PresetService(
                 presets, generation, loop.tuning, map_concurrency=settings.summarize_concurrency
             )
+            probe_service = ProbeService(settings, db, generation)
+            stack.push_async_callback(probe_service.aclose)
             app.state.genserve = AppState(
                 settings=settings,
                 started_at=int(time.time()),
@@ -117,6 +126,8 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                 conversations=ConversationService(
                     db, generation, preset_service, lock_timeout=settings.conversation_lock_timeout
                 ),
+                responses=ResponseService(db, generation),
+                probes=probe_service,
             )
             yield
 
@@ -125,13 +136,17 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
         version="0.1.0",
         summary="Text generation over HTTP: OpenAI-compatible, online or fully offline.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
         # Every /v1 route, including routers added later, learns its caller here.
         dependencies=[Depends(authenticate_client)],
     )
     register_error_handlers(app)
+    install_openapi(app)
     for router in (
         generate.router,
         chat.router,
+        completions.router,
+        responses.router,
         conversations.router,
         models.router,
         health.router,
@@ -139,6 +154,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
         feedback.router,
         metrics_endpoint.router,
         playground.router,
+        probes.router,
     ):
         app.include_router(router)
     app.include_router(usage.router)

@@ -35,6 +35,11 @@ class ModelRoute(BaseModel):
     """Estimated cost (in the operator's currency) per million prompt tokens."""
     output_price_per_mtok: float = Field(default=0.0, ge=0)
     """Estimated cost per million completion tokens."""
+    completions: bool = False
+    """The upstream serves legacy `/completions` for this model (raw text continuation); without
+    it a raw prompt is sent to `/chat/completions` as one user message."""
+    vision: bool = False
+    """Whether the upstream model reads images: only then are `image_url` parts passed on."""
 
 
 _PLACEHOLDER_TOKENS = frozenset(
@@ -170,6 +175,18 @@ class Settings(BaseSettings):
     Feedback a replica receives itself applies at once."""
     summarize_concurrency: int = Field(default=4, ge=1, le=32)
     """Parts of a long text summarized at the same time (the summarize preset's map stage)."""
+
+    # --- bias probes ---------------------------------------------------------------------
+    probe_max_samples: int = Field(default=64, ge=1, le=1000)
+    """Most counterfactual pairs (samples per group) one bias probe may ask for."""
+    probe_max_groups: int = Field(default=8, ge=2, le=50)
+    """Most groups one bias probe may compare."""
+    probe_max_generations: int = Field(default=256, ge=2, le=10_000)
+    """Most generations (groups × samples) one bias probe may run."""
+    probe_concurrency: int = Field(default=2, ge=1, le=64)
+    """Generations one probe runs at the same time (they are queued like any other request)."""
+    probe_max_active: int = Field(default=2, ge=1, le=100)
+    """Probes one key may have queued or running at once; more get 429."""
 
     # --- client keys, limits and usage ----------------------------------------------------
     auth_mode: Literal["none", "keys"] = "none"

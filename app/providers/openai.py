@@ -34,7 +34,13 @@ from app.providers.base import (
     FinishReason,
     GenerationRequest,
     Message,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoiceNamed,
+    TopLogprob,
     Usage,
+    prompt_messages,
 )
 from app.settings import Settings
 
@@ -84,6 +90,21 @@ async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             if data:
                 yield b"\n".join(data)
         buf = buf[pos:]
+
+
+def _choice_text(choice: dict[str, Any]) -> str:
+    """A finished choice's text: a chat message's content, or a legacy completion's text."""
+    if "message" in choice:
+        return (choice["message"] or {}).get("content") or ""
+    return choice.get("text") or ""
+
+
+def _delta_text(choice: dict[str, Any]) -> str:
+    """A streamed choice's new text: a chat delta's content, or a legacy completion's text."""
+    if "delta" in choice:
+        delta = choice["delta"]
+        return (delta.get("content") or "") if delta else ""
+    return choice.get("text") or ""
 
 
 def _scrub(text: str) -> str:
@@ -193,6 +214,12 @@ class OpenAIProvider:
             http_client=http_client,
         )
         self._encoding_name = settings.openai_tokenizer
+        self._completions_models = frozenset(
+            route.upstream_model or name
+            for name, route in settings.model_table.items()
+            if route.provider == "openai" and route.completions
+        )
+        """Upstream models whose routes say they serve legacy `/completions`."""
 
     @cached_property
     def _encoding(self) -> tiktoken.Encoding:
@@ -202,11 +229,23 @@ class OpenAIProvider:
         encoding._mergeable_ranks = {}
         return encoding
 
-    def _arguments(self, request: GenerationRequest) -> dict[str, Any]:
+    def _endpoint(self, request: GenerationRequest) -> str:
+        """`/completions` for a raw prompt when the model's route serves it; else chat, where a
+        raw prompt goes as one user message."""
+        if request.prompt is not None and request.model in self._completions_models:
+            return "/completions"
+        return "/chat/completions"
+
+    def _arguments(self, request: GenerationRequest, endpoint: str) -> dict[str, Any]:
         s = request.sampling
+        text: dict[str, Any]
+        if endpoint == "/completions":
+            text = {"prompt": request.prompt}
+        else:
+            text = {"messages": [_wire_message(m) for m in request.as_messages()]}
         args: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            **text,
             "temperature": s.temperature,
             "top_p": s.top_p,
             "max_tokens": s.max_tokens,
@@ -220,15 +259,43 @@ class OpenAIProvider:
             args["seed"] = s.seed
         if request.user is not None:
             args["user"] = request.user
+        if request.tools:
+            args["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        **({"description": t.description} if t.description is not None else {}),
+                        "parameters": dict(t.parameters),
+                    },
+                }
+                for t in request.tools
+            ]
+            choice = request.tool_choice
+            args["tool_choice"] = (
+                {"type": "function", "function": {"name": choice.name}}
+                if isinstance(choice, ToolChoiceNamed)
+                else choice
+            )
+            if not request.parallel_tool_calls:
+                # Sent only when off: some compatible servers reject the field altogether.
+                args["parallel_tool_calls"] = False
+        if request.logprobs is not None and endpoint == "/completions":
+            args["logprobs"] = request.logprobs  # the legacy API's: how many alternatives
+        elif request.logprobs is not None:
+            args["logprobs"] = True
+            if request.logprobs:
+                args["top_logprobs"] = request.logprobs
         args.update(request.extra)
         return args
 
     async def complete(self, request: GenerationRequest) -> Completion:
+        endpoint = self._endpoint(request)
         try:
             response = await self._client.post(
-                "/chat/completions",
+                endpoint,
                 cast_to=httpx2.Response,
-                body=self._arguments(request),
+                body=self._arguments(request, endpoint),
                 options=_REQUEST_OPTIONS,
             )
             data = orjson.loads(response.content)
@@ -242,8 +309,10 @@ class OpenAIProvider:
             choices = tuple(
                 Choice(
                     index=int(c.get("index", i)),
-                    text=(c.get("message") or {}).get("content") or "",
+                    text=_choice_text(c),
                     finish_reason=_FINISH_REASONS.get(c.get("finish_reason"), "stop"),
+                    tool_calls=_tool_calls((c.get("message") or {}).get("tool_calls")),
+                    logprobs=_logprobs(c.get("logprobs"), request.logprobs),
                 )
                 for i, c in enumerate(data["choices"])
             )
@@ -257,7 +326,7 @@ class OpenAIProvider:
                 transient=True,
             ) from exc
         if not isinstance(prompt_tokens, int):
-            prompt_tokens = self.count_tokens(request.model, request.messages)
+            prompt_tokens = self.count_tokens(request.model, prompt_messages(request))
         if not isinstance(completion_tokens, int):
             completion_tokens = sum(self._count_text(c.text) for c in choices)
         return Completion(
@@ -268,7 +337,8 @@ class OpenAIProvider:
         )
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
-        args = self._arguments(request)
+        endpoint = self._endpoint(request)
+        args = self._arguments(request, endpoint)
         args["stream"] = True
         args["stream_options"] = {"include_usage": True}
         usage: Usage | None = None
@@ -277,7 +347,7 @@ class OpenAIProvider:
             response = cast(
                 httpx2.Response,
                 await self._client.post(
-                    "/chat/completions",
+                    endpoint,
                     cast_to=httpx2.Response,
                     body=args,
                     options=_REQUEST_OPTIONS,
@@ -311,14 +381,24 @@ class OpenAIProvider:
                     usage = Usage(u["prompt_tokens"], u["completion_tokens"])
                 for c in event.get("choices") or ():
                     delta = c.get("delta")
-                    text = (delta.get("content") or "") if delta else ""
+                    text = _delta_text(c)
                     reason = c.get("finish_reason")
                     finish = _FINISH_REASONS.get(reason) if reason else None
                     index = c.get("index", 0)
+                    calls = _tool_call_deltas(delta.get("tool_calls")) if delta else ()
+                    logprobs = _logprobs(c.get("logprobs"), request.logprobs)
                     if text:
                         produced.setdefault(index, []).append(text)
-                    if text or finish:
-                        yield Chunk(index=index, text=text, finish_reason=finish)
+                    for call in calls:
+                        produced.setdefault(index, []).append((call.name or "") + call.arguments)
+                    if text or finish or calls or logprobs:
+                        yield Chunk(
+                            index=index,
+                            text=text,
+                            finish_reason=finish,
+                            tool_calls=calls,
+                            logprobs=logprobs,
+                        )
         except _TRANSPORT_TIMEOUTS as exc:
             raise translate_error(openai.APITimeoutError(request=response.request)) from exc
         except _TRANSPORT_ERRORS as exc:
@@ -334,7 +414,7 @@ class OpenAIProvider:
         if usage is None:
             # Backends that ignore `stream_options` report no usage: count it ourselves.
             usage = Usage(
-                self.count_tokens(request.model, request.messages),
+                self.count_tokens(request.model, prompt_messages(request)),
                 sum(self._count_text("".join(parts)) for parts in produced.values()),
             )
         yield Chunk(index=0, usage=usage)
@@ -346,11 +426,117 @@ class OpenAIProvider:
         return len(self._encoding.encode(text, disallowed_special=()))
 
     def count_tokens(self, model: str, messages: tuple[Message, ...]) -> int:
-        # OpenAI's chat format costs about 3 tokens per message plus 3 to prime the reply.
-        return 3 + sum(4 + self._count_text(m.content) for m in messages)
+        # OpenAI's chat format costs about 3 tokens per message plus 3 to prime the reply; a
+        # tool call about 3 more around its name and arguments.
+        return 3 + sum(
+            4
+            + self._count_text(m.content)
+            + sum(3 + self._count_text(c.name) + self._count_text(c.arguments) for c in m.tool_calls)
+            for m in messages
+        )
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _wire_message(m: Message) -> dict[str, Any]:
+    """One of our messages in OpenAI's request shape."""
+    out: dict[str, Any] = {"role": m.role}
+    if m.images:
+        parts: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+        for image in m.images:
+            url: dict[str, Any] = {"url": image.url}
+            if image.detail is not None:
+                url["detail"] = image.detail
+            parts.append({"type": "image_url", "image_url": url})
+        out["content"] = parts
+    else:
+        # An assistant turn that only calls tools has no text: OpenAI expects null there.
+        out["content"] = m.content if m.content or not m.tool_calls else None
+    if m.name is not None and m.role != "tool":  # OpenAI's tool messages have no name
+        out["name"] = m.name
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _tool_calls(raw: Any) -> tuple[ToolCall, ...]:
+    """`message.tool_calls` of an answer (function calls only)."""
+    if not raw:
+        return ()
+    return tuple(
+        ToolCall(id=str(c["id"]), name=str(c["function"]["name"]), arguments=str(c["function"]["arguments"]))
+        for c in raw
+        if c.get("type", "function") == "function"
+    )
+
+
+def _tool_call_deltas(raw: Any) -> tuple[ToolCallDelta, ...]:
+    """`delta.tool_calls` of a streamed chunk."""
+    if not raw:
+        return ()
+    out = []
+    for c in raw:
+        function = c.get("function") or {}
+        out.append(
+            ToolCallDelta(
+                index=int(c.get("index", 0)),
+                id=c.get("id") or None,
+                name=function.get("name") or None,
+                arguments=function.get("arguments") or "",
+            )
+        )
+    return tuple(out)
+
+
+def _token_bytes(raw: Any) -> tuple[int, ...] | None:
+    return tuple(int(b) for b in raw) if isinstance(raw, list) else None
+
+
+def _legacy_logprobs(raw: dict[str, Any]) -> tuple[TokenLogprob, ...]:
+    """The legacy `/completions` shape: parallel lists of tokens, their log probabilities and
+    a {token: logprob} map of alternatives per token (the upstream already bounds it)."""
+    tops = raw.get("top_logprobs") or [None] * len(raw["tokens"])
+    return tuple(
+        TokenLogprob(
+            token=str(token),
+            logprob=float(logprob),
+            bytes=tuple(str(token).encode()),
+            top=tuple(
+                TopLogprob(token=str(t), logprob=float(lp), bytes=tuple(str(t).encode()))
+                for t, lp in sorted((top or {}).items(), key=lambda kv: -kv[1])
+            ),
+        )
+        for token, logprob, top in zip(raw["tokens"], raw["token_logprobs"], tops, strict=True)
+        if logprob is not None
+    )
+
+
+def _logprobs(raw: Any, wanted: int | None) -> tuple[TokenLogprob, ...] | None:
+    """`choice.logprobs.content` (or the legacy shape), when the request asked for it."""
+    if wanted is not None and isinstance(raw, dict) and isinstance(raw.get("tokens"), list):
+        return _legacy_logprobs(raw)
+    if wanted is None or not isinstance(raw, dict) or not isinstance(raw.get("content"), list):
+        return None
+    return tuple(
+        TokenLogprob(
+            token=str(t["token"]),
+            logprob=float(t["logprob"]),
+            bytes=_token_bytes(t.get("bytes")),
+            top=tuple(
+                TopLogprob(
+                    token=str(a["token"]), logprob=float(a["logprob"]), bytes=_token_bytes(a.get("bytes"))
+                )
+                for a in (t.get("top_logprobs") or ())[:wanted]
+            ),
+        )
+        for t in raw["content"]
+    )
 
 
 def build(settings: Settings) -> OpenAIProvider:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool, model_validator
 
+from app.errors import InvalidRequest
 from app.providers.base import FinishReason
-from app.schemas.common import EffectiveSampling, SamplingFields, Schema, Timings, UsageOut
+from app.schemas.common import EffectiveSampling, JsonNumber, SamplingFields, Schema, Timings, UsageOut
 
 MAX_PROMPT_CHARS = 200_000
 
@@ -21,14 +22,49 @@ class GenerateRequest(SamplingFields):
     """Optional instructions placed before the prompt."""
     model: str | None = None
     """A model from `GET /v1/models`; the default model when omitted."""
-    stream: bool = False
+    stream: StrictBool = False
     """Answer with server-sent events: text deltas, then the metadata."""
+    logprobs: StrictBool = False
+    """Return each choice's tokens with their log probabilities (`choices[].logprobs`)."""
+    top_logprobs: Annotated[int | None, JsonNumber] = Field(default=None, ge=0, le=20)
+    """With `logprobs`, also the most likely alternatives at each token (0–20)."""
+    continue_from: str | None = Field(default=None, min_length=1, max_length=MAX_PROMPT_CHARS)
+    """Branch an answer: the exact start of the answer to resume after — typically a choice's
+    text up to some token, plus an alternative token picked from its `top_logprobs`. The model
+    continues the same conversation from there (the embedded model: exactly; `GET /v1/models`
+    says which models can, 400 otherwise). Each choice's `text` then begins with this text;
+    its `logprobs` cover only the tokens generated after it."""
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> GenerateRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidRequest(
+                "top_logprobs requires logprobs to be true.", param="top_logprobs", code="invalid_value"
+            )
+        return self
+
+
+class TopLogprobOut(Schema):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprobOut(TopLogprobOut):
+    top_logprobs: list[TopLogprobOut]
+    """The most likely tokens at this place, as many as `top_logprobs` asked for."""
 
 
 class GenerateChoice(Schema):
     index: int
     text: str
     finish_reason: FinishReason
+    logprobs: list[TokenLogprobOut] | None = None
+    """With `logprobs: true`: the tokens of `text` (their `token` strings join back to it), each
+    with its log probability and the `top_logprobs` alternatives. Absent otherwise."""
+    tool_calls: list[dict[str, Any]] | None = None
+    """A conversation's reply that calls its tools: `[{id, type, function: {name, arguments}}]`
+    (then `finish_reason` is `tool_calls`). Absent otherwise."""
 
 
 class GenerateResponse(Schema):

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from app.clock import Clocks
 from app.errors import AuthenticationFailed, ClientDisconnected, PermissionDenied, ServiceUnavailable
-from app.providers.base import Usage
+from app.providers.base import Usage, prompt_messages
 from app.services.auth import ANONYMOUS, Client, KeyStore
 from app.services.generation import Job, JobHook, Outcome
 from app.services.limits import Limiter, MemoryLimiter, RedisLimiter, Reservation
@@ -106,7 +106,7 @@ class AccessHook(JobHook):
     def _prompt_tokens(self, job: Job) -> int:
         if job.prompt_tokens is not None:
             return job.prompt_tokens
-        return job.provider.count_tokens(job.request.model, job.request.messages)
+        return job.provider.count_tokens(job.request.model, prompt_messages(job.request))
 
     async def _settle(self, opened: _Open, used: int) -> None:
         if opened.reservation is None:

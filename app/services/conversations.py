@@ -11,10 +11,11 @@ SQLite file) the reply is refused with 409 instead of being stored out of order.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -25,9 +26,18 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, InvalidRequest, NotFound
-from app.providers.base import Chunk, Message, Provider
+from app.providers.base import (
+    Chunk,
+    Message,
+    ToolCall,
+    ToolChoice,
+    ToolChoiceNamed,
+    ToolSpec,
+    tool_messages,
+)
 from app.services.context import RequestContext
 from app.services.generation import GenerationService, Job, Outcome, check_max_tokens
+from app.services.history import TokenCounter, fit_history
 from app.services.presets import PresetService, SamplingChoice
 from app.settings import ModelRoute
 from app.storage import conversations as store
@@ -38,11 +48,6 @@ log = logging.getLogger("genserve.conversations")
 
 _PG_LOCK_NOT_AVAILABLE = "55P03"
 _HISTORY_BATCH = 64
-# Providers estimate the chat template's framing (role markers, separators); measured on the
-# embedded model's ChatML, the estimate runs about one token low per exchange, plus an empty
-# system block when there is no system prompt. Keep that much slack rather than overflow.
-_SLACK_TOKENS = 8
-_SLACK_PER_MESSAGE = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +150,7 @@ class ConversationService:
         metadata: Mapping[str, str],
         preset: str | None = None,
         inputs: Mapping[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> ConversationRow:
         if preset is not None and system:
             raise InvalidRequest(
@@ -183,6 +189,7 @@ class ConversationService:
             meta=dict(metadata),
             turns=0,
             owner=ctx.owner,
+            tools=[dict(t) for t in tools] if tools else None,
         )
         async with self._db.session() as session:
             session.add(row)
@@ -225,33 +232,53 @@ class ConversationService:
     # -- replies -----------------------------------------------------------------------------
 
     async def reply(
-        self, ctx: RequestContext, conversation_id: str, content: str, overrides: Mapping[str, Any]
+        self,
+        ctx: RequestContext,
+        conversation_id: str,
+        content: str | None,
+        overrides: Mapping[str, Any],
+        *,
+        tool_results: Sequence[tuple[str, str]] = (),
+        tool_choice: ToolChoice = "auto",
     ) -> Reply:
-        """Answer the user's message and store both turns (nothing is stored if it fails)."""
+        """Answer the user's message (or the results of the tools the last reply called) and
+        store the new turns with the reply (nothing is stored if it fails)."""
         async with self._turn(ctx, conversation_id) as (session, row):
-            job = await self._plan(ctx, session, row, content, overrides)
+            asked, job = await self._plan(
+                ctx, session, row, _NewTurn(content, tuple(tool_results)), overrides, tool_choice
+            )
             outcome = await self._generation.complete(job)
             choice = outcome.completion.choices[0]
             turn = await self._store(
                 session,
                 row,
-                content,
+                asked,
                 job,
                 text=choice.text,
                 finish_reason=choice.finish_reason,
                 usage=outcome.completion.usage.as_dict(),
+                tool_calls=choice.tool_calls,
             )
             return Reply(outcome=outcome, conversation_id=row.id, turn=turn)
 
     async def reply_stream(
-        self, ctx: RequestContext, conversation_id: str, content: str, overrides: Mapping[str, Any]
+        self,
+        ctx: RequestContext,
+        conversation_id: str,
+        content: str | None,
+        overrides: Mapping[str, Any],
+        *,
+        tool_results: Sequence[tuple[str, str]] = (),
+        tool_choice: ToolChoice = "auto",
     ) -> AsyncGenerator[ReplyChunk | Reply, None]:
         """Stream the reply; both turns are stored when it ends, before the final `Reply`.
 
         A failure stores nothing. A client that goes away after some text keeps what it was
         shown: both turns are stored, the reply marked `interrupted`."""
         async with self._turn(ctx, conversation_id) as (session, row):
-            job = await self._plan(ctx, session, row, content, overrides)
+            asked, job = await self._plan(
+                ctx, session, row, _NewTurn(content, tuple(tool_results)), overrides, tool_choice
+            )
             shown: list[str] = []
             outcome: Outcome | None = None
             try:
@@ -269,18 +296,19 @@ class ConversationService:
                 # Cancelled or closed: the client is gone. Keep what it saw, if anything.
                 if shown:
                     with anyio.CancelScope(shield=True):
-                        await self._store_interrupted(session, row, content, job, "".join(shown))
+                        await self._store_interrupted(session, row, asked, job, "".join(shown))
                 raise
             assert outcome is not None, "a finished stream ends with its outcome"
             choice = outcome.completion.choices[0]
             turn = await self._store(
                 session,
                 row,
-                content,
+                asked,
                 job,
                 text=choice.text,
                 finish_reason=choice.finish_reason,
                 usage=outcome.completion.usage.as_dict(),
+                tool_calls=choice.tool_calls,
             )
             yield Reply(outcome=outcome, conversation_id=row.id, turn=turn)
 
@@ -332,20 +360,26 @@ class ConversationService:
             return self._generation.default_max_tokens(route)
         return int(min(max_tokens, route.max_output_tokens))
 
-    def _counter(self, name: str, route: ModelRoute) -> _TokenCounter:
+    def _counter(self, name: str, route: ModelRoute) -> TokenCounter:
         _, _, provider = self._generation.resolve(name)
-        return _TokenCounter(provider, route.upstream_model or name)
+        return TokenCounter(provider, route.upstream_model or name)
 
     async def _plan(
         self,
         ctx: RequestContext,
         session: AsyncSession,
         row: ConversationRow,
-        content: str,
+        new: _NewTurn,
         overrides: Mapping[str, Any],
-    ) -> Job:
-        """The job for the next reply: system prompt, the newest turns that fit, the message."""
+        tool_choice: ToolChoice,
+    ) -> tuple[builtins.list[Message], Job]:
+        """The job for the next reply: system prompt, the newest turns that fit, the message
+        (or the tools' results); and the new turns to store with the reply."""
         name, route, _ = self._generation.resolve(row.model)
+        tools = _tool_specs(row.tools)
+        _check_tool_choice(tool_choice, tools)
+        asked = await self._new_messages(session, row, new)
+        content = "\n".join(m.content for m in asked)
         counter = self._counter(name, route)
         # The conversation's own settings count as the client's: they win over the preset's
         # defaults and keep tuning off for the fields they set, as a message's settings do.
@@ -357,7 +391,7 @@ class ConversationService:
         window = route.context_window
         system = [Message("system", row.system)] if row.system else []
         user = Message("user", content)
-        fixed = counter.fixed(row.system, content)
+        fixed = counter.fixed(row.system, content) + sum(counter.cost(m) for m in tool_messages(tools))
         if fixed + reserve > window:
             raise InvalidRequest(
                 f"The message is about {counter.cost(user)} tokens: with the system prompt and room "
@@ -367,32 +401,15 @@ class ConversationService:
                 param="content",
                 code="context_length_exceeded",
             )
-        # Walk back from the newest turn while the turns fit; then make the kept history start
-        # with a user message (a reply without its question misleads the model).
-        budget = window - reserve - fixed
-        kept: list[MessageRow] = []
-        before: int | None = None
-        full = False
-        while not full:
-            batch = await store.newest_messages(session, row.id, before=before, limit=_HISTORY_BATCH)
-            for message in batch:
-                cost = counter.cost(Message(message.role, message.content))  # type: ignore[arg-type]
-                if cost > budget:
-                    full = True
-                    break
-                budget -= cost
-                kept.append(message)
-            if len(batch) < _HISTORY_BATCH:
-                break
-            before = batch[-1].seq
-        while kept and kept[-1].role != "user":
-            kept.pop()
-        kept.reverse()
-        messages = [*system, *(Message(m.role, m.content) for m in kept), user]  # type: ignore[arg-type]
-        # The sum of per-message costs is what providers count; check the whole once anyway.
-        while kept and counter.total(messages) + reserve > window:
-            del kept[:2]
-            messages = [*system, *(Message(m.role, m.content) for m in kept), user]  # type: ignore[arg-type]
+        kept = await fit_history(
+            counter,
+            self._newest_turns(session, row.id),
+            head=system,
+            tail=asked,
+            budget=window - reserve - fixed,
+            room=window - reserve,
+        )
+        messages = [*system, *kept, *asked]
         job = self._generation.plan(
             ctx,
             endpoint="conversation",
@@ -400,6 +417,8 @@ class ConversationService:
             messages=messages,
             overrides=explicit,
             defaults=defaults,
+            tools=tools,
+            tool_choice=tool_choice if tools else "auto",
         )
         if choice is not None:
             choice.annotate(job)
@@ -411,22 +430,79 @@ class ConversationService:
                 "turns_dropped": row.turns - len(kept),
             }
         )
-        return job
+        return asked, job
+
+    async def _new_messages(
+        self, session: AsyncSession, row: ConversationRow, new: _NewTurn
+    ) -> builtins.list[Message]:
+        """The turns this request adds: the user's message, or one result per call the last
+        reply made (each call answered once, none left out)."""
+        last = await store.newest_messages(session, row.id, before=None, limit=1)
+        pending = (
+            [c["id"] for c in (last[0].tool_calls or [])] if last and last[0].role == "assistant" else []
+        )
+        if new.content is not None:
+            if pending:
+                raise InvalidRequest(
+                    f"The last reply called tools ({', '.join(pending)}): send their results as "
+                    "`tool_results` before the next message.",
+                    param="tool_results",
+                    code="tool_results_expected",
+                )
+            return [Message("user", new.content)]
+        answered: list[str] = []
+        for i, (call_id, _) in enumerate(new.tool_results):
+            if call_id not in pending or call_id in answered:
+                raise InvalidRequest(
+                    f"tool_results[{i}] answers the call '{call_id}', which the last reply did not "
+                    "make" + (" (or which is answered twice)." if call_id in answered else "."),
+                    param=f"tool_results[{i}].tool_call_id",
+                    code="invalid_value",
+                )
+            answered.append(call_id)
+        if missing := [c for c in pending if c not in answered]:
+            raise InvalidRequest(
+                f"Every call of the last reply needs its result; missing: {', '.join(missing)}.",
+                param="tool_results",
+                code="invalid_value",
+            )
+        names = {c["id"]: c["name"] for c in last[0].tool_calls or []}
+        return [
+            Message("tool", result, tool_call_id=call_id, name=names.get(call_id))
+            for call_id, result in new.tool_results
+        ]
+
+    @staticmethod
+    async def _newest_turns(session: AsyncSession, conversation_id: str) -> AsyncGenerator[Message, None]:
+        """The conversation's turns, newest first, read a batch at a time."""
+        before: int | None = None
+        while True:
+            batch = await store.newest_messages(session, conversation_id, before=before, limit=_HISTORY_BATCH)
+            for message in batch:
+                yield _message(message)
+            if len(batch) < _HISTORY_BATCH:
+                return
+            before = batch[-1].seq
 
     async def _store(
         self,
         session: AsyncSession,
         row: ConversationRow,
-        content: str,
+        asked: builtins.list[Message],
         job: Job,
         *,
         text: str,
         finish_reason: str | None,
         usage: dict[str, int] | None,
         interrupted: bool = False,
+        tool_calls: tuple[ToolCall, ...] = (),
     ) -> int:
-        """Append the user's message and the reply as the next two turns, atomically."""
-        question = MessageRow(role="user", content=content, interrupted=False)
+        """Append the user's message (or the tools' results) and the reply as the next turns,
+        atomically."""
+        questions = [
+            MessageRow(role=m.role, content=m.content, interrupted=False, tool_call_id=m.tool_call_id)
+            for m in asked
+        ]
         answer = MessageRow(
             role="assistant",
             content=text,
@@ -434,9 +510,10 @@ class ConversationService:
             finish_reason=finish_reason,
             interrupted=interrupted,
             usage=usage,
+            tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments} for c in tool_calls] or None,
         )
         conversation_id = row.id  # a rollback expires `row`
-        if not await store.append_turns(session, row, [question, answer]):
+        if not await store.append_turns(session, row, [*questions, answer]):
             await session.rollback()
             if await store.get_conversation(session, conversation_id) is None:
                 raise NotFound(
@@ -453,39 +530,58 @@ class ConversationService:
         return answer.seq
 
     async def _store_interrupted(
-        self, session: AsyncSession, row: ConversationRow, content: str, job: Job, shown: str
+        self, session: AsyncSession, row: ConversationRow, asked: builtins.list[Message], job: Job, shown: str
     ) -> None:
         try:
             await self._store(
-                session, row, content, job, text=shown, finish_reason=None, usage=None, interrupted=True
+                session, row, asked, job, text=shown, finish_reason=None, usage=None, interrupted=True
             )
         except Exception:
             # Nobody is left to tell; the turn is simply not kept.
             log.warning("could not store an interrupted reply", exc_info=True)
 
 
-class _TokenCounter:
-    """Token costs with the model's own tokenizer (through the provider), message by message:
-    providers count a fixed priming cost plus one cost per message, so a history's cost is a
-    sum. Every count includes the slack above."""
+@dataclass(frozen=True, slots=True)
+class _NewTurn:
+    """What a request adds to the conversation: the user's message, or the tools' results."""
 
-    def __init__(self, provider: Provider, model: str) -> None:
-        self._provider = provider
-        self._model = model
-        self._base = provider.count_tokens(model, ())
+    content: str | None
+    tool_results: tuple[tuple[str, str], ...] = ()
 
-    def total(self, messages: list[Message]) -> int:
-        counted = self._provider.count_tokens(self._model, tuple(messages))
-        return counted + _SLACK_TOKENS + _SLACK_PER_MESSAGE * len(messages)
 
-    def cost(self, message: Message) -> int:
-        return self._provider.count_tokens(self._model, (message,)) - self._base + _SLACK_PER_MESSAGE
+def _message(row: MessageRow) -> Message:
+    """A stored turn as the provider sees it."""
+    return Message(
+        row.role,  # type: ignore[arg-type]
+        row.content,
+        tool_calls=tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in row.tool_calls or ()),
+        tool_call_id=row.tool_call_id,
+    )
 
-    def fixed(self, system: str | None, content: str | None) -> int:
-        """Priming, the system prompt and the new message: what every request must hold."""
-        total = self._base + _SLACK_TOKENS
-        if system:
-            total += self.cost(Message("system", system))
-        if content is not None:
-            total += self.cost(Message("user", content))
-        return total
+
+def _tool_specs(tools: list[dict[str, Any]] | None) -> tuple[ToolSpec, ...]:
+    return tuple(
+        ToolSpec(
+            t["function"]["name"],
+            t["function"].get("description"),
+            t["function"].get("parameters") or {"type": "object", "properties": {}},
+        )
+        for t in tools or ()
+    )
+
+
+def _check_tool_choice(choice: ToolChoice, tools: tuple[ToolSpec, ...]) -> None:
+    if choice == "auto":
+        return
+    if not tools:
+        raise InvalidRequest(
+            "tool_choice needs tools: this conversation was created without any.",
+            param="tool_choice",
+            code="invalid_value",
+        )
+    if isinstance(choice, ToolChoiceNamed) and choice.name not in {t.name for t in tools}:
+        raise InvalidRequest(
+            f"tool_choice names the function '{choice.name}', which is not among the conversation's tools.",
+            param="tool_choice.function.name",
+            code="invalid_value",
+        )

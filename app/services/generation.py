@@ -24,7 +24,12 @@ from app.providers.base import (
     Message,
     Provider,
     Sampling,
+    ShowsChatText,
+    ToolChoice,
+    ToolSpec,
     Usage,
+    prompt_messages,
+    tool_messages,
 )
 from app.services.context import RequestContext
 from app.settings import ModelRoute, Settings
@@ -56,6 +61,9 @@ class Job:
     """Models the caller may use (set by the access hook); fallbacks outside it are skipped."""
     prompt_tokens: int | None = None
     """The prompt's size as counted when planning (quotas reserve it without counting again)."""
+    prefix: str | None = None
+    """The start of the answer the client gave (`continue_from`): the model continued after it,
+    and the answer's text begins with it."""
 
 
 @dataclass(slots=True)
@@ -168,18 +176,41 @@ class GenerationService:
         extra: Mapping[str, Any] | None = None,
         user: str | None = None,
         id_prefix: str = "gen",
+        tools: Sequence[ToolSpec] = (),
+        tool_choice: ToolChoice = "auto",
+        parallel_tool_calls: bool = True,
+        logprobs: int | None = None,
+        prompt: str | None = None,
+        text_param: str | None = None,
+        continue_from: str | None = None,
     ) -> Job:
         """Resolve everything a generation needs, for the request `ctx`. `overrides` are the
         client's own sampling values and always win; `defaults` (a preset's or a tuning
-        variant's) come next."""
+        variant's) come next. With a `prompt` (and no messages) the model continues that raw
+        text. `text_param` names the request field that held the text, for errors (`messages`,
+        or `prompt`). With `continue_from`, the answer to `messages` resumes after that text."""
         name, route, provider = self.resolve(model)
+        if continue_from is not None:
+            prompt = self._continuation(name, route, provider, tuple(messages), continue_from)
+            messages = []
         extra = dict(extra or {})
         check_extra_params(provider, name, extra)
         merged: dict[str, Any] = {**(defaults or {}), **overrides}
+        if prompt is not None and messages:
+            raise ValueError("a generation continues either messages or a raw prompt, not both")
         messages_t = tuple(messages)
+        text = messages_t if prompt is None else (Message("user", prompt),)
+        check_images(name, route, messages_t)
         check_max_tokens(name, route, merged.get("max_tokens"))
+        # Tool definitions are part of the prompt the model reads: they count like a system turn.
         max_tokens, prompt_tokens = self._fit_context(
-            name, route, provider, messages_t, merged.get("max_tokens"), explicit="max_tokens" in overrides
+            name,
+            route,
+            provider,
+            (*text, *tool_messages(tools)),
+            merged.get("max_tokens"),
+            explicit="max_tokens" in overrides,
+            text_param=text_param or ("messages" if prompt is None else "prompt"),
         )
         seed = merged.get("seed")
         request = GenerationRequest(
@@ -188,6 +219,11 @@ class GenerationService:
             sampling=self._settle_sampling(merged, max_tokens),
             extra=extra,
             user=user,
+            prompt=prompt,
+            tools=tuple(tools),
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+            logprobs=logprobs,
         )
         return Job(
             id=f"{id_prefix}-{uuid.uuid4().hex}",
@@ -199,7 +235,35 @@ class GenerationService:
             request=request,
             seed_fixed=seed is not None,
             prompt_tokens=prompt_tokens,
+            prefix=continue_from,
         )
+
+    def continuation_unsupported(self, model: str) -> str | None:
+        """Why `continue_from` cannot be used with `model`, or None when it can."""
+        name, _, provider = self.resolve(model)
+        if isinstance(provider, ShowsChatText):
+            return None
+        return (
+            f"Model '{name}' is served by the '{provider.name}' provider, which continues only whole "
+            "chat turns: the text its model reads is not known here, so an answer cannot be resumed "
+            "from inside exactly. Branching works on the embedded model; on an upstream route with "
+            "`completions: true`, continue your own raw text with POST /v1/completions."
+        )
+
+    def _continuation(
+        self, name: str, route: ModelRoute, provider: Provider, messages: tuple[Message, ...], prefix: str
+    ) -> str:
+        """The raw text that resumes the answer to `messages` after `prefix`."""
+        text = None
+        if isinstance(provider, ShowsChatText):
+            text = provider.chat_text(route.upstream_model or name, messages)
+        if text is None:
+            raise UnsupportedParameter(
+                self.continuation_unsupported(name)
+                or f"The chat template of model '{name}' is not known, so it cannot be continued.",
+                param="continue_from",
+            )
+        return text + prefix
 
     def _fit_context(
         self,
@@ -210,6 +274,7 @@ class GenerationService:
         max_tokens: int | None,
         *,
         explicit: bool,
+        text_param: str = "messages",
     ) -> tuple[int, int | None]:
         """The reply's `max_tokens` in the room the prompt leaves, and the prompt's token count
         when it had to be counted. An explicit `max_tokens` that does not fit is refused; a
@@ -228,7 +293,7 @@ class GenerationService:
             raise InvalidRequest(
                 f"The prompt is about {prompt_tokens} tokens, more than model '{name}' can take "
                 f"({route.context_window} tokens of context).",
-                param="messages",
+                param=text_param,
                 code="context_length_exceeded",
             )
         if max_tokens is None:
@@ -283,7 +348,7 @@ class GenerationService:
         started = time.perf_counter()
         created = int(time.time())
         ttft: float | None = None
-        parts = CompletionAssembler()
+        parts = CompletionAssembler(logprobs=job.request.logprobs is not None)
         done = False
         error: BaseException | None = None
         try:
@@ -292,7 +357,7 @@ class GenerationService:
                     parts.add(chunk)
                     if chunk.usage is not None:
                         continue
-                    if chunk.text and ttft is None:
+                    if (chunk.text or chunk.tool_calls) and ttft is None:
                         ttft = (time.perf_counter() - started) * 1000
                     yield chunk
             done = True
@@ -308,7 +373,7 @@ class GenerationService:
                 usage = parts.usage
                 if usage is None:
                     # Cut short: bill the prompt and what was produced (one chunk ≈ one token).
-                    prompt = job.provider.count_tokens(job.request.model, job.request.messages)
+                    prompt = job.provider.count_tokens(job.request.model, prompt_messages(job.request))
                     usage = Usage(prompt, parts.produced)
                 outcome = Outcome(
                     job=job,
@@ -355,7 +420,12 @@ _FRAMING_BASE = 8
 def tokens_at_most(messages: tuple[Message, ...]) -> int:
     """An upper bound on any provider's `count_tokens`: a byte-level BPE token covers at least
     one UTF-8 byte (SentencePiece adds at most a leading space), plus the framing above."""
-    return _FRAMING_BASE + sum(len(m.content.encode()) + _FRAMING_PER_MESSAGE for m in messages)
+    return _FRAMING_BASE + sum(
+        len(m.content.encode())
+        + _FRAMING_PER_MESSAGE
+        + sum(len(c.name.encode()) + len(c.arguments.encode()) + _FRAMING_PER_MESSAGE for c in m.tool_calls)
+        for m in messages
+    )
 
 
 def check_extra_params(provider: Provider, model: str, extra: Mapping[str, Any]) -> None:
@@ -367,6 +437,18 @@ def check_extra_params(provider: Provider, model: str, extra: Mapping[str, Any])
                 f"serving model '{model}'.",
                 param=param,
             )
+
+
+def check_images(model: str, route: ModelRoute, messages: tuple[Message, ...]) -> None:
+    """Image parts go only to a route marked vision-capable; elsewhere the part is named."""
+    if route.vision:
+        return
+    for image in (image for m in messages for image in m.images):
+        raise InvalidRequest(
+            f"Model '{model}' does not read images; send image parts only to a vision-capable model.",
+            param=image.param or "messages",
+            code="image_not_supported",
+        )
 
 
 def check_max_tokens(

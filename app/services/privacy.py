@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from app.errors import InvalidRequest, ServiceUnavailable
-from app.providers.base import Chunk, Completion, Message
+from app.providers.base import Chunk, Completion, Message, ToolCallDelta
 from app.services.context import PRIVACY_HEADER
 from app.services.generation import Job, Runner
 from app.settings import Settings
@@ -179,7 +179,9 @@ class Redactor:
 
     def redact(self, messages: Iterable[Message]) -> Redaction:
         messages = tuple(messages)
-        everything = "\n".join(m.content for m in messages)
+        everything = "\n".join(
+            [m.content for m in messages] + [c.arguments for m in messages for c in m.tool_calls]
+        )
         redaction = Redaction(messages=())
         by_value: dict[tuple[Kind, str], str] = {}
         numbers: Counter[Kind] = Counter()
@@ -197,12 +199,20 @@ class Redactor:
             redaction.values[candidate] = value
             return candidate
 
-        out = []
-        for message in messages:
-            text = message.content
+        def scrub(text: str) -> str:
             for kind, pattern, valid in _DETECTORS:
                 text = self._replace(text, kind, pattern, valid, placeholder, redaction.counts)
-            out.append(message if text == message.content else replace(message, content=text))
+            return text
+
+        out = []
+        for message in messages:
+            # Tool results are `tool` messages' content; the arguments of earlier calls are
+            # text the model wrote from the conversation, and as personal.
+            text = scrub(message.content)
+            calls = tuple(replace(c, arguments=scrub(c.arguments)) for c in message.tool_calls)
+            if text != message.content or calls != message.tool_calls:
+                message = replace(message, content=text, tool_calls=calls)
+            out.append(message)
         redaction.messages = tuple(out)
         return redaction
 
@@ -266,7 +276,7 @@ class PrivacyGuard:
             return None
         request = job.request
         try:
-            redaction = self.redactor.redact(request.messages)
+            redaction = self.redactor.redact(request.as_messages())
             # `user` goes upstream too (for abuse monitoring); an e-mail address there is no
             # less personal. It is replaced by a stable pseudonym, which still tells users apart.
             user = request.user
@@ -286,7 +296,7 @@ class PrivacyGuard:
             found = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items())
             raise InvalidRequest(
                 f"The prompt contains personal data ({found}) and this request's privacy mode is 'block'.",
-                param="messages",
+                param="messages" if request.prompt is None else "prompt",
                 code="personal_data_detected",
             )
         job.metadata["privacy"] = {"mode": mode, "redacted": counts}
@@ -295,7 +305,10 @@ class PrivacyGuard:
             job.request = replace(request, user=user)
         if not redaction.values:
             return None
-        job.request = replace(job.request, messages=redaction.messages)
+        if job.request.prompt is not None:
+            job.request = replace(job.request, prompt=redaction.messages[0].content)
+        else:
+            job.request = replace(job.request, messages=redaction.messages)
         return redaction
 
     # -- the runner protocol ----------------------------------------------------------------
@@ -305,7 +318,14 @@ class PrivacyGuard:
         completion = await self.inner.complete(job)
         if redaction is None:
             return completion
-        choices = tuple(replace(c, text=redaction.restore(c.text)) for c in completion.choices)
+        choices = tuple(
+            replace(
+                c,
+                text=redaction.restore(c.text),
+                tool_calls=tuple(replace(t, arguments=redaction.restore(t.arguments)) for t in c.tool_calls),
+            )
+            for c in completion.choices
+        )
         return replace(completion, choices=choices)
 
     def stream(self, job: Job) -> AsyncGenerator[Chunk, None]:
@@ -317,19 +337,44 @@ class PrivacyGuard:
     async def _restoring(self, job: Job, redaction: Redaction) -> AsyncGenerator[Chunk, None]:
         async with aclosing(self.inner.stream(job)) as chunks:
             restorers: dict[int, StreamRestorer] = {}
+            # Each call's arguments arrive in fragments: a placeholder may be split across them.
+            arguments: dict[tuple[int, int], StreamRestorer] = {}
+
+            def flush_calls(index: int) -> tuple[ToolCallDelta, ...]:
+                out = []
+                for (i, call), restorer in arguments.items():
+                    if i == index and (rest := restorer.flush()):
+                        out.append(ToolCallDelta(call, arguments=rest))
+                return tuple(out)
+
             async for chunk in chunks:
                 if chunk.usage is not None:
                     for index, restorer in restorers.items():
-                        if rest := restorer.flush():
-                            yield Chunk(index=index, text=rest)
+                        rest = restorer.flush()
+                        calls = flush_calls(index)
+                        if rest or calls:
+                            yield Chunk(index=index, text=rest, tool_calls=calls)
                     yield chunk
                     continue
                 restorer = restorers.setdefault(chunk.index, redaction.restorer())
                 text = restorer.feed(chunk.text) if chunk.text else ""
+                calls = tuple(
+                    replace(
+                        d,
+                        arguments=arguments.setdefault((chunk.index, d.index), redaction.restorer()).feed(
+                            d.arguments
+                        ),
+                    )
+                    for d in chunk.tool_calls
+                )
+                calls = tuple(d for d in calls if d.arguments or d.id or d.name)
                 if chunk.finish_reason is not None:
                     text += restorer.flush()
-                if text or chunk.finish_reason is not None:
-                    yield replace(chunk, text=text)
+                    calls += flush_calls(chunk.index)
+                if text or calls or chunk.finish_reason is not None or chunk.logprobs:
+                    yield replace(chunk, text=text, tool_calls=calls)
             for index, restorer in restorers.items():
-                if rest := restorer.flush():
-                    yield Chunk(index=index, text=rest)
+                rest = restorer.flush()
+                calls = flush_calls(index)
+                if rest or calls:
+                    yield Chunk(index=index, text=rest, tool_calls=calls)

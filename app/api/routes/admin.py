@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from fastapi import APIRouter, Depends, Query
 
 from app.api.access import require_admin
@@ -11,7 +9,7 @@ from app.api.deps import AccessDep, GenerationDep
 from app.api.render.keys import key_info, usage_report
 from app.errors import InvalidRequest
 from app.schemas.keys import KeyCreate, KeyCreated, KeyInfo, KeyList, KeyUpdate
-from app.schemas.usage import UsageReport
+from app.schemas.usage import IsoDate, UsageReport
 from app.services.auth import Limits
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -70,8 +68,8 @@ async def all_usage(
     access: AccessDep,
     key_id: str | None = None,
     model: str | None = None,
-    start: dt.date | None = Query(default=None, description="First UTC day (inclusive)."),
-    end: dt.date | None = Query(default=None, description="Last UTC day (inclusive)."),
+    start: IsoDate | None = Query(default=None, description="First UTC day (inclusive)."),
+    end: IsoDate | None = Query(default=None, description="Last UTC day (inclusive)."),
 ) -> UsageReport:
     """Usage of every key, per model and day, with estimated cost; filter by key, model, dates."""
     rows = await access.usage.query(key_id=key_id, model=model, start=start, end=end)

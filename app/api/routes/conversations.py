@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from app.api.deps import ConversationsDep, CtxDep
+from app.api.openapi import stream_responses
 from app.api.render.conversations import (
     conversation_body,
     conversation_list,
@@ -26,6 +27,7 @@ from app.schemas.conversations import (
     ConversationWithMessages,
     MessageCreate,
 )
+from app.schemas.generate import GenerateChunk
 
 router = APIRouter(tags=["conversations"])
 
@@ -46,6 +48,7 @@ async def create_conversation(
         metadata=body.metadata,
         preset=body.preset,
         inputs=body.inputs,
+        tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
     )
     return conversation_body(row)
 
@@ -91,7 +94,7 @@ async def delete_conversation(
 @router.post(
     "/v1/conversations/{conversation_id}/messages",
     response_model=ConversationReply,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}},
+    responses=stream_responses(GenerateChunk, ConversationReply),
 )
 async def send_message(
     conversation_id: ConversationId,
@@ -104,9 +107,20 @@ async def send_message(
     `POST /v1/generate` (`metadata.turns_dropped` counts earlier turns left out of the context).
     Both turns are stored once the reply is complete; a failed reply stores nothing."""
     overrides = body.sampling_overrides()
+    results = [(r.tool_call_id, r.content) for r in body.tool_results or ()]
+    choice = body.tool_choice_value()
     if body.stream:
         return await sse_response(
-            service.reply_stream(ctx, conversation_id, body.content, overrides), reply_stream, request
+            service.reply_stream(
+                ctx, conversation_id, body.content, overrides, tool_results=results, tool_choice=choice
+            ),
+            reply_stream,
+            request,
         )
-    reply = await until_disconnected(request, service.reply(ctx, conversation_id, body.content, overrides))
+    reply = await until_disconnected(
+        request,
+        service.reply(
+            ctx, conversation_id, body.content, overrides, tool_results=results, tool_choice=choice
+        ),
+    )
     return reply_body(reply)
