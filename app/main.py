@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from app.api.access import AccessMiddleware, authenticate_client
 from app.api.body_limit import BodyLimitMiddleware
+from app.api.json_depth import JsonDepthMiddleware
 from app.api.request_options import RequestOptionsMiddleware
 from app.api.routes import (
     admin,
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(usage.router)
     app.include_router(admin.router)
+    app.add_middleware(JsonDepthMiddleware)  # inside the body limit: it reads only what that allows
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(

@@ -123,7 +123,8 @@ async def get_conversation(
     service: ConversationsDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Messages per page.")] = 50,
     before: Annotated[
-        int | None, Query(ge=1, description="A message's `seq`: return the messages before it.")
+        int | None,
+        Query(ge=1, le=2**31 - 1, description="A message's `seq`: return the messages before it."),
     ] = None,
 ) -> dict[str, object]:
     """The conversation's settings and its newest `limit` messages, oldest first; older pages
