@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     """Prefix of every Redis key this service writes."""
     store_text: bool = False
     """Store prompt and output text in generation records (off by default: privacy)."""
+    records_max_pending: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Generation records held in memory while the database is slow or down; beyond that new
+    ones are dropped (counted in `genserve_records_dropped`), never making a response wait."""
     conversation_lock_timeout: float = Field(default=120.0, gt=0, le=3600)
     """Seconds a message waits for its conversation's previous reply before 409 (busy)."""
 

@@ -24,8 +24,9 @@ async def open_feedback_loop(state: AppState, stack: AsyncExitStack) -> None:
     so that it sees what every other hook added to a job."""
     settings = state.settings
     presets = load_presets(settings.presets_file)
-    records = RecordWriter(state.db)
+    records = RecordWriter(state.db, max_pending=settings.records_max_pending)
     records.start()
+    state.metrics.watch_records(records)
     # Registered after the database's own close, so it runs before it: records are drained first.
     stack.push_async_callback(records.aclose)
     state.generation.hooks.append(RecordHook(records, store_text=settings.store_text))

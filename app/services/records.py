@@ -1,9 +1,10 @@
 """Generation records: a hook that writes one row per generation, off the response's path.
 
 The hook only queues the row; one writer task inserts queued rows in batches (one INSERT for
-many rows under load). Nothing is dropped: a failing database is retried with backoff while rows
-wait in memory, a full queue makes the next generation wait rather than forget, and shutdown
-drains the queue. Feedback on an id still in the queue flushes it first (`RecordWriter.flush`).
+many rows under load). A failing database is retried with backoff while rows wait in memory, up
+to `max_pending` of them; past that, new rows are dropped (counted, with a warning) rather than
+making a response wait for the database. Shutdown drains the queue. Feedback on an id still in
+the queue flushes it first (`RecordWriter.flush`).
 """
 
 from __future__ import annotations
@@ -64,13 +65,27 @@ class RecordWriter:
         self._db = db
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=max_pending)
         self._task: asyncio.Task[None] | None = None
+        self.dropped_total = 0
+        """Rows dropped because `max_pending` rows were already waiting."""
+        self._dropping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="genserve-record-writer")
 
-    async def put(self, row: dict[str, Any]) -> None:
-        """Queue a row; waits only when `max_pending` rows are already waiting (backpressure)."""
-        await self._queue.put(row)
+    def put(self, row: dict[str, Any]) -> None:
+        """Queue a row, or drop it when `max_pending` rows are already waiting: a response
+        never waits for the database."""
+        try:
+            self._queue.put_nowait(row)
+        except asyncio.QueueFull:
+            self.dropped_total += 1
+            if not self._dropping:  # once per episode, not once per request
+                log.warning(
+                    "generation records dropped: %d are waiting for the database", self._queue.maxsize
+                )
+            self._dropping = True
+            return
+        self._dropping = False
 
     @property
     def pending(self) -> int:
@@ -133,4 +148,4 @@ class RecordHook(JobHook):
         self._store_text = store_text
 
     async def on_finish(self, outcome: Outcome) -> None:
-        await self._writer.put(record_row(outcome, store_text=self._store_text))
+        self._writer.put(record_row(outcome, store_text=self._store_text))
