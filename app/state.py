@@ -1,8 +1,8 @@
-"""The typed application state built by the lifespan and read by the dependencies."""
+"""The typed application state: built whole by the lifespan, read by the dependencies."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
@@ -19,26 +19,26 @@ from app.settings import Settings
 from app.storage.db import Database
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class AppState:
+    """Everything a request can reach, complete before the first request is served."""
+
     settings: Settings
-    providers: dict[str, Provider]
-    generation: GenerationService
     started_at: int
     """Unix time the service started (reported as the models' `created`)."""
-    db: Database
-    conversations: ConversationService
-    redis: Redis | None = None
-    """Shared counters and caches, when REDIS_URL is configured."""
-    presets: PresetService | None = None
-    """Task presets and their tuning (issue 3)."""
-    records: RecordWriter | None = None
-    """Writes one record per generation (issue 3)."""
-    feedback: FeedbackService | None = None
-    """Ratings of generations (issue 3)."""
-    access: Access | None = None
-    """Client keys, rate limits and usage accounting."""
-    safeguards: Safeguards | None = None
-    """Privacy, response cache and resilience: their counters and circuit states feed metrics."""
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: Metrics
     """Prometheus series of this app instance (see `app.observability.metrics`)."""
+    db: Database
+    redis: Redis | None
+    """Shared counters and caches, when REDIS_URL is configured (None: in-process ones)."""
+    providers: dict[str, Provider]
+    safeguards: Safeguards
+    """Privacy, response cache and resilience: their counters and circuit states feed metrics."""
+    access: Access
+    """Client keys, rate limits and usage accounting."""
+    generation: GenerationService
+    records: RecordWriter
+    """Writes one record per generation."""
+    presets: PresetService
+    feedback: FeedbackService
+    conversations: ConversationService

@@ -6,14 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
+from app.clock import Clocks
 from app.main import create_app
-from tests.conftest import REDIS, openai_settings
+from tests.conftest import REDIS, openai_settings, serving
 
 ADMIN_TOKEN = "admin-token-for-tests-0123456789"
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -33,23 +34,17 @@ PRICED_MODELS = {
 }
 
 
-def keys_app(*, redis_prefix: str | None = None, **overrides: Any) -> FastAPI:
+def keys_app(*, redis_prefix: str | None = None, clocks: Clocks | None = None, **overrides: Any) -> FastAPI:
     """An app in keys mode with a mocked upstream; Redis when a prefix is given."""
     values: dict[str, Any] = {"auth_mode": "keys", "admin_token": ADMIN_TOKEN, "models": PRICED_MODELS}
     if redis_prefix is not None:
         values.update(redis_url=REDIS, redis_prefix=redis_prefix)
     values.update(overrides)
-    return create_app(openai_settings(**values))
+    return create_app(openai_settings(**values), clocks=clocks)
 
 
-@asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://genserve.test", timeout=30
-        ) as client:
-            yield client
+def running(app: FastAPI) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    return serving(app, timeout=30)
 
 
 async def create_key(client: httpx.AsyncClient, **body: Any) -> tuple[str, str]:

@@ -14,7 +14,7 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import AsyncIterator, Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
+from contextlib import asynccontextmanager, contextmanager  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 import asyncpg  # noqa: E402
@@ -61,7 +61,7 @@ def openai_settings(**overrides: object) -> Settings:
         "provider": "openai",
         "openai_api_key": "sk-test-secret-key-0000",
         "openai_base_url": UPSTREAM,
-        "openai_max_retries": 0,
+        "upstream_max_retries": 0,
         "openai_timeout": 2.0,
         "openai_http_transport": "httpx",
     }
@@ -69,11 +69,24 @@ def openai_settings(**overrides: object) -> Settings:
     return make_settings(**values)
 
 
-async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def serving(
+    app: FastAPI,
+    *,
+    base_url: str = "http://genserve.test",
+    timeout: float = 60.0,  # noqa: ASYNC109 - the HTTP client's timeout
+    raise_app_exceptions: bool = True,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The one way tests talk to an app in-process: run its lifespan, then an HTTP client into it."""
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://genserve.test") as client:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url, timeout=timeout) as client:
             yield client
+
+
+async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving(app) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

@@ -4,13 +4,13 @@ SSE) with text chosen by a function of the request body, and keeps the bodies it
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import respx
-from fastapi import FastAPI
+
+from tests.conftest import serving
 
 Reply = Callable[[dict[str, Any]], str]
 
@@ -77,15 +77,8 @@ class FakeUpstream:
         return httpx.Response(200, content=content.encode(), headers={"content-type": "text/event-stream"})
 
 
-@asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Run `app`'s lifespan and talk to it in-process."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://genserve.test", timeout=60
-        ) as client:
-            yield client
+serve = serving
+"""Run `app`'s lifespan and talk to it in-process."""
 
 
 def sse_events(text: str) -> list[Any]:

@@ -9,8 +9,10 @@ from typing import Any
 
 import httpx
 
+from app.clock import Clocks
 from app.main import create_app
 from app.settings import Settings
+from tests.conftest import serving
 
 
 def completion(text: str = "Hello there!", model: str = "gpt-4o-mini", n: int = 1) -> dict[str, Any]:
@@ -148,21 +150,15 @@ def sse_events(body: str) -> list[Any]:
 class Service:
     """An app built from settings, with an HTTP client into it, for one test."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.app = create_app(settings)
-        self.client: httpx.AsyncClient
+    def __init__(self, settings: Settings, *, clocks: Clocks | None = None) -> None:
+        self.app = create_app(settings, clocks=clocks)
+        self._serving = serving(self.app, timeout=30)
 
     async def __aenter__(self) -> httpx.AsyncClient:
-        self._lifespan = self.app.router.lifespan_context(self.app)
-        await self._lifespan.__aenter__()
-        self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app), base_url="http://genserve.test", timeout=30
-        )
-        return self.client
+        return await self._serving.__aenter__()
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.client.aclose()
-        await self._lifespan.__aexit__(None, None, None)
+        await self._serving.__aexit__(None, None, None)
 
     @property
     def state(self) -> Any:

@@ -1,10 +1,9 @@
-"""Bearer keys on the way in, rate-limit headers on the way out.
+"""Bearer keys on the way in.
 
-`AccessMiddleware` gives every request a `RequestAccess` (in a context variable) and adds the
-`x-ratelimit-*` headers the generation hook leaves there to the response — JSON, streams and
-errors alike. `authenticate_client` is an app-wide dependency that, for every `/v1/...` route
-(including routers added later), turns `Authorization: Bearer <key>` into the caller's identity.
-`require_admin` guards `/admin/*` with the admin token.
+`authenticate_client` is an app-wide dependency that, for every `/v1/...` route (including
+routers added later), turns `Authorization: Bearer <key>` into the caller's identity, kept in the
+request's state for `get_context` (app/api/deps.py). `require_admin` guards `/admin/*` with the
+admin token.
 """
 
 from __future__ import annotations
@@ -12,46 +11,14 @@ from __future__ import annotations
 import hmac
 
 from fastapi import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import AuthenticationFailed, PermissionDenied
 from app.observability.requests import annotate
-from app.services.access import RequestAccess, current_access
 from app.services.auth import ANONYMOUS
 from app.state import AppState
 
 CLIENT_PREFIX = "/v1/"
 _CHALLENGE = {"www-authenticate": "Bearer"}
-
-
-class AccessMiddleware:
-    """Pure ASGI, so the per-request context is visible to the route and its stream."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        ctx = RequestAccess()
-        token = current_access.set(ctx)
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start" and ctx.headers:
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                for name, value in ctx.headers.items():
-                    raw = name.encode("latin-1")
-                    if raw not in present:
-                        headers.append((raw, value.encode("latin-1")))
-                message["headers"] = headers
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_headers)
-        finally:
-            current_access.reset(token)
 
 
 def _bearer(request: Request) -> str:
@@ -76,19 +43,16 @@ async def authenticate_client(request: Request) -> None:
     if not request.scope["path"].startswith(CLIENT_PREFIX):
         return
     state: AppState = request.app.state.genserve
-    ctx = current_access.get()
-    if ctx is None:  # an app assembled without the middleware
-        ctx = RequestAccess()
-        current_access.set(ctx)
-    if state.settings.auth_mode == "none" or state.access is None:
-        ctx.client = ANONYMOUS
+    if state.settings.auth_mode == "none":
+        request.state.caller = ANONYMOUS
         return
     try:
-        ctx.client = await state.access.keys.authenticate(_bearer(request))
+        client = await state.access.keys.authenticate(_bearer(request))
     except AuthenticationFailed as exc:
         exc.headers.update(_CHALLENGE)
         raise
-    annotate(key_id=ctx.client.key_id)  # the access log line says whose request it was
+    request.state.caller = client
+    annotate(key_id=client.key_id)  # the access log line says whose request it was
 
 
 async def require_admin(request: Request) -> None:

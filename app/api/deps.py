@@ -1,7 +1,8 @@
-"""Annotated dependency aliases: how routes reach the application state."""
+"""Annotated dependency aliases: how routes reach the application state and their request's context."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -9,9 +10,12 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.access import authenticate_client
+from app.api.context import OPTIONS, RESPONSE_HEADERS
 from app.errors import AuthenticationFailed
-from app.services.access import Access, current_access
+from app.observability.metrics import Metrics
+from app.services.access import Access
 from app.services.auth import Client
+from app.services.context import RequestContext, RequestOptions
 from app.services.conversations import ConversationService
 from app.services.feedback import FeedbackService
 from app.services.generation import GenerationService
@@ -41,19 +45,19 @@ async def get_generation(request: Request) -> GenerationService:
 
 
 async def get_presets(request: Request) -> PresetService:
-    presets = state_of(request).presets
-    assert presets is not None, "the lifespan sets up presets"
-    return presets
+    return state_of(request).presets
 
 
 async def get_feedback(request: Request) -> FeedbackService:
-    feedback = state_of(request).feedback
-    assert feedback is not None, "the lifespan sets up feedback"
-    return feedback
+    return state_of(request).feedback
 
 
 async def get_conversations(request: Request) -> ConversationService:
     return state_of(request).conversations
+
+
+async def get_metrics(request: Request) -> Metrics:
+    return state_of(request).metrics
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -62,17 +66,31 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 async def get_access(request: Request) -> Access:
-    access = state_of(request).access
-    assert access is not None, "the lifespan builds it"
-    return access
+    return state_of(request).access
 
 
-async def get_client(_: Annotated[None, Depends(authenticate_client)]) -> Client:
+async def get_client(request: Request, _: Annotated[None, Depends(authenticate_client)]) -> Client:
     """The caller of a /v1 route (`anonymous` with auth_mode=none)."""
-    ctx = current_access.get()
-    if ctx is None or ctx.client is None:
+    client: Client | None = getattr(request.state, "caller", None)
+    if client is None:  # deny by default: no rule let this request in
         raise AuthenticationFailed("An API key is required.", code="missing_api_key")
-    return ctx.client
+    return client
+
+
+async def get_context(request: Request, client: Annotated[Client, Depends(get_client)]) -> RequestContext:
+    """This request's `RequestContext`: its caller, the options its headers set, its id and
+    deadline. It shares the options and response headers of the context middleware, so what the
+    services report (cache hit, rate-limit state) reaches the response."""
+    state = request.scope.get("state", {})
+    options = state.get(OPTIONS)
+    headers = state.get(RESPONSE_HEADERS)
+    return RequestContext(
+        caller=client,
+        options=options if options is not None else RequestOptions(),
+        request_id=state.get("request_id"),
+        deadline=time.monotonic() + state_of(request).settings.upstream_deadline,
+        headers=headers if headers is not None else {},
+    )
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
@@ -83,4 +101,6 @@ PresetsDep = Annotated[PresetService, Depends(get_presets)]
 FeedbackDep = Annotated[FeedbackService, Depends(get_feedback)]
 ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]
 AccessDep = Annotated[Access, Depends(get_access)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ClientDep = Annotated[Client, Depends(get_client)]
+CtxDep = Annotated[RequestContext, Depends(get_context)]

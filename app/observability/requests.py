@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import AppError, AuthenticationFailed, PermissionDenied, RateLimited
 from app.observability.metrics import Metrics
 from app.services.generation import Job, JobHook, Outcome
+from app.services.limits import LimitReached
 
 access_log = logging.getLogger("genserve.access")
 
@@ -62,8 +63,9 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        state = scope.get("state") or {}
-        record = RequestRecord(state.get("request_id"), scope["method"], "")
+        # The request id is known once the context middleware inside this one has run.
+        state = scope.setdefault("state", {})
+        record = RequestRecord(None, scope["method"], "")
         token = _current.set(record)
         status = 500
 
@@ -87,6 +89,7 @@ class ObservabilityMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             metrics.observe_request(scope["method"], template, status, seconds)
             fields = record.fields
+            fields["request_id"] = state.get("request_id")
             fields["route"] = template
             fields["status"] = status
             fields["latency_ms"] = round(seconds * 1000, 2)
@@ -149,8 +152,8 @@ class ObservabilityHook(JobHook):
             _job_facts(record, job)
         if _is_refusal(exc):
             # Refused by this service's own policy (keys, limits, quotas): not an upstream error.
-            if isinstance(exc, RateLimited):
-                self.metrics.rate_limited(code)
+            if isinstance(exc, LimitReached):
+                self.metrics.rate_limited(exc.limit)
             self.metrics.generations.labels(job.endpoint, job.provider.name, job.model, "refused").inc()
             return
         self.metrics.observe_failure(job.endpoint, job.provider.name, job.model, code)

@@ -116,6 +116,53 @@ class Chunk:
     usage: Usage | None = None
 
 
+class CompletionAssembler:
+    """Collects a stream's chunks into the `Completion` they add up to (the one place that
+    knows how deltas, finish reasons and usage combine)."""
+
+    __slots__ = ("finish", "produced", "texts", "usage")
+
+    def __init__(self) -> None:
+        self.texts: dict[int, list[str]] = {}
+        self.finish: dict[int, FinishReason] = {}
+        self.usage: Usage | None = None
+        self.produced = 0
+        """Text chunks seen (about one token each)."""
+
+    def add(self, chunk: Chunk) -> None:
+        if chunk.text:
+            self.produced += 1
+            self.texts.setdefault(chunk.index, []).append(chunk.text)
+        if chunk.finish_reason is not None:
+            self.finish[chunk.index] = chunk.finish_reason
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+
+    def all_finished(self, n: int) -> bool:
+        return len(self.finish) >= n
+
+    def completion(
+        self,
+        model: str,
+        n: int,
+        *,
+        usage: Usage | None = None,
+        seed: int | None = None,
+        ttft_ms: float | None = None,
+    ) -> Completion:
+        """The `n` choices so far (an unfinished one reads as `stop`)."""
+        return Completion(
+            model=model,
+            choices=tuple(
+                Choice(index=i, text="".join(self.texts.get(i, ())), finish_reason=self.finish.get(i, "stop"))
+                for i in range(n)
+            ),
+            usage=usage or self.usage or Usage(),
+            seed=seed,
+            ttft_ms=ttft_ms,
+        )
+
+
 @runtime_checkable
 class Provider(Protocol):
     """A backend that turns messages into text."""

@@ -18,9 +18,9 @@ import anyio.to_thread
 
 from app.errors import InvalidRequest, QueueFull, ServiceUnavailable
 from app.providers.base import (
-    Choice,
     Chunk,
     Completion,
+    CompletionAssembler,
     FinishReason,
     GenerationRequest,
     Message,
@@ -103,27 +103,14 @@ class LocalProvider:
     # -- generation --------------------------------------------------------------------------
 
     async def complete(self, request: GenerationRequest) -> Completion:
-        texts: dict[int, list[str]] = {}
-        finish: dict[int, FinishReason] = {}
-        usage = Usage()
+        parts = CompletionAssembler()
         started = time.perf_counter()
         ttft: float | None = None
         async for chunk in self.stream(request):
-            if chunk.text:
-                if ttft is None:
-                    ttft = (time.perf_counter() - started) * 1000
-                texts.setdefault(chunk.index, []).append(chunk.text)
-            if chunk.finish_reason is not None:
-                finish[chunk.index] = chunk.finish_reason
-            if chunk.usage is not None:
-                usage = chunk.usage
-        choices = tuple(
-            Choice(index=i, text="".join(texts.get(i, [])), finish_reason=finish.get(i, "stop"))
-            for i in range(request.sampling.n)
-        )
-        return Completion(
-            model=request.model, choices=choices, usage=usage, seed=request.sampling.seed, ttft_ms=ttft
-        )
+            if chunk.text and ttft is None:
+                ttft = (time.perf_counter() - started) * 1000
+            parts.add(chunk)
+        return parts.completion(request.model, request.sampling.n, seed=request.sampling.seed, ttft_ms=ttft)
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         if self._llm is None:

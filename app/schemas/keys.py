@@ -7,8 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.services.auth import Limits, key_status, utc
-from app.storage.tables import ApiKey
+from app.clock import as_utc
 
 Names = list[str] | None
 
@@ -27,14 +26,11 @@ class KeyLimits(BaseModel):
     tokens_per_month: int | None = Field(default=None, ge=1, le=10**15)
     """Token budget per UTC calendar month."""
 
-    def to_limits(self) -> Limits:
-        return Limits(**self.model_dump())
-
 
 def _future(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    value = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    value = as_utc(value)
     if value <= datetime.now(UTC):
         raise ValueError("expires_at must be in the future")
     return value
@@ -90,11 +86,6 @@ class KeyUpdate(BaseModel):
         return out
 
 
-def _ts(value: datetime | None) -> int | None:
-    value = utc(value)
-    return int(value.timestamp()) if value is not None else None
-
-
 class KeyInfo(BaseModel):
     """A key as the admin API shows it: never its secret."""
 
@@ -111,26 +102,6 @@ class KeyInfo(BaseModel):
     limits: KeyLimits
     allowed_models: Names
     allowed_presets: Names
-
-    @classmethod
-    def of(cls, row: ApiKey) -> KeyInfo:
-        return cls(
-            id=row.id,
-            name=row.name,
-            hint=row.hint,
-            status=key_status(row),
-            created_at=_ts(row.created_at) or 0,
-            expires_at=_ts(row.expires_at),
-            revoked_at=_ts(row.revoked_at),
-            limits=KeyLimits(
-                requests_per_minute=row.requests_per_minute,
-                tokens_per_minute=row.tokens_per_minute,
-                tokens_per_day=row.tokens_per_day,
-                tokens_per_month=row.tokens_per_month,
-            ),
-            allowed_models=row.allowed_models,
-            allowed_presets=row.allowed_presets,
-        )
 
 
 class KeyCreated(KeyInfo):

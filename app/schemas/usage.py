@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel
 
 from app.schemas.keys import KeyLimits
-from app.storage.tables import UsageDaily
 
 
 class UsageRow(BaseModel):
@@ -42,33 +40,3 @@ class UsageReport(BaseModel):
     totals: UsageTotals
     limits: KeyLimits | None = None
     """The caller's own limits (`GET /v1/usage` only)."""
-
-    @classmethod
-    def of(
-        cls,
-        rows: Sequence[UsageDaily],
-        start: dt.date | None,
-        end: dt.date | None,
-        limits: KeyLimits | None = None,
-    ) -> UsageReport:
-        data = [
-            UsageRow(
-                date=r.day,
-                key_id=r.key_id,
-                model=r.model,
-                requests=r.requests,
-                prompt_tokens=r.prompt_tokens,
-                completion_tokens=r.completion_tokens,
-                total_tokens=r.prompt_tokens + r.completion_tokens,
-                cost=round(r.cost, 8),
-            )
-            for r in rows
-        ]
-        totals = UsageTotals(
-            requests=sum(r.requests for r in data),
-            prompt_tokens=sum(r.prompt_tokens for r in data),
-            completion_tokens=sum(r.completion_tokens for r in data),
-            total_tokens=sum(r.total_tokens for r in data),
-            cost=round(sum(r.cost for r in data), 8),
-        )
-        return cls(start=start, end=end, data=data, totals=totals, limits=limits)

@@ -2,7 +2,7 @@
 
 Every generating endpoint runs its jobs through `GenerationService`, so this hook sees them all
 (generate, chat, presets, conversations) without any of them knowing. The caller's identity
-reaches it through `current_access`, a per-request context the API layer fills in.
+arrives on the job, as `job.ctx.caller`.
 
 A job's life, for its key:
   on_start   may it use this model and preset? (403) — reserve 1 request and
@@ -21,42 +21,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.clock import Clocks
 from app.errors import AuthenticationFailed, ClientDisconnected, PermissionDenied, ServiceUnavailable
-from app.observability.metrics import Metrics
 from app.providers.base import Usage
 from app.services.auth import ANONYMOUS, Client, KeyStore
 from app.services.generation import Job, JobHook, Outcome
-from app.services.limits import Limiter, LimitReached, MemoryLimiter, RedisLimiter, Reservation
+from app.services.limits import Limiter, MemoryLimiter, RedisLimiter, Reservation
 from app.services.usage import UsageRecorder, cost
 from app.settings import Settings
 from app.storage.db import Database
 
 log = logging.getLogger("genserve.access")
-
-
-@dataclass(slots=True)
-class RequestAccess:
-    """One HTTP request's caller, and the rate-limit headers its response carries."""
-
-    client: Client | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-current_access: ContextVar[RequestAccess | None] = ContextVar("genserve_access", default=None)
-
-
-def caller() -> Client | None:
-    """The client of the request being handled (`ANONYMOUS` with auth_mode=none), or None
-    outside a request. Features that keep data per caller (conversations, records) scope by
-    `caller().key_id`."""
-    ctx = current_access.get()
-    return ctx.client if ctx is not None else None
 
 
 @dataclass(slots=True)
@@ -71,22 +51,16 @@ _GONE = (asyncio.CancelledError, GeneratorExit, ClientDisconnected)
 class AccessHook(JobHook):
     """Applies the caller's permissions and limits to every job and records its usage."""
 
-    def __init__(
-        self, settings: Settings, limiter: Limiter, usage: UsageRecorder, metrics: Metrics | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, limiter: Limiter, usage: UsageRecorder) -> None:
         self._keys_required = settings.auth_mode == "keys"
         self._limiter = limiter
         self._usage = usage
-        self._metrics = metrics
         self._open: dict[str, _Open] = {}
 
     async def on_start(self, job: Job) -> None:
-        ctx = current_access.get()
-        client = caller()
-        if client is None:
-            if self._keys_required:  # a job started outside an authenticated request: fail closed
-                raise AuthenticationFailed("An API key is required.", code="missing_api_key")
-            client = ANONYMOUS
+        client = job.ctx.caller
+        if self._keys_required and client is ANONYMOUS:  # a job without a key: fail closed
+            raise AuthenticationFailed("An API key is required.", code="missing_api_key")
         if client.allowed_models is not None and job.model not in client.allowed_models:
             raise PermissionDenied(
                 f"This API key may not use the model '{job.model}'.", param="model", code="model_not_allowed"
@@ -105,12 +79,7 @@ class AccessHook(JobHook):
             except RedisError as exc:  # limits that cannot be checked are not skipped
                 log.error("rate limiter unavailable", exc_info=exc)
                 raise ServiceUnavailable("Rate limits cannot be checked right now.", retry_after=1) from exc
-            except LimitReached as exc:
-                if self._metrics is not None:
-                    self._metrics.rate_limited(exc.limit)
-                raise
-            if ctx is not None:
-                ctx.headers.update(snapshot.headers())
+            job.ctx.headers.update(snapshot.headers())
         self._open[job.id] = _Open(client, reservation)
 
     async def on_finish(self, outcome: Outcome) -> None:
@@ -173,15 +142,18 @@ class Access:
 
 @contextlib.asynccontextmanager
 async def open_access(
-    settings: Settings, db: Database, redis: Redis | None, metrics: Metrics | None = None
+    settings: Settings, db: Database, redis: Redis | None, clocks: Clocks | None = None
 ) -> AsyncIterator[Access]:
     """Build keys, limits and usage; at exit, stop the usage writer and write what is pending."""
-    keys = KeyStore(db, redis, settings.redis_prefix, settings.key_cache_seconds)
-    limiter: Limiter = RedisLimiter(redis, settings.redis_prefix) if redis is not None else MemoryLimiter()
-    usage = UsageRecorder(db, settings.usage_flush_seconds)
-    access = Access(
-        keys=keys, limiter=limiter, usage=usage, hook=AccessHook(settings, limiter, usage, metrics)
+    clocks = clocks or Clocks()
+    keys = KeyStore(
+        db, redis, settings.redis_prefix, settings.key_cache_seconds, clock=clocks.monotonic, wall=clocks.wall
     )
+    limiter: Limiter = (
+        RedisLimiter(redis, settings.redis_prefix) if redis is not None else MemoryLimiter(clocks.wall)
+    )
+    usage = UsageRecorder(db, settings.usage_flush_seconds)
+    access = Access(keys=keys, limiter=limiter, usage=usage, hook=AccessHook(settings, limiter, usage))
     task = asyncio.create_task(usage.run(), name="usage-writer") if settings.usage_flush_seconds > 0 else None
     try:
         yield access

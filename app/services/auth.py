@@ -19,15 +19,16 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import select
 
+from app.clock import Clock, as_utc
 from app.errors import AuthenticationFailed, NotFound, PermissionDenied, ServiceUnavailable
+from app.storage import keys as key_rows
 from app.storage.db import Database
 from app.storage.tables import ApiKey
 
@@ -47,23 +48,27 @@ class Limits:
     tokens_per_day: int | None = None
     tokens_per_month: int | None = None
 
+    @classmethod
+    def of(cls, source: object) -> Limits:
+        """The limits held in the same-named attributes of `source` (a stored key)."""
+        return cls(**{name: getattr(source, name) for name in LIMIT_FIELDS})
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {name: getattr(self, name) for name in LIMIT_FIELDS}
+
     @property
     def any(self) -> bool:
-        return any(
-            v is not None
-            for v in (
-                self.requests_per_minute,
-                self.tokens_per_minute,
-                self.tokens_per_day,
-                self.tokens_per_month,
-            )
-        )
+        return any(v is not None for v in self.as_dict().values())
 
     @property
     def counts_tokens(self) -> bool:
         return any(
             v is not None for v in (self.tokens_per_minute, self.tokens_per_day, self.tokens_per_month)
         )
+
+
+LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
+"""The four limits, named alike in `Limits`, the wire models and the `api_keys` table."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,21 +107,18 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything stored here is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def _no_key(key_id: str) -> NotFound:
+    return NotFound(f"No key with id '{key_id}'.", param="key_id", code="key_not_found")
 
 
 def key_status(row: ApiKey) -> Literal["active", "revoked", "expired"]:
     if row.revoked_at is not None:
         return "revoked"
-    expires = utc(row.expires_at)
+    expires = as_utc(row.expires_at)
     if expires is not None and expires <= now():
         return "expired"
     return "active"
@@ -126,15 +128,10 @@ def _client(row: ApiKey) -> Client:
     return Client(
         key_id=row.id,
         name=row.name,
-        limits=Limits(
-            requests_per_minute=row.requests_per_minute,
-            tokens_per_minute=row.tokens_per_minute,
-            tokens_per_day=row.tokens_per_day,
-            tokens_per_month=row.tokens_per_month,
-        ),
+        limits=Limits.of(row),
         allowed_models=frozenset(row.allowed_models) if row.allowed_models is not None else None,
         allowed_presets=frozenset(row.allowed_presets) if row.allowed_presets is not None else None,
-        expires_at=utc(row.expires_at),
+        expires_at=as_utc(row.expires_at),
     )
 
 
@@ -150,8 +147,19 @@ class _Entry:
 class KeyStore:
     """Creates, changes and authenticates client keys."""
 
-    def __init__(self, db: Database, redis: Redis | None, prefix: str, cache_seconds: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        redis: Redis | None,
+        prefix: str,
+        cache_seconds: float,
+        *,
+        clock: Clock = time.monotonic,
+        wall: Clock = time.time,
+    ) -> None:
         self._db = db
+        self._clock = clock
+        self._wall = wall
         self._redis = redis
         self._version_key = f"{prefix}keys:version"
         self._local_version = 0
@@ -170,30 +178,24 @@ class KeyStore:
         # version after its commit, so the next request reloads.
         version = await self._version()
         entry = self._cache.get(hashed)
-        if (
-            entry is None
-            or entry.version != version
-            or time.monotonic() - entry.loaded >= self._cache_seconds
-        ):
+        if entry is None or entry.version != version or self._clock() - entry.loaded >= self._cache_seconds:
             entry = await self._load(hashed, version)
         if entry.client is None:
             if entry.revoked:
                 raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
             raise AuthenticationFailed("Incorrect API key provided.")
         expires = entry.client.expires_at
-        if expires is not None and expires <= now():
+        if expires is not None and expires <= datetime.fromtimestamp(self._wall(), UTC):
             raise AuthenticationFailed("This API key has expired.", code="expired_api_key")
         return entry.client
 
     async def _load(self, hashed: str, version: int) -> _Entry:
         async with self._db.session() as session:
-            row = (
-                await session.execute(select(ApiKey).where(ApiKey.secret_hash == hashed))
-            ).scalar_one_or_none()
+            row = await key_rows.by_digest(session, hashed)
         if row is None or row.revoked_at is not None:
-            entry = _Entry(None, row is not None, version, time.monotonic())
+            entry = _Entry(None, row is not None, version, self._clock())
         else:
-            entry = _Entry(_client(row), False, version, time.monotonic())
+            entry = _Entry(_client(row), False, version, self._clock())
         if self._cache_seconds > 0:
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.pop(next(iter(self._cache)))
@@ -240,14 +242,10 @@ class KeyStore:
             revoked_at=None,
             allowed_models=sorted(allowed_models) if allowed_models is not None else None,
             allowed_presets=sorted(allowed_presets) if allowed_presets is not None else None,
-            requests_per_minute=limits.requests_per_minute,
-            tokens_per_minute=limits.tokens_per_minute,
-            tokens_per_day=limits.tokens_per_day,
-            tokens_per_month=limits.tokens_per_month,
+            **limits.as_dict(),
         )
         async with self._db.session() as session:
-            session.add(row)
-            await session.commit()
+            await key_rows.add(session, row)
         # A cached "no such key" for this digest is practically impossible, but cheap to rule out.
         await self._changed()
         log.info("key created", extra={"key_id": row.id, "key_name": name})
@@ -255,39 +253,30 @@ class KeyStore:
 
     async def list(self, *, include_revoked: bool = True) -> list[ApiKey]:
         async with self._db.session() as session:
-            query = select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id)
-            if not include_revoked:
-                query = query.where(ApiKey.revoked_at.is_(None))
-            return list((await session.execute(query)).scalars())
+            return await key_rows.all_keys(session, include_revoked=include_revoked)
 
     async def get(self, key_id: str) -> ApiKey:
         async with self._db.session() as session:
-            row = await session.get(ApiKey, key_id)
+            row = await key_rows.get(session, key_id)
         if row is None:
-            raise NotFound(f"No key with id '{key_id}'.", param="key_id", code="key_not_found")
+            raise _no_key(key_id)
         return row
 
     async def update(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
         """Set the given columns (name, limits, allowed models/presets, expiry)."""
         async with self._db.session() as session:
-            row = await session.get(ApiKey, key_id)
-            if row is None:
-                raise NotFound(f"No key with id '{key_id}'.", param="key_id", code="key_not_found")
-            for column, value in changes.items():
-                setattr(row, column, value)
-            await session.commit()
+            row = await key_rows.update(session, key_id, changes)
+        if row is None:
+            raise _no_key(key_id)
         await self._changed()
         log.info("key updated", extra={"key_id": key_id, "fields": sorted(changes)})
         return row
 
     async def revoke(self, key_id: str) -> ApiKey:
         async with self._db.session() as session:
-            row = await session.get(ApiKey, key_id)
-            if row is None:
-                raise NotFound(f"No key with id '{key_id}'.", param="key_id", code="key_not_found")
-            if row.revoked_at is None:
-                row.revoked_at = now()
-                await session.commit()
+            row = await key_rows.revoke(session, key_id, now())
+        if row is None:
+            raise _no_key(key_id)
         await self._changed()
         log.info("key revoked", extra={"key_id": key_id})
         return row

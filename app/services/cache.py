@@ -32,8 +32,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.providers.base import Choice, Chunk, Completion, FinishReason, Usage
-from app.services import request_options
+from app.clock import Clock
+from app.providers.base import Choice, Chunk, Completion, CompletionAssembler, Usage
 from app.services.generation import Job, Runner
 from app.settings import Settings
 
@@ -147,11 +147,13 @@ class ResponseCache:
         """Store failures (e.g. Redis down), served as misses (for metrics)."""
 
     @classmethod
-    def build(cls, settings: Settings, inner: Runner, redis: Redis | None) -> ResponseCache:
+    def build(
+        cls, settings: Settings, inner: Runner, redis: Redis | None, clock: Clock = time.monotonic
+    ) -> ResponseCache:
         store: CacheStore = (
             RedisStore(redis, settings.redis_prefix)
             if redis is not None
-            else MemoryStore(settings.cache_max_entries)
+            else MemoryStore(settings.cache_max_entries, clock)
         )
         return cls(settings, inner, store)
 
@@ -164,7 +166,7 @@ class ResponseCache:
         key = self._prepare(job)
         if key is None:
             return await self.inner.complete(job)
-        options = request_options.current()
+        options = job.ctx.options
         if options.cache_read and (cached := await self._lookup(job, key)) is not None:
             return cached
         requested = job.model
@@ -180,7 +182,7 @@ class ResponseCache:
         return self._stream(job, key)
 
     async def _stream(self, job: Job, key: str) -> AsyncGenerator[Chunk, None]:
-        options = request_options.current()
+        options = job.ctx.options
         cached = await self._lookup(job, key) if options.cache_read else None
         if cached is not None:
             for choice in cached.choices:
@@ -190,25 +192,17 @@ class ResponseCache:
             yield Chunk(usage=cached.usage)
             return
         requested = job.model
-        texts: dict[int, list[str]] = {}
-        finish: dict[int, FinishReason] = {}
-        usage: Usage | None = None
+        parts = CompletionAssembler()
         async with aclosing(self.inner.stream(job)) as chunks:
             async for chunk in chunks:
-                if chunk.text:
-                    texts.setdefault(chunk.index, []).append(chunk.text)
-                if chunk.finish_reason is not None:
-                    finish[chunk.index] = chunk.finish_reason
-                if chunk.usage is not None:
-                    usage = chunk.usage
+                parts.add(chunk)
                 yield chunk
         n = job.request.sampling.n
-        if not options.cache_write or job.model != requested or usage is None:
+        if not options.cache_write or job.model != requested or parts.usage is None:
             return
-        if len(finish) < n:
+        if not parts.all_finished(n):
             return  # a choice never finished: not an answer worth repeating
-        choices = tuple(Choice(i, "".join(texts.get(i, [])), finish[i]) for i in range(n))
-        await self._keep(key, Completion(model=job.request.model, choices=choices, usage=usage))
+        await self._keep(key, parts.completion(job.request.model, n))
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -216,7 +210,7 @@ class ResponseCache:
         """The job's key, or None when the cache has no say; records `x-cache`."""
         if not self.cacheable(job):
             return None
-        options = request_options.current()
+        options = job.ctx.options
         if not options.cache_read:
             options.record_cache("bypass")
             job.metadata["cache"] = "bypass"
@@ -224,7 +218,7 @@ class ResponseCache:
         return cache_key(job)
 
     async def _lookup(self, job: Job, key: str) -> Completion | None:
-        options = request_options.current()
+        options = job.ctx.options
         try:
             raw = await self.store.get(key)
         except (RedisError, OSError) as exc:

@@ -24,11 +24,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
+from app.errors import Conflict, InvalidRequest, NotFound
 from app.providers.base import Chunk, Message, Provider
-from app.services.access import caller
-from app.services.auth import ANONYMOUS
-from app.services.generation import GenerationService, Job, Outcome
+from app.services.context import RequestContext
+from app.services.generation import GenerationService, Job, Outcome, check_max_tokens
 from app.services.presets import PresetService, SamplingChoice
 from app.settings import ModelRoute
 from app.storage import conversations as store
@@ -109,13 +108,6 @@ def _busy(conversation_id: str, waited: float) -> Conflict:
     )
 
 
-def _owner() -> str | None:
-    """Whose conversations this request may see: its client key's (`anonymous` without keys).
-    None outside a request (internal callers see every conversation)."""
-    client = caller()
-    return client.key_id if client is not None else None
-
-
 def _not_found(conversation_id: str) -> NotFound:
     return NotFound(
         f"No conversation found with id '{conversation_id}'.",
@@ -127,18 +119,25 @@ def _not_found(conversation_id: str) -> NotFound:
 class ConversationService:
     """Creates, lists and deletes conversations, and answers their messages."""
 
-    def __init__(self, db: Database, generation: GenerationService, *, lock_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        generation: GenerationService,
+        presets: PresetService,
+        *,
+        lock_timeout: float = 120.0,
+    ) -> None:
         self._db = db
         self._generation = generation
+        self._presets = presets
         self._lock_timeout = lock_timeout
         self._locks = _KeyedLocks()
-        self.presets: PresetService | None = None
-        """Set by the lifespan once presets are loaded (conversations may name one)."""
 
     # -- conversations -----------------------------------------------------------------------
 
     async def create(
         self,
+        ctx: RequestContext,
         *,
         model: str | None,
         system: str | None,
@@ -158,14 +157,8 @@ class ConversationService:
         name, route, _ = self._generation.resolve(model)
         if preset is not None:
             # The preset's system prompt, rendered once: the conversation keeps its wording.
-            system = self._preset_service().system_prompt(preset, inputs or {})
-        max_tokens = sampling.get("max_tokens")
-        if max_tokens is not None and max_tokens > route.max_output_tokens:
-            raise InvalidRequest(
-                f"max_tokens is too large: model '{name}' generates at most "
-                f"{route.max_output_tokens} tokens.",
-                param="sampling.max_tokens",
-            )
+            system = self._presets.system_prompt(preset, inputs or {})
+        check_max_tokens(name, route, sampling.get("max_tokens"), param="sampling.max_tokens")
         if system:
             reserve = self._reserve(route, {**self._preset_defaults(preset), **sampling})
             fixed = self._counter(name, route).fixed(system, None)
@@ -189,16 +182,18 @@ class ConversationService:
             sampling=dict(sampling),
             meta=dict(metadata),
             turns=0,
-            owner=_owner() or ANONYMOUS.key_id,
+            owner=ctx.owner,
         )
         async with self._db.session() as session:
             session.add(row)
             await session.commit()
         return row
 
-    async def history(self, conversation_id: str, *, limit: int, before: int | None) -> History:
+    async def history(
+        self, ctx: RequestContext, conversation_id: str, *, limit: int, before: int | None
+    ) -> History:
         async with self._db.session() as session:
-            row = await store.get_conversation(session, conversation_id, owner=_owner())
+            row = await store.get_conversation(session, conversation_id, owner=ctx.owner)
             if row is None:
                 raise _not_found(conversation_id)
             messages = await store.page_messages(session, conversation_id, limit=limit, before=before)
@@ -207,9 +202,11 @@ class ConversationService:
             has_more = False
         return History(conversation=row, messages=messages, has_more=has_more)
 
-    async def list(self, *, limit: int, after: str | None) -> tuple[list[ConversationRow], bool]:
+    async def list(
+        self, ctx: RequestContext, *, limit: int, after: str | None
+    ) -> tuple[list[ConversationRow], bool]:
         async with self._db.session() as session:
-            page = await store.list_conversations(session, limit=limit, after=after, owner=_owner())
+            page = await store.list_conversations(session, limit=limit, after=after, owner=ctx.owner)
         if page is None:
             raise NotFound(
                 f"No conversation found with id '{after}' to list after.",
@@ -218,19 +215,21 @@ class ConversationService:
             )
         return page
 
-    async def delete(self, conversation_id: str) -> None:
+    async def delete(self, ctx: RequestContext, conversation_id: str) -> None:
         async with self._db.session() as session:
-            deleted = await store.delete_conversation(session, conversation_id, owner=_owner())
+            deleted = await store.delete_conversation(session, conversation_id, owner=ctx.owner)
             await session.commit()
         if not deleted:
             raise _not_found(conversation_id)
 
     # -- replies -----------------------------------------------------------------------------
 
-    async def reply(self, conversation_id: str, content: str, overrides: Mapping[str, Any]) -> Reply:
+    async def reply(
+        self, ctx: RequestContext, conversation_id: str, content: str, overrides: Mapping[str, Any]
+    ) -> Reply:
         """Answer the user's message and store both turns (nothing is stored if it fails)."""
-        async with self._turn(conversation_id) as (session, row):
-            job = await self._plan(session, row, content, overrides)
+        async with self._turn(ctx, conversation_id) as (session, row):
+            job = await self._plan(ctx, session, row, content, overrides)
             outcome = await self._generation.complete(job)
             choice = outcome.completion.choices[0]
             turn = await self._store(
@@ -245,14 +244,14 @@ class ConversationService:
             return Reply(outcome=outcome, conversation_id=row.id, turn=turn)
 
     async def reply_stream(
-        self, conversation_id: str, content: str, overrides: Mapping[str, Any]
+        self, ctx: RequestContext, conversation_id: str, content: str, overrides: Mapping[str, Any]
     ) -> AsyncGenerator[ReplyChunk | Reply, None]:
         """Stream the reply; both turns are stored when it ends, before the final `Reply`.
 
         A failure stores nothing. A client that goes away after some text keeps what it was
         shown: both turns are stored, the reply marked `interrupted`."""
-        async with self._turn(conversation_id) as (session, row):
-            job = await self._plan(session, row, content, overrides)
+        async with self._turn(ctx, conversation_id) as (session, row):
+            job = await self._plan(ctx, session, row, content, overrides)
             shown: list[str] = []
             outcome: Outcome | None = None
             try:
@@ -288,48 +287,43 @@ class ConversationService:
     # -- internals ---------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _turn(self, conversation_id: str) -> AsyncIterator[tuple[AsyncSession, ConversationRow]]:
+    async def _turn(
+        self, ctx: RequestContext, conversation_id: str
+    ) -> AsyncIterator[tuple[AsyncSession, ConversationRow]]:
         """Hold the conversation for one reply: this replica's lock, then (PostgreSQL) its row."""
         deadline = time.monotonic() + self._lock_timeout
         async with self._locks.hold(conversation_id, self._lock_timeout), self._db.session() as session:
-            row = await self._lock_row(session, conversation_id, deadline)
+            row = await self._lock_row(session, conversation_id, ctx.owner, deadline)
             if row is None:
                 raise _not_found(conversation_id)
             yield session, row
 
     async def _lock_row(
-        self, session: AsyncSession, conversation_id: str, deadline: float
+        self, session: AsyncSession, conversation_id: str, owner: str, deadline: float
     ) -> ConversationRow | None:
         if self._db.is_sqlite:
             # No row locks: the in-process lock serializes, the turn counter catches the rest.
-            return await store.get_conversation(session, conversation_id, owner=_owner())
+            return await store.get_conversation(session, conversation_id, owner=owner)
         left_ms = max(1, int((deadline - time.monotonic()) * 1000))
         await session.execute(text(f"SET LOCAL lock_timeout = '{left_ms}ms'"))
         try:
-            return await store.get_conversation(session, conversation_id, owner=_owner(), lock=True)
+            return await store.get_conversation(session, conversation_id, owner=owner, lock=True)
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE:
                 raise _busy(conversation_id, self._lock_timeout) from exc
             raise
 
-    def _preset_service(self) -> PresetService:
-        if self.presets is None:
-            raise ServiceUnavailable("Presets are not loaded.")
-        return self.presets
-
     def _preset_defaults(self, preset: str | None) -> dict[str, Any]:
-        return self._preset_service().get(preset).defaults if preset is not None else {}
+        return self._presets.get(preset).defaults if preset is not None else {}
 
     async def _preset_sampling(
         self, preset: str | None, explicit: Mapping[str, Any]
     ) -> SamplingChoice | None:
         """The preset's sampling for this reply (tuned when it tunes), or None without one. A
         preset since removed from the operator's file leaves its system prompt and nothing else."""
-        if preset is None or self.presets is None:
+        if preset is None or self._presets.find(preset) is None:
             return None
-        if self.presets.find(preset) is None:
-            return None
-        return await self.presets.choose_sampling(preset, explicit)
+        return await self._presets.choose_sampling(preset, explicit)
 
     def _reserve(self, route: ModelRoute, sampling: Mapping[str, Any]) -> int:
         """Tokens kept free for the reply: the requested max_tokens, else the model's default."""
@@ -343,7 +337,12 @@ class ConversationService:
         return _TokenCounter(provider, route.upstream_model or name)
 
     async def _plan(
-        self, session: AsyncSession, row: ConversationRow, content: str, overrides: Mapping[str, Any]
+        self,
+        ctx: RequestContext,
+        session: AsyncSession,
+        row: ConversationRow,
+        content: str,
+        overrides: Mapping[str, Any],
     ) -> Job:
         """The job for the next reply: system prompt, the newest turns that fit, the message."""
         name, route, _ = self._generation.resolve(row.model)
@@ -395,6 +394,7 @@ class ConversationService:
             del kept[:2]
             messages = [*system, *(Message(m.role, m.content) for m in kept), user]  # type: ignore[arg-type]
         job = self._generation.plan(
+            ctx,
             endpoint="conversation",
             model=row.model,
             messages=messages,
@@ -403,7 +403,7 @@ class ConversationService:
         )
         if choice is not None:
             choice.annotate(job)
-            job.privacy = self._preset_service().get(choice.preset).spec.privacy
+            job.privacy = self._presets.get(choice.preset).spec.privacy
         job.metadata.update(
             {
                 "conversation_id": row.id,

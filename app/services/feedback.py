@@ -10,14 +10,12 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
-
+from app.clock import as_utc
 from app.errors import NotFound
 from app.services.records import RecordWriter
 from app.services.tuning import TuningService
+from app.storage import records as record_rows
 from app.storage.db import Database
-from app.storage.tables import Feedback, GenerationRecord
 
 Rating = str | int
 
@@ -73,20 +71,8 @@ class FeedbackService:
             "created_at": now,
             "updated_at": now,
         }
-        dialect = postgresql if self._db.engine.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(Feedback).values(values)
-        statement = statement.on_conflict_do_update(
-            index_elements=[Feedback.generation_id],
-            set_={
-                "rating": statement.excluded.rating,
-                "score": statement.excluded.score,
-                "comment": statement.excluded.comment,
-                "updated_at": statement.excluded.updated_at,
-            },
-        ).returning(Feedback.created_at)
         async with self._db.session() as session:
-            created_at = (await session.execute(statement)).scalar_one()
-            await session.commit()
+            created_at = as_utc(await record_rows.upsert_rating(session, values))
         self._tuning.forget(preset)
         return {
             "object": "feedback",
@@ -96,43 +82,22 @@ class FeedbackService:
             "comment": comment,
             "preset": preset,
             "variant": variant,
-            "replaced": _utc(created_at) != now,
-            "created_at": int(_utc(created_at).timestamp()),
+            "replaced": created_at != now,
+            "created_at": int(created_at.timestamp()),
             "updated_at": int(now.timestamp()),
         }
 
     async def _record(self, generation_id: str) -> tuple[str | None, str | None] | None:
         async with self._db.session() as session:
-            row = (
-                await session.execute(
-                    select(GenerationRecord.preset, GenerationRecord.variant).where(
-                        GenerationRecord.id == generation_id
-                    )
-                )
-            ).first()
-        return None if row is None else (row[0], row[1])
+            return await record_rows.preset_and_variant(session, generation_id)
 
     async def summary(self) -> dict[str, Any]:
         """Count, mean score and time range of the ratings, per preset and per variant."""
-        query = (
-            select(
-                GenerationRecord.preset,
-                GenerationRecord.variant,
-                func.count(),
-                func.sum(Feedback.score),
-                func.min(Feedback.updated_at),
-                func.max(Feedback.updated_at),
-            )
-            .join(GenerationRecord, GenerationRecord.id == Feedback.generation_id)
-            .group_by(GenerationRecord.preset, GenerationRecord.variant)
-        )
         async with self._db.session() as session:
-            rows = (await session.execute(query)).all()
+            rows = await record_rows.rating_groups(session)
         groups: dict[str | None, list[dict[str, Any]]] = {}
         for preset, variant, count, total, first, last in rows:
-            groups.setdefault(preset, []).append(
-                _stats(int(count), float(total or 0), first, last) | {"variant": variant}
-            )
+            groups.setdefault(preset, []).append(_stats(count, total, first, last) | {"variant": variant})
         presets = []
         for preset in sorted(groups, key=lambda p: (p is None, p or "")):
             variants = sorted(groups[preset], key=lambda v: (v["variant"] is None, v["variant"] or ""))
@@ -149,7 +114,7 @@ class FeedbackService:
 
 
 def _stats(count: int, total: float, first: datetime, last: datetime) -> dict[str, Any]:
-    first, last = _utc(first), _utc(last)
+    first, last = as_utc(first), as_utc(last)
     return {
         "count": count,
         "mean_rating": round(total / count, 4) if count else None,
@@ -163,8 +128,3 @@ def _stats(count: int, total: float, first: datetime, last: datetime) -> dict[st
 
 def _public(stats: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in stats.items() if not k.startswith("_") and k != "variant"}
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything stored is UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

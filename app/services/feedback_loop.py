@@ -6,33 +6,42 @@ update the tuning. A broken preset file stops the start-up here, naming the pres
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
-from app.presets import load_presets
+from app.clock import Clocks
 from app.services.feedback import FeedbackService
-from app.services.presets import PresetService
 from app.services.records import RecordHook, RecordWriter
 from app.services.tuning import TuningService
+from app.settings import Settings
+from app.storage.db import Database
 
-if TYPE_CHECKING:
-    from app.state import AppState
+
+@dataclass(frozen=True, slots=True)
+class FeedbackLoop:
+    records: RecordWriter
+    record_hook: RecordHook
+    """Goes last among the job hooks, so that it sees what every other hook added to a job."""
+    tuning: TuningService
+    feedback: FeedbackService
 
 
-async def open_feedback_loop(state: AppState, stack: AsyncExitStack) -> None:
-    """Set up `state.presets`, `state.records` and `state.feedback`; the record hook goes last,
-    so that it sees what every other hook added to a job."""
-    settings = state.settings
-    presets = load_presets(settings.presets_file)
-    records = RecordWriter(state.db, max_pending=settings.records_max_pending)
+@contextlib.asynccontextmanager
+async def open_feedback_loop(
+    settings: Settings, db: Database, clocks: Clocks | None = None
+) -> AsyncIterator[FeedbackLoop]:
+    """Start the record writer; at exit, drain it (before the database closes)."""
+    records = RecordWriter(db, max_pending=settings.records_max_pending)
     records.start()
-    state.metrics.watch_records(records)
-    # Registered after the database's own close, so it runs before it: records are drained first.
-    stack.push_async_callback(records.aclose)
-    state.generation.hooks.append(RecordHook(records, store_text=settings.store_text))
-    tuning = TuningService(state.db, refresh_seconds=settings.tuning_refresh_seconds)
-    state.records = records
-    state.presets = PresetService(
-        presets, state.generation, tuning, map_concurrency=settings.summarize_concurrency
-    )
-    state.feedback = FeedbackService(state.db, records, tuning)
+    clocks = clocks or Clocks()
+    tuning = TuningService(db, refresh_seconds=settings.tuning_refresh_seconds, clock=clocks.monotonic)
+    try:
+        yield FeedbackLoop(
+            records=records,
+            record_hook=RecordHook(records, store_text=settings.store_text),
+            tuning=tuning,
+            feedback=FeedbackService(db, records, tuning),
+        )
+    finally:
+        await records.aclose()

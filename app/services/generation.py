@@ -17,16 +17,16 @@ from typing import Any, Literal, Protocol
 
 from app.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 from app.providers.base import (
-    Choice,
     Chunk,
     Completion,
-    FinishReason,
+    CompletionAssembler,
     GenerationRequest,
     Message,
     Provider,
     Sampling,
     Usage,
 )
+from app.services.context import RequestContext
 from app.settings import ModelRoute, Settings
 
 
@@ -36,6 +36,8 @@ class Job:
 
     id: str
     endpoint: str
+    ctx: RequestContext
+    """The request this job serves: its caller, options, id and deadline."""
     model: str
     """The public model name the client asked for (or the default)."""
     route: ModelRoute
@@ -156,6 +158,7 @@ class GenerationService:
 
     def plan(
         self,
+        ctx: RequestContext,
         *,
         endpoint: str,
         model: str | None,
@@ -166,35 +169,60 @@ class GenerationService:
         user: str | None = None,
         id_prefix: str = "gen",
     ) -> Job:
-        """Resolve everything a generation needs. `overrides` are the client's own sampling
-        values and always win; `defaults` (a preset's or a tuning variant's) come next."""
+        """Resolve everything a generation needs, for the request `ctx`. `overrides` are the
+        client's own sampling values and always win; `defaults` (a preset's or a tuning
+        variant's) come next."""
         name, route, provider = self.resolve(model)
         extra = dict(extra or {})
-        for param in extra:
-            if param not in provider.extra_params:
-                raise UnsupportedParameter(
-                    f"The parameter '{param}' is not supported by the '{provider.name}' provider "
-                    f"serving model '{name}'.",
-                    param=param,
-                )
+        check_extra_params(provider, name, extra)
         merged: dict[str, Any] = {**(defaults or {}), **overrides}
         messages_t = tuple(messages)
-        max_tokens = merged.get("max_tokens")
-        if max_tokens is not None and max_tokens > route.max_output_tokens:
-            raise InvalidRequest(
-                f"max_tokens is too large: model '{name}' generates at most "
-                f"{route.max_output_tokens} tokens.",
-                param="max_tokens",
-            )
+        check_max_tokens(name, route, merged.get("max_tokens"))
+        max_tokens, prompt_tokens = self._fit_context(
+            name, route, provider, messages_t, merged.get("max_tokens"), explicit="max_tokens" in overrides
+        )
+        seed = merged.get("seed")
+        request = GenerationRequest(
+            model=route.upstream_model or name,
+            messages=messages_t,
+            sampling=self._settle_sampling(merged, max_tokens),
+            extra=extra,
+            user=user,
+        )
+        return Job(
+            id=f"{id_prefix}-{uuid.uuid4().hex}",
+            endpoint=endpoint,
+            ctx=ctx,
+            model=name,
+            route=route,
+            provider=provider,
+            request=request,
+            seed_fixed=seed is not None,
+            prompt_tokens=prompt_tokens,
+        )
+
+    def _fit_context(
+        self,
+        name: str,
+        route: ModelRoute,
+        provider: Provider,
+        messages: tuple[Message, ...],
+        max_tokens: int | None,
+        *,
+        explicit: bool,
+    ) -> tuple[int, int | None]:
+        """The reply's `max_tokens` in the room the prompt leaves, and the prompt's token count
+        when it had to be counted. An explicit `max_tokens` that does not fit is refused; a
+        default one shrinks to fit."""
         wanted = max_tokens if max_tokens is not None else self.default_max_tokens(route)
-        bound = tokens_at_most(messages_t)
+        bound = tokens_at_most(messages)
         prompt_tokens: int | None
         if bound + wanted <= route.context_window:
             # It fits whatever the tokenizer says: counting exactly is left to whoever needs
             # the number (token limits), and a tokenizer is never loaded just to learn this.
             prompt_tokens, room = None, route.context_window - bound
         else:
-            prompt_tokens = provider.count_tokens(route.upstream_model or name, messages_t)
+            prompt_tokens = provider.count_tokens(route.upstream_model or name, messages)
             room = route.context_window - prompt_tokens
         if room < 1:
             raise InvalidRequest(
@@ -204,19 +232,21 @@ class GenerationService:
                 code="context_length_exceeded",
             )
         if max_tokens is None:
-            max_tokens = max(1, min(self.default_max_tokens(route), room))
-        elif "max_tokens" in overrides and max_tokens > room:
+            return max(1, min(self.default_max_tokens(route), room)), prompt_tokens
+        if explicit and max_tokens > room:
             raise InvalidRequest(
                 f"The prompt (about {prompt_tokens} tokens) plus max_tokens ({max_tokens}) exceeds "
                 f"model '{name}''s context of {route.context_window} tokens.",
                 param="max_tokens",
                 code="context_length_exceeded",
             )
-        else:
-            max_tokens = min(max_tokens, room)
+        return min(max_tokens, room), prompt_tokens
+
+    def _settle_sampling(self, merged: Mapping[str, Any], max_tokens: int) -> Sampling:
+        """Every sampling field resolved: the request's, a preset's, else the service's default."""
         stop = merged.get("stop")
         seed = merged.get("seed")
-        sampling = Sampling(
+        return Sampling(
             temperature=_pick(merged, "temperature", self._settings.default_temperature),
             top_p=_pick(merged, "top_p", self._settings.default_top_p),
             max_tokens=max_tokens,
@@ -226,23 +256,6 @@ class GenerationService:
             seed=seed if seed is not None else secrets.randbits(31),
             presence_penalty=_pick(merged, "presence_penalty", 0.0),
             frequency_penalty=_pick(merged, "frequency_penalty", 0.0),
-        )
-        request = GenerationRequest(
-            model=route.upstream_model or name,
-            messages=messages_t,
-            sampling=sampling,
-            extra=extra,
-            user=user,
-        )
-        return Job(
-            id=f"{id_prefix}-{uuid.uuid4().hex}",
-            endpoint=endpoint,
-            model=name,
-            route=route,
-            provider=provider,
-            request=request,
-            seed_fixed=seed is not None,
-            prompt_tokens=prompt_tokens,
         )
 
     # -- running -----------------------------------------------------------------------------
@@ -270,54 +283,37 @@ class GenerationService:
         started = time.perf_counter()
         created = int(time.time())
         ttft: float | None = None
-        texts: dict[int, list[str]] = {}
-        finish: dict[int, FinishReason] = {}
-        usage: Usage | None = None
-        produced = 0
+        parts = CompletionAssembler()
         done = False
         error: BaseException | None = None
         try:
             async with aclosing(self.runner.stream(job)) as chunks:
                 async for chunk in chunks:
+                    parts.add(chunk)
                     if chunk.usage is not None:
-                        usage = chunk.usage
                         continue
-                    if chunk.text:
-                        if ttft is None:
-                            ttft = (time.perf_counter() - started) * 1000
-                        produced += 1
-                        texts.setdefault(chunk.index, []).append(chunk.text)
-                    if chunk.finish_reason is not None:
-                        finish[chunk.index] = chunk.finish_reason
+                    if chunk.text and ttft is None:
+                        ttft = (time.perf_counter() - started) * 1000
                     yield chunk
             done = True
         except BaseException as exc:
             error = exc
             raise
         finally:
-            if not done and produced == 0 and usage is None:
+            if not done and parts.produced == 0 and parts.usage is None:
                 # Nothing was generated: a plain failure (or a client gone before any text).
                 await asyncio.shield(self._failed(job, error))
             else:
                 total = (time.perf_counter() - started) * 1000
+                usage = parts.usage
                 if usage is None:
                     # Cut short: bill the prompt and what was produced (one chunk ≈ one token).
                     prompt = job.provider.count_tokens(job.request.model, job.request.messages)
-                    usage = Usage(prompt, produced)
+                    usage = Usage(prompt, parts.produced)
                 outcome = Outcome(
                     job=job,
-                    completion=Completion(
-                        model=job.request.model,
-                        choices=tuple(
-                            Choice(
-                                index=i,
-                                text="".join(texts.get(i, [])),
-                                finish_reason=finish.get(i, "stop"),
-                            )
-                            for i in range(job.request.sampling.n)
-                        ),
-                        usage=usage,
-                        seed=job.request.sampling.seed,
+                    completion=parts.completion(
+                        job.request.model, job.request.sampling.n, usage=usage, seed=job.request.sampling.seed
                     ),
                     created=created,
                     ttft_ms=ttft if ttft is not None else total,
@@ -360,6 +356,28 @@ def tokens_at_most(messages: tuple[Message, ...]) -> int:
     """An upper bound on any provider's `count_tokens`: a byte-level BPE token covers at least
     one UTF-8 byte (SentencePiece adds at most a leading space), plus the framing above."""
     return _FRAMING_BASE + sum(len(m.content.encode()) + _FRAMING_PER_MESSAGE for m in messages)
+
+
+def check_extra_params(provider: Provider, model: str, extra: Mapping[str, Any]) -> None:
+    """Refuse a parameter the model's provider cannot honour, rather than drop it silently."""
+    for param in extra:
+        if param not in provider.extra_params:
+            raise UnsupportedParameter(
+                f"The parameter '{param}' is not supported by the '{provider.name}' provider "
+                f"serving model '{model}'.",
+                param=param,
+            )
+
+
+def check_max_tokens(
+    model: str, route: ModelRoute, max_tokens: int | None, param: str = "max_tokens"
+) -> None:
+    """Refuse a `max_tokens` beyond what the model can generate at all."""
+    if max_tokens is not None and max_tokens > route.max_output_tokens:
+        raise InvalidRequest(
+            f"max_tokens is too large: model '{model}' generates at most {route.max_output_tokens} tokens.",
+            param=param,
+        )
 
 
 def _pick(values: Mapping[str, Any], name: str, default: Any) -> Any:

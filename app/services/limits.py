@@ -17,10 +17,11 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
+from app.clock import Clock
 from app.errors import RateLimited
 from app.services.auth import Limits
 
@@ -110,8 +111,10 @@ _LIMIT_NAMES = {
 class LimitReached(RateLimited):
     """A key's own limit or budget refused the request (unlike an upstream's 429)."""
 
-    limit = ""
-    """Which: `requests_per_minute`, `tokens_per_minute`, `tokens_per_day` or `tokens_per_month`."""
+    def __init__(self, message: str, *, limit: str, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.limit = limit
+        """Which: `requests_per_minute`, `tokens_per_minute`, `tokens_per_day` or `tokens_per_month`."""
 
 
 def refusal(
@@ -124,61 +127,41 @@ def refusal(
     month_left: float,
 ) -> LimitReached:
     """The 429 for a refused reservation, with its headers and Retry-After."""
-    error = _refusal(status, wait, limits, tokens, snapshot, day_left, month_left)
-    error.limit = _LIMIT_NAMES[status]
-    return error
-
-
-def _refusal(
-    status: int,
-    wait: float,
-    limits: Limits,
-    tokens: int,
-    snapshot: Snapshot,
-    day_left: float,
-    month_left: float,
-) -> LimitReached:
     headers = snapshot.headers()
-    if status == NO_REQUESTS:
-        return _limited(
-            f"Rate limit reached: {limits.requests_per_minute} requests per minute.", wait, headers
-        )
-    if status == NO_TOKENS:
-        return _limited(
-            f"Rate limit reached: {limits.tokens_per_minute} tokens per minute; this request "
-            f"reserves {tokens} (prompt + max_tokens × n).",
-            wait,
-            headers,
-        )
+    limit = _LIMIT_NAMES[status]
     if status == TOO_LARGE:
         # Waiting cannot help, so no Retry-After: the client must ask for fewer tokens.
         return LimitReached(
             f"Request too large: it reserves {tokens} tokens (prompt + max_tokens × n), more than "
             f"this key's {limits.tokens_per_minute} tokens per minute. Lower max_tokens.",
+            limit=limit,
             code="request_too_large",
             headers=headers,
         )
-    if status == NO_DAY_BUDGET:
-        return _limited(
-            f"Daily token budget exhausted: {limits.tokens_per_day} tokens per day (UTC); this "
-            f"request reserves {tokens}.",
-            day_left,
-            headers,
-            code="insufficient_quota",
+    code: str | None = None
+    if status == NO_REQUESTS:
+        message = f"Rate limit reached: {limits.requests_per_minute} requests per minute."
+    elif status == NO_TOKENS:
+        message = (
+            f"Rate limit reached: {limits.tokens_per_minute} tokens per minute; this request "
+            f"reserves {tokens} (prompt + max_tokens × n)."
         )
-    return _limited(
-        f"Monthly token budget exhausted: {limits.tokens_per_month} tokens per month (UTC); this "
-        f"request reserves {tokens}.",
-        month_left,
-        headers,
-        code="insufficient_quota",
-    )
-
-
-def _limited(message: str, wait: float, headers: dict[str, str], code: str | None = None) -> LimitReached:
+    elif status == NO_DAY_BUDGET:
+        message = (
+            f"Daily token budget exhausted: {limits.tokens_per_day} tokens per day (UTC); this "
+            f"request reserves {tokens}."
+        )
+        wait, code = day_left, "insufficient_quota"
+    else:
+        message = (
+            f"Monthly token budget exhausted: {limits.tokens_per_month} tokens per month (UTC); this "
+            f"request reserves {tokens}."
+        )
+        wait, code = month_left, "insufficient_quota"
     wait = max(wait, 0.001)
     return LimitReached(
         message,
+        limit=limit,
         code=code,
         retry_after=math.ceil(wait),
         headers={**headers, "retry-after-ms": str(math.ceil(wait * 1000))},
@@ -200,7 +183,9 @@ class Limiter(Protocol):
 class MemoryLimiter:
     """The limits of a single instance, kept in this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = time.time) -> None:
+        self._clock = clock
+        """Wall-clock seconds: windows are per minute, per UTC day and month."""
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
         self._spent: dict[tuple[str, str], int] = {}
         self._period = ""
@@ -213,7 +198,7 @@ class MemoryLimiter:
         return max(0.0, used - (at - ts) * limit / 60)
 
     async def reserve(self, key_id: str, limits: Limits, tokens: int) -> tuple[Reservation, Snapshot]:
-        at = time.time()
+        at = self._clock()
         day, month, day_left, month_left = periods(datetime.fromtimestamp(at, UTC))
         if day != self._period:  # forget finished periods
             self._period = day
@@ -252,7 +237,7 @@ class MemoryLimiter:
             return
         key_id, tpm = reservation.key_id, reservation.limits.tokens_per_minute
         if tpm:
-            at = time.time()
+            at = self._clock()
             level = self._used((key_id, "tok"), tpm, at)
             self._buckets[(key_id, "tok")] = (max(0.0, level + delta), at)
         for label in (f"d{reservation.day}", f"m{reservation.month}"):

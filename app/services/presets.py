@@ -16,6 +16,7 @@ from typing import Any
 from app.errors import NotFound
 from app.presets import Preset
 from app.providers.base import Message
+from app.services.context import RequestContext
 from app.services.generation import GenerationService, Job
 from app.services.summarize import PartResult, reduce_to_fit, user_message_counter
 from app.services.tuning import TuningService
@@ -100,6 +101,7 @@ class PresetService:
 
     async def plan(
         self,
+        ctx: RequestContext,
         name: str,
         inputs: Mapping[str, Any],
         *,
@@ -119,9 +121,10 @@ class PresetService:
         summarize = preset.spec.summarize
         if summarize is not None and values.get(summarize.input):
             messages, reduction_meta = await self._fit(
-                preset, values, summarize.input, choice, model, overrides, extra, user, endpoint
+                ctx, preset, values, summarize.input, choice, model, overrides, extra, user, endpoint
             )
         job = self._generation.plan(
+            ctx,
             endpoint=endpoint,
             model=model,
             messages=messages,
@@ -138,6 +141,7 @@ class PresetService:
 
     async def _fit(
         self,
+        ctx: RequestContext,
         preset: Preset,
         values: dict[str, Any],
         key: str,
@@ -178,6 +182,7 @@ class PresetService:
 
         async def summarize_part(text: str, part: int, parts: int) -> PartResult:
             job = self._generation.plan(
+                ctx,
                 endpoint=endpoint,
                 model=model,
                 messages=messages_for(text, "map", part, parts),

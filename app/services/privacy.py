@@ -31,9 +31,8 @@ import re2
 
 from app.errors import InvalidRequest, ServiceUnavailable
 from app.providers.base import Chunk, Completion, GenerationRequest, Message
-from app.services import request_options
+from app.services.context import PRIVACY_HEADER
 from app.services.generation import Job, Runner
-from app.services.request_options import PRIVACY_HEADER
 from app.settings import Settings
 
 log = logging.getLogger("genserve.privacy")
@@ -317,7 +316,7 @@ class PrivacyGuard:
         """Large redactions run on at most this many threads at once."""
 
     def mode_for(self, job: Job) -> PrivacyMode:
-        requested = parse_mode(request_options.current().privacy)
+        requested = parse_mode(job.ctx.options.privacy)
         return strictest(self.default_mode, job.privacy, requested)
 
     def _redact(self, request: GenerationRequest) -> tuple[Redaction, Counter[str], str | None]:

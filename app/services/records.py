@@ -15,12 +15,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from app.services.generation import JobHook, Outcome
+from app.storage import records as record_rows
 from app.storage.db import Database
-from app.storage.tables import GenerationRecord
 
 log = logging.getLogger("genserve.records")
 
@@ -122,8 +121,7 @@ class RecordWriter:
         while True:
             try:
                 async with self._db.session() as session:
-                    await session.execute(insert(GenerationRecord), batch)
-                    await session.commit()
+                    await record_rows.insert_records(session, batch)
                 return
             except IntegrityError:
                 # Retrying cannot help a row the database refuses (an id already stored):

@@ -1,7 +1,7 @@
 """Resilience: retries with backoff, fallback models, a circuit breaker per upstream model and a
 concurrency cap per provider — one runner around the providers.
 
-One request has one retry budget (`openai_max_retries` retries) and one deadline
+One request has one retry budget (`upstream_max_retries` retries) and one deadline
 (`upstream_deadline`) for everything it tries. The requested model is tried first and retried on
 transient failures (timeouts, dropped connections, 429, 5xx, garbled answers) with exponential
 backoff and jitter, or after the upstream's `Retry-After`. When it keeps failing, its circuit is
@@ -291,8 +291,9 @@ class Resilience:
         """Try the candidates in order under one budget; yield the one that succeeded with the
         attempt's result. Its concurrency slot is held until the block ends."""
         budget = Budget(
-            retries_left=self._settings.openai_max_retries,
-            deadline=time.monotonic() + self._settings.upstream_deadline,
+            retries_left=self._settings.upstream_max_retries,
+            # The request's own deadline (set when it arrived), else one from now.
+            deadline=job.ctx.deadline or time.monotonic() + self._settings.upstream_deadline,
         )
         requested = job.model
         failure: AppError | None = None

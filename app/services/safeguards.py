@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from app.clock import Clocks
 from app.providers.base import Chunk, Completion, Provider
 from app.services.cache import ResponseCache
 from app.services.generation import Job
@@ -29,9 +30,16 @@ class Safeguards:
     resilience: Resilience
 
     @classmethod
-    def build(cls, settings: Settings, providers: Mapping[str, Provider], redis: Redis | None) -> Safeguards:
-        resilience = Resilience(settings, providers)
-        cache = ResponseCache.build(settings, resilience, redis)
+    def build(
+        cls,
+        settings: Settings,
+        providers: Mapping[str, Provider],
+        redis: Redis | None,
+        clocks: Clocks | None = None,
+    ) -> Safeguards:
+        clocks = clocks or Clocks()
+        resilience = Resilience(settings, providers, clock=clocks.monotonic)
+        cache = ResponseCache.build(settings, resilience, redis, clocks.monotonic)
         return cls(privacy=PrivacyGuard(settings, cache), cache=cache, resilience=resilience)
 
     async def complete(self, job: Job) -> Completion:

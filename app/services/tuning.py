@@ -18,12 +18,12 @@ import random
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.clock import Clock
 from app.presets import Preset
+from app.storage import records as record_rows
 from app.storage.db import Database
-from app.storage.tables import Feedback, GenerationRecord
 
 log = logging.getLogger("genserve.tuning")
 
@@ -54,8 +54,16 @@ class Evidence:
 class TuningService:
     """Chooses variants and reports the posteriors."""
 
-    def __init__(self, db: Database, *, refresh_seconds: float, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        refresh_seconds: float,
+        rng: random.Random | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self._db = db
+        self._clock = clock
         self._refresh = refresh_seconds
         self._rng = rng or random.Random()
         self._cache: dict[str, tuple[float, dict[str, Evidence]]] = {}
@@ -80,12 +88,12 @@ class TuningService:
     async def evidence(self, preset: str) -> dict[str, Evidence]:
         """Ratings per variant of `preset` (cached for `refresh_seconds`)."""
         cached = self._cache.get(preset)
-        if cached is not None and cached[0] > time.monotonic():
+        if cached is not None and cached[0] > self._clock():
             return cached[1]
         lock = self._locks.setdefault(preset, asyncio.Lock())
         async with lock:  # one query per preset at a time, however many requests wait
             cached = self._cache.get(preset)
-            if cached is not None and cached[0] > time.monotonic():
+            if cached is not None and cached[0] > self._clock():
                 return cached[1]
             try:
                 evidence = await self._read(preset)
@@ -95,44 +103,19 @@ class TuningService:
                 log.warning("reading the tuning feedback of preset %r failed", preset, exc_info=True)
                 evidence = cached[1] if cached is not None else {}
             if self._refresh > 0:
-                self._cache[preset] = (time.monotonic() + self._refresh, evidence)
+                self._cache[preset] = (self._clock() + self._refresh, evidence)
             return evidence
 
     async def _read(self, preset: str) -> dict[str, Evidence]:
-        query = (
-            select(GenerationRecord.variant, func.count(), func.sum(Feedback.score))
-            .join(Feedback, Feedback.generation_id == GenerationRecord.id)
-            .where(GenerationRecord.preset == preset, GenerationRecord.tuned.is_(True))
-            .group_by(GenerationRecord.variant)
-        )
         async with self._db.session() as session:
-            rows = (await session.execute(query)).all()
-        return {variant: Evidence(int(n), float(total or 0.0)) for variant, n, total in rows if variant}
+            rows = await record_rows.variant_ratings(session, preset)
+        return {variant: Evidence(n, total) for variant, (n, total) in rows.items()}
 
     async def report(self, preset: Preset, *, recent: int = 100) -> dict[str, object]:
         """Each variant's posterior and how often it was chosen (overall and lately)."""
         evidence = await self._read(preset.name)
         async with self._db.session() as session:
-            chosen_rows = (
-                await session.execute(
-                    select(GenerationRecord.variant, func.count())
-                    .where(GenerationRecord.preset == preset.name, GenerationRecord.tuned.is_(True))
-                    .group_by(GenerationRecord.variant)
-                )
-            ).all()
-            latest = (
-                (
-                    await session.execute(
-                        select(GenerationRecord.variant)
-                        .where(GenerationRecord.preset == preset.name, GenerationRecord.tuned.is_(True))
-                        .order_by(GenerationRecord.created_at.desc())
-                        .limit(recent)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-        chosen = {variant: int(n) for variant, n in chosen_rows}
+            chosen, latest = await record_rows.variant_choices(session, preset.name, recent=recent)
         total = sum(chosen.get(name, 0) for name in preset.variants)
         variants = []
         for name, sampling in preset.variants.items():

@@ -13,13 +13,10 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
-
-from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.providers.base import Usage
 from app.settings import ModelRoute
+from app.storage import usage as usage_rows
 from app.storage.db import Database
 from app.storage.tables import UsageDaily
 
@@ -71,34 +68,21 @@ class UsageRecorder:
             try:
                 async with self._db.session() as session:
                     for (key_id, model, day), counts in sorted(batch.items()):
-                        await session.execute(self._upsert(key_id, model, day, counts))
+                        await usage_rows.add(
+                            session,
+                            key_id=key_id,
+                            model=model,
+                            day=day,
+                            requests=counts.requests,
+                            prompt_tokens=counts.prompt_tokens,
+                            completion_tokens=counts.completion_tokens,
+                            cost=counts.cost,
+                        )
                     await session.commit()
             except BaseException:
                 for k, counts in batch.items():
                     self._pending.setdefault(k, _Counts()).add(counts)
                 raise
-
-    def _upsert(self, key_id: str, model: str, day: date, counts: _Counts) -> Any:
-        insert = sqlite.insert if self._db.is_sqlite else postgresql.insert
-        stmt = insert(UsageDaily).values(
-            key_id=key_id,
-            model=model,
-            day=day,
-            requests=counts.requests,
-            prompt_tokens=counts.prompt_tokens,
-            completion_tokens=counts.completion_tokens,
-            cost=counts.cost,
-        )
-        new = stmt.excluded
-        return stmt.on_conflict_do_update(
-            index_elements=[UsageDaily.key_id, UsageDaily.model, UsageDaily.day],
-            set_={
-                "requests": UsageDaily.requests + new.requests,
-                "prompt_tokens": UsageDaily.prompt_tokens + new.prompt_tokens,
-                "completion_tokens": UsageDaily.completion_tokens + new.completion_tokens,
-                "cost": UsageDaily.cost + new.cost,
-            },
-        )
 
     async def run(self) -> None:
         """Flush periodically until cancelled (the lifespan flushes once more at shutdown)."""
@@ -126,14 +110,5 @@ class UsageRecorder:
     ) -> list[UsageDaily]:
         """Rows in date order, newest counts included (this replica's pending ones are written first)."""
         await self.flush()
-        q = select(UsageDaily).order_by(UsageDaily.day, UsageDaily.key_id, UsageDaily.model)
-        if key_id is not None:
-            q = q.where(UsageDaily.key_id == key_id)
-        if model is not None:
-            q = q.where(UsageDaily.model == model)
-        if start is not None:
-            q = q.where(UsageDaily.day >= start)
-        if end is not None:
-            q = q.where(UsageDaily.day <= end)
         async with self._db.session() as session:
-            return list((await session.execute(q)).scalars())
+            return await usage_rows.query(session, key_id=key_id, model=model, start=start, end=end)

@@ -8,9 +8,11 @@ from fastapi import APIRouter, Depends, Query
 
 from app.api.access import require_admin
 from app.api.deps import AccessDep, GenerationDep
+from app.api.render.keys import key_info, usage_report
 from app.errors import InvalidRequest
 from app.schemas.keys import KeyCreate, KeyCreated, KeyInfo, KeyList, KeyUpdate
 from app.schemas.usage import UsageReport
+from app.services.auth import Limits
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -31,36 +33,36 @@ async def create_key(body: KeyCreate, access: AccessDep, service: GenerationDep)
     _check_models(body.allowed_models, service)
     row, secret = await access.keys.create(
         name=body.name,
-        limits=body.limits.to_limits(),
+        limits=Limits(**body.limits.model_dump()),
         allowed_models=body.allowed_models,
         allowed_presets=body.allowed_presets,
         expires_at=body.expires_at,
     )
-    return KeyCreated(**KeyInfo.of(row).model_dump(), key=secret)
+    return KeyCreated(**key_info(row).model_dump(), key=secret)
 
 
 @router.get("/keys")
 async def list_keys(access: AccessDep, include_revoked: bool = True) -> KeyList:
     """Every key, newest first; never their secrets."""
-    return KeyList(data=[KeyInfo.of(row) for row in await access.keys.list(include_revoked=include_revoked)])
+    return KeyList(data=[key_info(row) for row in await access.keys.list(include_revoked=include_revoked)])
 
 
 @router.get("/keys/{key_id}")
 async def get_key(key_id: str, access: AccessDep) -> KeyInfo:
-    return KeyInfo.of(await access.keys.get(key_id))
+    return key_info(await access.keys.get(key_id))
 
 
 @router.patch("/keys/{key_id}")
 async def update_key(key_id: str, body: KeyUpdate, access: AccessDep, service: GenerationDep) -> KeyInfo:
     """Change a key's name, limits, allowed models or presets, or expiry; applies at once."""
     _check_models(body.allowed_models, service)
-    return KeyInfo.of(await access.keys.update(key_id, body.columns()))
+    return key_info(await access.keys.update(key_id, body.columns()))
 
 
 @router.delete("/keys/{key_id}")
 async def revoke_key(key_id: str, access: AccessDep) -> KeyInfo:
     """Revoke a key: refused from its next request on, on every replica. Its usage is kept."""
-    return KeyInfo.of(await access.keys.revoke(key_id))
+    return key_info(await access.keys.revoke(key_id))
 
 
 @router.get("/usage")
@@ -73,4 +75,4 @@ async def all_usage(
 ) -> UsageReport:
     """Usage of every key, per model and day, with estimated cost; filter by key, model, dates."""
     rows = await access.usage.query(key_id=key_id, model=model, start=start, end=end)
-    return UsageReport.of(rows, start, end)
+    return usage_report(rows, start, end)

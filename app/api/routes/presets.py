@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.api.deps import ClientDep, GenerationDep, PresetsDep
-from app.api.routes.generate import generate_body, render_generate_stream
+from app.api.deps import ClientDep, CtxDep, GenerationDep, PresetsDep
+from app.api.render.generate import generate_body, generate_stream
 from app.api.streaming import sse_response, until_disconnected
 from app.schemas.generate import GenerateResponse
 from app.schemas.presets import PresetGenerateRequest, PresetList, PresetOut, TuningReport
@@ -43,18 +43,18 @@ async def generate_with_preset(
     body: PresetGenerateRequest,
     presets: PresetsDep,
     service: GenerationDep,
-    client: ClientDep,
+    ctx: CtxDep,
     request: Request,
 ) -> Response | dict[str, object]:
     """Generate with a preset: its prompts are rendered from `inputs`, its sampling defaults
     (or a tuned variant) apply where the request sets nothing. Answers exactly like
     `POST /v1/generate`, streaming included."""
-    client.require_preset(name)  # before any work (a long text's stages) is done
+    ctx.caller.require_preset(name)  # before any work (a long text's stages) is done
     job = await until_disconnected(
         request,
-        presets.plan(name, body.inputs, model=body.model, overrides=body.sampling_overrides()),
+        presets.plan(ctx, name, body.inputs, model=body.model, overrides=body.sampling_overrides()),
     )
     if body.stream:
-        return await sse_response(service.stream(job), render_generate_stream(job.id), request)
+        return await sse_response(service.stream(job), generate_stream(job.id), request)
     outcome = await until_disconnected(request, service.complete(job))
     return generate_body(outcome)

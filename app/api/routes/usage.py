@@ -7,7 +7,7 @@ import datetime as dt
 from fastapi import APIRouter, Query
 
 from app.api.deps import AccessDep, ClientDep
-from app.schemas.keys import KeyLimits
+from app.api.render.keys import usage_report
 from app.schemas.usage import UsageReport
 
 router = APIRouter(tags=["usage"])
@@ -23,15 +23,4 @@ async def own_usage(
 ) -> UsageReport:
     """Requests, tokens and estimated cost per model and day for the key making this request."""
     rows = await access.usage.query(key_id=client.key_id, model=model, start=start, end=end)
-    limits = client.limits
-    return UsageReport.of(
-        rows,
-        start,
-        end,
-        KeyLimits(
-            requests_per_minute=limits.requests_per_minute,
-            tokens_per_minute=limits.tokens_per_minute,
-            tokens_per_day=limits.tokens_per_day,
-            tokens_per_month=limits.tokens_per_month,
-        ),
-    )
+    return usage_report(rows, start, end, client.limits)

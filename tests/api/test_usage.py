@@ -164,7 +164,7 @@ async def test_a_fallback_is_billed_as_the_model_that_served_and_a_cache_hit_cos
     upstream.post("/chat/completions", json__model="gpt-4o-mini").respond(
         json=completion(prompt_tokens=100, completion_tokens=100)
     )
-    app = keys_app(models=models, openai_max_retries=0, cache_enabled=True)
+    app = keys_app(models=models, upstream_max_retries=0, cache_enabled=True)
     async with running(app) as client:
         _, secret = await create_key(client)
         body = chat_body(model="gpt-4o", temperature=0)

@@ -14,7 +14,7 @@ import yaml
 
 from app.settings import Settings, env_example, env_name
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 MAKEFILE = (ROOT / "Makefile").read_text()
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

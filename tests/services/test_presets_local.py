@@ -8,8 +8,8 @@ import pytest
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.preset_helpers import serve
-from tests.test_presets import EXAMPLES
-from tests.test_summarize import long_text
+from tests.services.test_presets import EXAMPLES
+from tests.services.test_summarize import long_text
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from app.main import create_app
 from app.observability.logging import JsonFormatter, TextFormatter, configure_logging
 from tests.access_helpers import bearer, chat_body, create_key, keys_app, running
-from tests.conftest import openai_settings
+from tests.conftest import openai_settings, serving
 
 PROMPT = "my very private prompt about Alice"
 KEY = "sk-test-secret-key-0000"
@@ -50,10 +50,8 @@ def sse_body(*texts: str) -> bytes:
 
 
 async def _serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://genserve.test") as client:
-            yield client
+    async with serving(app) as client:
+        yield client
 
 
 @pytest.fixture
@@ -287,7 +285,9 @@ async def test_rate_limit_refusals_are_counted_by_limit(upstream: respx.MockRout
         second = await client.post("/v1/chat/completions", json=chat_body(), headers=bearer(secret))
         assert (first.status_code, second.status_code) == (200, 429)
         text = await scrape(client)
-    assert sample(text, "genserve_rate_limited_total", limit="rate_limit_exceeded") == 1
+    # One refusal, counted once, under the limit that refused it.
+    assert sample(text, "genserve_rate_limited_total", limit="requests_per_minute") == 1
+    assert 'genserve_rate_limited_total{limit="rate_limit_exceeded"}' not in text
     route = {"method": "POST", "route": "/v1/chat/completions"}
     assert sample(text, "genserve_http_requests_total", **route, status="429") == 1
     refused = {"endpoint": "chat", "provider": "openai", "model": "gpt-4o-mini", "outcome": "refused"}

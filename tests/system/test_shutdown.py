@@ -16,7 +16,7 @@ import pytest
 
 from tests.processes import free_port, refused, stop, wait_until_up
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-shutdown-test-key-0000"
 PROMPT = "a prompt nobody else may read"
 

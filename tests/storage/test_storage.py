@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from sqlalchemy import text
 
 from app.main import create_app
-from tests.conftest import make_settings, openai_settings
+from tests.conftest import make_settings, openai_settings, serving
 
 
 async def test_default_sqlite_file_is_created_on_first_start(tmp_path: object) -> None:
@@ -28,10 +27,8 @@ async def test_migrations_run_on_both_engines(database_url: str) -> None:
         assert version
     # A second start (another replica, a restart) finds the schema current and changes nothing.
     app = create_app(openai_settings(database_url=database_url))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            assert (await client.get("/healthz")).status_code == 200
+    async with serving(app) as client:
+        assert (await client.get("/healthz")).status_code == 200
 
 
 def test_postgres_urls_get_the_async_driver() -> None:

@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import POSTGRES, REDIS
 from tests.processes import free_port, stop, wait_until_up
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "scale-out-admin-token-0123456789"
 
 
@@ -96,7 +96,7 @@ def replicas(echo_upstream: str, postgres_database: str) -> Iterator[tuple[str, 
         "GENSERVE_PROVIDER": "openai",
         "OPENAI_BASE_URL": echo_upstream,
         "OPENAI_API_KEY": "sk-scale-out-test",
-        "GENSERVE_OPENAI_MAX_RETRIES": "0",
+        "GENSERVE_UPSTREAM_MAX_RETRIES": "0",
         "DATABASE_URL": postgres_database,
         "REDIS_URL": REDIS,
         "GENSERVE_REDIS_PREFIX": f"genserve-test:{uuid.uuid4().hex[:12]}:",

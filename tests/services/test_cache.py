@@ -3,7 +3,6 @@ and through the real Redis shared by two instances."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 import respx
 from redis.asyncio import Redis
 
+from tests.clock import ManualClock
 from tests.conftest import REDIS, openai_settings
 from tests.upstream_faults import Service, error, ok, sse_events, streamed
 
@@ -24,7 +24,7 @@ def settings(**overrides: Any) -> Any:
             "primary": {"provider": "openai", "upstream_model": "gpt-4o", "fallbacks": ["backup"]},
             "backup": {"provider": "openai", "upstream_model": "gpt-4o-mini"},
         },
-        "openai_max_retries": 0,
+        "upstream_max_retries": 0,
     }
     values.update(overrides)
     return openai_settings(**values)
@@ -185,10 +185,12 @@ async def test_answers_from_a_fallback_are_not_cached(upstream: respx.MockRouter
 
 async def test_entries_expire_after_their_ttl(upstream: respx.MockRouter) -> None:
     calls = upstream.post("/chat/completions").mock(return_value=ok())
-    async with Service(settings(cache_ttl=1)) as client:
+    clock = ManualClock()
+    async with Service(settings(cache_ttl=1), clocks=clock.clocks) as client:
         await client.post(CHAT, json=chat())
+        clock.advance(0.9)
         assert (await client.post(CHAT, json=chat())).headers["x-cache"] == "hit"
-        await asyncio.sleep(1.05)
+        clock.advance(0.2)
         assert (await client.post(CHAT, json=chat())).headers["x-cache"] == "miss"
     assert calls.call_count == 2
 
@@ -227,7 +229,11 @@ async def test_redis_entries_expire(upstream: respx.MockRouter, redis: Redis, re
     calls = upstream.post("/chat/completions").mock(return_value=ok())
     async with Service(settings(redis_url=REDIS, redis_prefix=redis_prefix, cache_ttl=1)) as client:
         await client.post(CHAT, json=chat())
-        await asyncio.sleep(1.1)
+        # Redis expires entries on its own clock: the entry carries the TTL, and once Redis
+        # has dropped it (done here at once) the next request is answered afresh.
+        [key] = [key async for key in redis.scan_iter(match=f"{redis_prefix}*")]
+        assert 0 < await redis.pttl(key) <= 1000
+        await redis.delete(key)
         r = await client.post(CHAT, json=chat())
     assert r.headers["x-cache"] == "miss"
     assert calls.call_count == 2

@@ -13,7 +13,7 @@ import respx
 from app.main import create_app
 from app.providers.openai import OpenAIProvider
 from tests import openai_mock as mock
-from tests.conftest import LiveServer, _client, make_settings
+from tests.conftest import LiveServer, _client, make_settings, serving
 
 GEN = "/v1/generate"
 CHAT = "/v1/chat/completions"
@@ -551,10 +551,8 @@ async def test_even_an_internal_failure_answers_an_openai_error_with_the_request
 
     monkeypatch.setattr(OpenAIProvider, "complete", broken)
     app = create_app(make_settings(provider="openai", openai_api_key="sk-x", openai_http_transport="httpx"))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://genserve.test") as client:
-            r = await client.post(GEN, json={"prompt": "Hi"}, headers={"x-request-id": "trace-500"})
+    async with serving(app, raise_app_exceptions=False) as client:
+        r = await client.post(GEN, json={"prompt": "Hi"}, headers={"x-request-id": "trace-500"})
     assert r.status_code == 500
     assert r.json()["error"]["type"] == "api_error"
     assert "a bug" not in r.text

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import respx
 
+from tests.clock import ManualClock
 from tests.conftest import openai_settings
 from tests.upstream_faults import (
     Service,
@@ -38,7 +39,7 @@ def settings(**overrides: Any) -> Any:
             "backup": {"provider": "openai", "upstream_model": "gpt-4o-mini"},
             "alone": {"provider": "openai", "upstream_model": "gpt-4.1"},
         },
-        "openai_max_retries": 2,
+        "upstream_max_retries": 2,
         "retry_backoff": 0.01,
         "retry_backoff_max": 0.02,
     }
@@ -66,7 +67,7 @@ async def test_5xx_is_retried_until_it_succeeds(upstream: respx.MockRouter) -> N
 
 async def test_retries_stop_when_the_budget_is_spent(upstream: respx.MockRouter) -> None:
     calls = route(upstream, "gpt-4.1").mock(return_value=error(500))
-    async with Service(settings(openai_max_retries=1)) as client:
+    async with Service(settings(upstream_max_retries=1)) as client:
         r = await client.post(CHAT, json=chat("alone"))
     assert r.status_code == 502
     assert r.json()["error"]["code"] == "upstream_error"
@@ -207,7 +208,7 @@ async def test_retries_left_over_are_used_by_the_fallback(upstream: respx.MockRo
 async def test_a_stream_falls_back_before_its_first_chunk(upstream: respx.MockRouter) -> None:
     route(upstream, "gpt-4o").mock(return_value=error(503))
     route(upstream, "gpt-4o-mini").mock(return_value=streamed("Hi ", "from backup."))
-    async with Service(settings(openai_max_retries=0)) as client:
+    async with Service(settings(upstream_max_retries=0)) as client:
         r = await client.post("/v1/generate", json={"model": "primary", "prompt": PROMPT, "stream": True})
     assert r.status_code == 200, r.text
     events = sse_events(r.text)
@@ -220,7 +221,7 @@ async def test_a_stream_falls_back_before_its_first_chunk(upstream: respx.MockRo
 async def test_chat_stream_chunks_name_the_model_that_served_them(upstream: respx.MockRouter) -> None:
     route(upstream, "gpt-4o").mock(side_effect=httpx.ConnectError("refused"))
     route(upstream, "gpt-4o-mini").mock(return_value=streamed("Hello."))
-    async with Service(settings(openai_max_retries=0)) as client:
+    async with Service(settings(upstream_max_retries=0)) as client:
         r = await client.post(CHAT, json=chat("primary", stream=True))
     chunks = [e for e in sse_events(r.text) if e != "[DONE]"]
     assert chunks
@@ -269,8 +270,9 @@ async def test_a_stream_failing_before_any_text_is_retried(upstream: respx.MockR
 
 async def test_an_open_circuit_fails_fast_until_a_probe_succeeds(upstream: respx.MockRouter) -> None:
     calls = route(upstream, "gpt-4.1").mock(return_value=error(500))
-    config = settings(openai_max_retries=0, circuit_failure_threshold=2, circuit_cooldown=0.3)
-    async with Service(config) as client:
+    config = settings(upstream_max_retries=0, circuit_failure_threshold=2, circuit_cooldown=30)
+    clock = ManualClock()
+    async with Service(config, clocks=clock.clocks) as client:
         for _ in range(2):
             assert (await client.post(CHAT, json=chat("alone"))).status_code == 502
         r = await client.post(CHAT, json=chat("alone"))
@@ -279,7 +281,9 @@ async def test_an_open_circuit_fails_fast_until_a_probe_succeeds(upstream: respx
         assert int(r.headers["retry-after"]) >= 1
         assert calls.call_count == 2, "an open circuit must not reach the upstream"
 
-        await asyncio.sleep(0.35)
+        clock.advance(29)
+        assert (await client.post(CHAT, json=chat("alone"))).status_code == 503  # still cooling down
+        clock.advance(1)
         calls.mock(return_value=ok("Recovered."))
         r = await client.post(CHAT, json=chat("alone"))
         assert r.status_code == 200
@@ -289,10 +293,11 @@ async def test_an_open_circuit_fails_fast_until_a_probe_succeeds(upstream: respx
 
 async def test_a_failed_probe_opens_the_circuit_again(upstream: respx.MockRouter) -> None:
     calls = route(upstream, "gpt-4.1").mock(return_value=error(500))
-    config = settings(openai_max_retries=0, circuit_failure_threshold=1, circuit_cooldown=0.2)
-    async with Service(config) as client:
+    config = settings(upstream_max_retries=0, circuit_failure_threshold=1, circuit_cooldown=30)
+    clock = ManualClock()
+    async with Service(config, clocks=clock.clocks) as client:
         assert (await client.post(CHAT, json=chat("alone"))).status_code == 502
-        await asyncio.sleep(0.25)
+        clock.advance(30)
         assert (await client.post(CHAT, json=chat("alone"))).status_code == 502  # the probe
         assert (await client.post(CHAT, json=chat("alone"))).status_code == 503
         assert calls.call_count == 2
@@ -301,7 +306,7 @@ async def test_a_failed_probe_opens_the_circuit_again(upstream: respx.MockRouter
 async def test_an_open_circuit_sends_requests_straight_to_the_fallback(upstream: respx.MockRouter) -> None:
     primary = route(upstream, "gpt-4o").mock(return_value=error(500))
     backup = route(upstream, "gpt-4o-mini").mock(return_value=ok("Backup."))
-    config = settings(openai_max_retries=0, circuit_failure_threshold=1, circuit_cooldown=60)
+    config = settings(upstream_max_retries=0, circuit_failure_threshold=1, circuit_cooldown=60)
     async with Service(config) as service_client:
         first = await service_client.post(CHAT, json=chat("primary"))
         second = await service_client.post(CHAT, json=chat("primary"))
@@ -312,7 +317,7 @@ async def test_an_open_circuit_sends_requests_straight_to_the_fallback(upstream:
 
 async def test_circuit_state_is_exposed_for_metrics(upstream: respx.MockRouter) -> None:
     route(upstream, "gpt-4.1").mock(return_value=error(500))
-    service = Service(settings(openai_max_retries=1, circuit_failure_threshold=2))
+    service = Service(settings(upstream_max_retries=1, circuit_failure_threshold=2))
     async with service as client:
         await client.post(CHAT, json=chat("alone"))
         resilience = service.state.safeguards.resilience
@@ -386,7 +391,7 @@ async def test_retry_and_fallback_logs_hold_neither_keys_nor_prompts(
 async def test_an_upstream_model_can_fall_back_to_the_embedded_model(upstream: respx.MockRouter) -> None:
     calls = route(upstream, "gpt-4o").mock(side_effect=httpx.ConnectError("no route to host"))
     config = settings(
-        openai_max_retries=0,
+        upstream_max_retries=0,
         models={
             "primary": {
                 "provider": "openai",
@@ -436,7 +441,7 @@ async def test_the_official_sdk_sees_the_fallback_and_the_open_circuit(upstream:
     route(upstream, "gpt-4o").mock(return_value=error(500))
     route(upstream, "gpt-4o-mini").mock(return_value=ok("Backup."))
     route(upstream, "gpt-4.1").mock(return_value=error(500))
-    config = settings(openai_max_retries=0, circuit_failure_threshold=1, circuit_cooldown=60)
+    config = settings(upstream_max_retries=0, circuit_failure_threshold=1, circuit_cooldown=60)
     async with Service(config) as http:
         sdk = openai.AsyncOpenAI(
             base_url="http://genserve.test/v1", api_key="unused", http_client=http, max_retries=0
@@ -460,7 +465,7 @@ async def test_fallbacks_stay_within_the_models_a_key_may_use(upstream: respx.Mo
 
     primary = route(upstream, "gpt-4o").mock(return_value=error(500))
     backup = route(upstream, "gpt-4o-mini").mock(return_value=ok("Backup."))
-    app = keys_app(models=settings().models, openai_max_retries=0)
+    app = keys_app(models=settings().models, upstream_max_retries=0)
     async with running(app) as client:
         _, narrow = await create_key(client, allowed_models=["primary"])
         _, wide = await create_key(client, allowed_models=["primary", "backup"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -24,6 +23,7 @@ from tests.access_helpers import (
     keys_app,
     running,
 )
+from tests.clock import ManualClock
 from tests.conftest import make_settings, openai_settings
 
 
@@ -174,12 +174,13 @@ async def test_a_revoked_key_is_refused_at_once_without_redis(upstream: respx.Mo
 
 async def test_an_expired_key_is_refused(upstream: respx.MockRouter) -> None:
     upstream.post("/chat/completions").respond(json=completion())
-    async with running(keys_app()) as client:
-        _, secret = await create_key(client, expires_at=time.time() + 1.0)
+    clock = ManualClock()
+    async with running(keys_app(clocks=clock.clocks)) as client:
+        _, secret = await create_key(client, expires_at=time.time() + 60)
         assert (
             await client.post("/v1/chat/completions", json=chat_body(), headers=bearer(secret))
         ).is_success
-        await asyncio.sleep(1.1)
+        clock.advance(61)
         r = await client.post("/v1/chat/completions", json=chat_body(), headers=bearer(secret))
         error = _assert_openai_error(r, 401, "authentication_error")
         assert error["code"] == "expired_api_key"

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from app.settings import ModelRoute
-from tests.conftest import openai_settings
+from tests.conftest import openai_settings, serving
 
 SYSTEM = "You are the support agent of Acme Anvils. Be brief."
 
@@ -82,10 +82,8 @@ def mock(upstream: respx.MockRouter) -> Upstream:
 
 
 async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://genserve.test", timeout=30) as c:
-            yield c
+    async with serving(app, timeout=30) as client:
+        yield client
 
 
 def conversation_app(database_url: str, **overrides: object) -> FastAPI:
@@ -337,32 +335,30 @@ async def test_a_streamed_failure_stores_nothing(client: httpx.AsyncClient, mock
 async def test_a_client_gone_mid_stream_keeps_what_it_was_shown(database_url: str, mock: Upstream) -> None:
     mock.chunk_delay = 0.2
     app = conversation_app(database_url)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            conversation = await new_conversation(client)
-            shown = await stream_then_leave(
-                app,
-                f"/v1/conversations/{conversation}/messages",
-                {"content": "one two three four five six seven eight", "stream": True},
-                after=2,
-            )
-            assert len(shown) == 2
+    async with serving(app) as client:
+        conversation = await new_conversation(client)
+        shown = await stream_then_leave(
+            app,
+            f"/v1/conversations/{conversation}/messages",
+            {"content": "one two three four five six seven eight", "stream": True},
+            after=2,
+        )
+        assert len(shown) == 2
+        page = await history(client, conversation)
+        for _ in range(50):  # the turn is stored as the stream unwinds
+            if page["message_count"]:
+                break
+            await asyncio.sleep(0.05)
             page = await history(client, conversation)
-            for _ in range(50):  # the turn is stored as the stream unwinds
-                if page["message_count"]:
-                    break
-                await asyncio.sleep(0.05)
-                page = await history(client, conversation)
-            assert page["message_count"] == 2
-            reply = page["messages"][1]
-            assert reply["interrupted"] is True
-            assert reply["content"].startswith("".join(shown))
-            assert reply["content"] != "echo: one two three four five six seven eight "
-            # The next reply is generated with what the user saw.
-            mock.chunk_delay = 0
-            await say(client, conversation, "hello?")
-            assert mock.sent()[-2] == {"role": "assistant", "content": reply["content"]}
+        assert page["message_count"] == 2
+        reply = page["messages"][1]
+        assert reply["interrupted"] is True
+        assert reply["content"].startswith("".join(shown))
+        assert reply["content"] != "echo: one two three four five six seven eight "
+        # The next reply is generated with what the user saw.
+        mock.chunk_delay = 0
+        await say(client, conversation, "hello?")
+        assert mock.sent()[-2] == {"role": "assistant", "content": reply["content"]}
 
 
 async def stream_then_leave(app: FastAPI, path: str, body: dict[str, Any], *, after: int) -> list[str]:

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from app.errors import InvalidRequest
 from app.providers.base import Message
+from app.services.context import RequestContext
 from app.services.privacy import Redactor, luhn_valid, valid_cn_id
 from tests.conftest import REDIS, openai_settings
 from tests.upstream_faults import Service, ok, sse_events, streamed
@@ -229,13 +230,21 @@ async def test_a_preset_can_set_the_mode_of_its_jobs(upstream: respx.MockRouter)
     async with service:
         generation = service.state.generation
         job = generation.plan(
-            endpoint="presets", model=None, messages=[Message("user", PERSONAL)], overrides={}
+            RequestContext.internal(),
+            endpoint="presets",
+            model=None,
+            messages=[Message("user", PERSONAL)],
+            overrides={},
         )
         job.privacy = "block"
         with pytest.raises(InvalidRequest):
             await generation.complete(job)
         job = generation.plan(
-            endpoint="presets", model=None, messages=[Message("user", PERSONAL)], overrides={}
+            RequestContext.internal(),
+            endpoint="presets",
+            model=None,
+            messages=[Message("user", PERSONAL)],
+            overrides={},
         )
         job.privacy = "redact"
         outcome = await generation.complete(job)

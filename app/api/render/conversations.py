@@ -1,0 +1,72 @@
+"""Conversations' bodies; replies answer in `/v1/generate`'s shape plus the turn they became."""
+
+from __future__ import annotations
+
+from app.api.render.generate import generate_body, text_frame
+from app.api.streaming import frame
+from app.clock import unix
+from app.schemas.conversations import MessageOut
+from app.services.conversations import History, Reply, ReplyChunk
+from app.storage.conversations import ConversationRow, MessageRow
+
+
+def conversation_body(row: ConversationRow) -> dict[str, object]:
+    return {
+        "id": row.id,
+        "object": "conversation",
+        "created_at": unix(row.created_at),
+        "updated_at": unix(row.updated_at),
+        "model": row.model,
+        "system": row.system,
+        "preset": row.preset,
+        "inputs": row.inputs,
+        "sampling": row.sampling,
+        "metadata": row.meta,
+        "message_count": row.turns,
+    }
+
+
+def conversation_list(rows: list[ConversationRow], has_more: bool) -> dict[str, object]:
+    return {
+        "object": "list",
+        "data": [conversation_body(row) for row in rows],
+        "first_id": rows[0].id if rows else None,
+        "last_id": rows[-1].id if rows else None,
+        "has_more": has_more,
+    }
+
+
+def message_body(row: MessageRow) -> MessageOut:
+    return MessageOut(
+        seq=row.seq,
+        role=row.role,
+        content=row.content,
+        created_at=unix(row.created_at),
+        generation_id=row.generation_id,
+        finish_reason=row.finish_reason,
+        interrupted=row.interrupted,
+        usage=row.usage,
+    )
+
+
+def history_body(page: History) -> dict[str, object]:
+    return {
+        **conversation_body(page.conversation),
+        "messages": [message_body(m) for m in page.messages],
+        "has_more": page.has_more,
+    }
+
+
+def deleted_body(conversation_id: str) -> dict[str, object]:
+    return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+
+
+def reply_body(reply: Reply) -> dict[str, object]:
+    return {**generate_body(reply.outcome), "conversation_id": reply.conversation_id, "turn": reply.turn}
+
+
+def reply_stream(item: ReplyChunk | Reply) -> list[bytes]:
+    """The same frames as `POST /v1/generate`: text deltas, then the full metadata."""
+    if isinstance(item, Reply):
+        return [frame(reply_body(item))]
+    return text_frame(item.generation_id, item.chunk)

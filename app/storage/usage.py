@@ -1,0 +1,69 @@
+"""Usage rows per key, model and UTC day: upserts that add up, so every replica can write."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.storage.tables import UsageDaily
+
+
+async def add(
+    session: AsyncSession,
+    *,
+    key_id: str,
+    model: str,
+    day: date,
+    requests: int,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost: float,
+) -> None:
+    """Add these counts to the day's row (creating it when it is the first)."""
+    insert: Any = sqlite.insert if session.get_bind().dialect.name == "sqlite" else postgresql.insert
+    stmt = insert(UsageDaily).values(
+        key_id=key_id,
+        model=model,
+        day=day,
+        requests=requests,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost=cost,
+    )
+    new = stmt.excluded
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[UsageDaily.key_id, UsageDaily.model, UsageDaily.day],
+            set_={
+                "requests": UsageDaily.requests + new.requests,
+                "prompt_tokens": UsageDaily.prompt_tokens + new.prompt_tokens,
+                "completion_tokens": UsageDaily.completion_tokens + new.completion_tokens,
+                "cost": UsageDaily.cost + new.cost,
+            },
+        )
+    )
+
+
+async def query(
+    session: AsyncSession,
+    *,
+    key_id: str | None = None,
+    model: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
+) -> list[UsageDaily]:
+    """Rows in date order, filtered by whichever of key, model and day range is given."""
+    q = select(UsageDaily).order_by(UsageDaily.day, UsageDaily.key_id, UsageDaily.model)
+    if key_id is not None:
+        q = q.where(UsageDaily.key_id == key_id)
+    if model is not None:
+        q = q.where(UsageDaily.model == model)
+    if start is not None:
+        q = q.where(UsageDaily.day >= start)
+    if end is not None:
+        q = q.where(UsageDaily.day <= end)
+    return list((await session.execute(q)).scalars())
