@@ -127,6 +127,10 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
         version="0.1.0",
         summary="Text generation over HTTP: OpenAI-compatible, online or fully offline.",
         lifespan=lifespan,
+        # The interactive docs load their scripts from a CDN, on the origin where the playground
+        # keeps keys: off unless the operator asks (the schema stays at /openapi.json).
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
         # Every /v1 route, including routers added later, learns its caller here.
         dependencies=[Depends(authenticate_client)],
     )

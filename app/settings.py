@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     """json: one structured line per event (for log shippers); text: for humans."""
     log_prompts: bool = False
     """Log prompt text (off by default: privacy)."""
+    api_docs: bool = False
+    """Serve the interactive API docs at /docs and /redoc (they load scripts from a CDN, on the
+    playground's origin); /openapi.json is always served."""
+    metrics_token: SecretStr | None = None
+    """When set, GET /metrics needs `Authorization: Bearer <token>`."""
     shutdown_timeout: int = Field(default=30, ge=1, le=3600)
     """Seconds in-flight requests and streams get to finish after SIGTERM before they are cut."""
 
@@ -240,7 +245,7 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("local_chat_format", "openai_base_url", "admin_token", mode="before")
+    @field_validator("local_chat_format", "openai_base_url", "admin_token", "metrics_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -55,6 +55,19 @@ async def authenticate_client(request: Request) -> None:
     annotate(key_id=client.key_id)  # the access log line says whose request it was
 
 
+async def require_metrics_token(request: Request) -> None:
+    """`/metrics`: the metrics token when one is set (`GENSERVE_METRICS_TOKEN`)."""
+    settings = request.app.state.genserve.settings
+    if settings.metrics_token is None:
+        return
+    given = _bearer(request)
+    expected = settings.metrics_token.get_secret_value()
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise AuthenticationFailed(
+            "Incorrect metrics token.", code="invalid_metrics_token", headers=_CHALLENGE
+        )
+
+
 async def require_admin(request: Request) -> None:
     """`/admin/*`: the admin token, compared in constant time."""
     settings = request.app.state.genserve.settings
