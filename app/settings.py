@@ -80,19 +80,18 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     """TCP port to listen on."""
     environment: Literal["development", "production", "test"] = "development"
-    """production refuses unsafe defaults (placeholder secrets)."""
+    """production refuses unsafe settings: auth_mode=none (unless allow_open_access), `*` CORS
+    origins, the CDN-loading API docs."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed to call the API from a browser (comma separated; `*` for any)."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Larger request bodies are refused with 413."""
-    max_prompt_chars: int = Field(default=200_000, ge=1)
-    """Longest prompt or message accepted, in characters."""
+    max_prompt_chars: int = Field(default=200_000, ge=1, le=10_000_000)
+    """Longest message (prompt, system prompt, chat message) accepted, in characters (400 beyond)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Least severe log level written."""
     log_format: Literal["json", "text"] = "json"
     """json: one structured line per event (for log shippers); text: for humans."""
-    log_prompts: bool = False
-    """Log prompt text (off by default: privacy)."""
     api_docs: bool = False
     """Serve the interactive API docs at /docs and /redoc (they load scripts from a CDN, on the
     playground's origin); /openapi.json is always served."""
@@ -272,11 +271,31 @@ class Settings(BaseSettings):
                     "auth_mode=keys needs GENSERVE_ADMIN_TOKEN: a random secret of at least 16 "
                     "characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
                 )
+        elif self.environment == "production" and not self.allow_open_access:
+            raise ValueError(
+                "environment=production refuses auth_mode=none: set GENSERVE_AUTH_MODE=keys, or "
+                "GENSERVE_ALLOW_OPEN_ACCESS=true if something else authenticates callers"
+            )
         elif not _is_loopback(self.host) and not self.allow_open_access:
             raise ValueError(
                 f"auth_mode=none serves anyone who can reach {self.host}: set GENSERVE_AUTH_MODE=keys, "
                 "bind to 127.0.0.1, or set GENSERVE_ALLOW_OPEN_ACCESS=true if something else "
                 "authenticates callers"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        if "*" in self.cors_origins:
+            raise ValueError(
+                "environment=production refuses GENSERVE_CORS_ORIGINS=*: list the origins allowed"
+            )
+        if self.api_docs:
+            raise ValueError(
+                "environment=production refuses GENSERVE_API_DOCS=true: the docs pages load scripts "
+                "from a CDN on the playground's origin"
             )
         return self
 

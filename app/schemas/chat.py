@@ -8,14 +8,13 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from app.providers.base import FinishReason
 from app.schemas.common import EffectiveSampling, SamplingFields, Schema, Timings, UsageOut
-from app.schemas.generate import MAX_PROMPT_CHARS
 
 
 class TextPart(Schema):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["text"]
-    text: str = Field(max_length=MAX_PROMPT_CHARS)
+    text: str = Field()
 
 
 class ChatMessageIn(Schema):
@@ -24,7 +23,7 @@ class ChatMessageIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] = Field(max_length=MAX_PROMPT_CHARS)
+    content: str | list[TextPart] = Field()
     name: str | None = Field(default=None, max_length=64)
 
     @property

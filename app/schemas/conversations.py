@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.providers.base import FinishReason
 from app.schemas.common import SamplingFields
-from app.schemas.generate import MAX_PROMPT_CHARS, GenerateResponse
+from app.schemas.generate import GenerateResponse
 
 MetadataKey = Annotated[str, Field(min_length=1, max_length=64)]
 MetadataValue = Annotated[str, Field(max_length=512)]
@@ -29,7 +29,7 @@ class ConversationCreate(BaseModel):
 
     model: str | None = None
     """A model from `GET /v1/models`; the default model when omitted. Fixed for the conversation."""
-    system: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    system: str | None = Field(default=None)
     """Instructions kept at the start of the context in every turn (or name a preset)."""
     preset: str | None = Field(default=None, max_length=100)
     """A preset from `GET /v1/presets` (e.g. `customer_service`): its system prompt, rendered
@@ -45,7 +45,7 @@ class ConversationCreate(BaseModel):
 class MessageCreate(ConversationSampling):
     """The user's next message, and optional sampling settings for this reply only."""
 
-    content: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    content: str = Field(min_length=1)
     """What the user says."""
     stream: bool = False
     """Answer with server-sent events, exactly as `POST /v1/generate` streams."""

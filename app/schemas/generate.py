@@ -9,15 +9,13 @@ from pydantic import Field
 from app.providers.base import FinishReason
 from app.schemas.common import EffectiveSampling, SamplingFields, Schema, Timings, UsageOut
 
-MAX_PROMPT_CHARS = 200_000
-
 
 class GenerateRequest(SamplingFields):
     """A prompt, an optional system prompt, and sampling settings."""
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prompt: str = Field(min_length=1)
     """The text to respond to."""
-    system: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    system: str | None = Field(default=None)
     """Optional instructions placed before the prompt."""
     model: str | None = None
     """A model from `GET /v1/models`; the default model when omitted."""

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.providers.base import Chunk, Message, Provider
 from app.services.context import RequestContext
-from app.services.generation import GenerationService, Job, Outcome, check_max_tokens
+from app.services.generation import GenerationService, Job, Outcome, check_max_tokens, check_prompt_chars
 from app.services.presets import PresetService, SamplingChoice
 from app.settings import ModelRoute
 from app.storage import conversations as store
@@ -154,6 +154,8 @@ class ConversationService:
             )
         if inputs and preset is None:
             raise InvalidRequest("`inputs` are a preset's: name the preset too.", param="inputs")
+        if system:
+            check_prompt_chars([Message("system", system)], self._generation.max_prompt_chars, ["system"])
         name, route, _ = self._generation.resolve(model)
         if preset is not None:
             # The preset's system prompt, rendered once: the conversation keeps its wording.

@@ -135,6 +135,10 @@ class GenerationService:
     # -- planning ----------------------------------------------------------------------------
 
     @property
+    def max_prompt_chars(self) -> int:
+        return self._settings.max_prompt_chars
+
+    @property
     def model_table(self) -> dict[str, ModelRoute]:
         return self._table
 
@@ -168,11 +172,14 @@ class GenerationService:
         extra: Mapping[str, Any] | None = None,
         user: str | None = None,
         id_prefix: str = "gen",
+        message_params: Sequence[str] | None = None,
     ) -> Job:
         """Resolve everything a generation needs, for the request `ctx`. `overrides` are the
         client's own sampling values and always win; `defaults` (a preset's or a tuning
-        variant's) come next."""
+        variant's) come next. `message_params` name each message's field in the request, for
+        errors (default `messages[i].content`)."""
         name, route, provider = self.resolve(model)
+        check_prompt_chars(messages, self._settings.max_prompt_chars, message_params)
         extra = dict(extra or {})
         check_extra_params(provider, name, extra)
         merged: dict[str, Any] = {**(defaults or {}), **overrides}
@@ -356,6 +363,18 @@ def tokens_at_most(messages: tuple[Message, ...]) -> int:
     """An upper bound on any provider's `count_tokens`: a byte-level BPE token covers at least
     one UTF-8 byte (SentencePiece adds at most a leading space), plus the framing above."""
     return _FRAMING_BASE + sum(len(m.content.encode()) + _FRAMING_PER_MESSAGE for m in messages)
+
+
+def check_prompt_chars(messages: Sequence[Message], limit: int, params: Sequence[str] | None = None) -> None:
+    """Refuse a message longer than the operator's `max_prompt_chars`."""
+    for i, message in enumerate(messages):
+        if len(message.content) > limit:
+            raise InvalidRequest(
+                f"A message is {len(message.content)} characters long; this service accepts at most "
+                f"{limit} characters per message.",
+                param=params[i] if params is not None else f"messages[{i}].content",
+                code="prompt_too_long",
+            )
 
 
 def check_extra_params(provider: Provider, model: str, extra: Mapping[str, Any]) -> None:

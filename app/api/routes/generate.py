@@ -26,7 +26,12 @@ async def generate(body: GenerateRequest, ctx: CtxDep, service: GenerationDep, r
     messages = [Message("system", body.system)] if body.system else []
     messages.append(Message("user", body.prompt))
     job = service.plan(
-        ctx, endpoint="generate", model=body.model, messages=messages, overrides=body.sampling_overrides()
+        ctx,
+        endpoint="generate",
+        model=body.model,
+        messages=messages,
+        overrides=body.sampling_overrides(),
+        message_params=["system", "prompt"][-len(messages) :],
     )
     if body.stream:
         return await sse_response(service.stream(job), generate_stream(job.id), request)
