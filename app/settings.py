@@ -35,6 +35,12 @@ class ModelRoute(BaseModel):
     """Estimated cost (in the operator's currency) per million prompt tokens."""
     output_price_per_mtok: float = Field(default=0.0, ge=0)
     """Estimated cost per million completion tokens."""
+    store: bool | None = None
+    """OpenAI's `store` sent on every request to this model (None: not sent, the upstream's default)."""
+    service_tier: str | None = Field(default=None, max_length=32)
+    """OpenAI's `service_tier` sent on every request to this model (None: not sent)."""
+    client_params: list[Literal["store", "service_tier"]] = Field(default_factory=list)
+    """Upstream terms a client may set itself on this model; any other client value is refused (400)."""
 
 
 _PLACEHOLDER_TOKENS = frozenset(

@@ -182,6 +182,7 @@ class GenerationService:
         check_prompt_chars(messages, self._settings.max_prompt_chars, message_params)
         extra = dict(extra or {})
         check_extra_params(provider, name, extra)
+        extra = apply_upstream_terms(name, route, extra)
         merged: dict[str, Any] = {**(defaults or {}), **overrides}
         messages_t = tuple(messages)
         check_max_tokens(name, route, merged.get("max_tokens"))
@@ -375,6 +376,26 @@ def check_prompt_chars(messages: Sequence[Message], limit: int, params: Sequence
                 param=params[i] if params is not None else f"messages[{i}].content",
                 code="prompt_too_long",
             )
+
+
+UPSTREAM_TERMS = ("store", "service_tier")
+"""Parameters that change the operator's terms with the upstream (retention, billing tier)."""
+
+
+def apply_upstream_terms(model: str, route: ModelRoute, extra: dict[str, Any]) -> dict[str, Any]:
+    """The route's `store` and `service_tier`; a client's own value only where the route allows it."""
+    for param in UPSTREAM_TERMS:
+        if param in extra and param not in route.client_params:
+            raise InvalidRequest(
+                f"The parameter '{param}' is set by this service's operator for model '{model}'; "
+                "clients may not change it.",
+                param=param,
+                code="parameter_not_allowed",
+            )
+        operator_value = getattr(route, param)
+        if param not in extra and operator_value is not None:
+            extra[param] = operator_value
+    return extra
 
 
 def check_extra_params(provider: Provider, model: str, extra: Mapping[str, Any]) -> None:
