@@ -101,7 +101,11 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             hooks: list[JobHook] = [ObservabilityHook(metrics), access.hook, loop.record_hook]
             generation = GenerationService(settings, providers, hooks, runner=safeguards)
             preset_service = PresetService(
-                presets, generation, loop.tuning, map_concurrency=settings.summarize_concurrency
+                presets,
+                generation,
+                loop.tuning,
+                map_concurrency=settings.summarize_concurrency,
+                max_text_chars=settings.summarize_max_chars,
             )
             app.state.genserve = AppState(
                 settings=settings,

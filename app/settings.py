@@ -180,6 +180,9 @@ class Settings(BaseSettings):
     Feedback a replica receives itself applies at once."""
     summarize_concurrency: int = Field(default=4, ge=1, le=32)
     """Parts of a long text summarized at the same time (the summarize preset's map stage)."""
+    summarize_max_chars: int = Field(default=500_000, ge=1_000, le=50_000_000)
+    """Longest text the summarize preset accepts, in characters (400 beyond); each part costs
+    an upstream call."""
 
     # --- client keys, limits and usage ----------------------------------------------------
     auth_mode: Literal["none", "keys"] = "none"

@@ -30,7 +30,8 @@ from app.clock import Clocks
 from app.errors import AuthenticationFailed, ClientDisconnected, PermissionDenied, ServiceUnavailable
 from app.providers.base import Usage
 from app.services.auth import ANONYMOUS, Client, KeyStore
-from app.services.generation import Job, JobHook, Outcome
+from app.services.context import RequestContext
+from app.services.generation import Job, JobHook, Outcome, Prepaid
 from app.services.limits import Limiter, MemoryLimiter, RedisLimiter, Reservation
 from app.services.usage import UsageRecorder, cost
 from app.settings import Settings
@@ -69,7 +70,7 @@ class AccessHook(JobHook):
         if job.preset is not None:
             client.require_preset(job.preset)
         reservation = None
-        if client.limits.any:
+        if client.limits.any and job.prepaid is None:  # a prepaid job draws on its request's
             s = job.request.sampling
             tokens = 0
             if client.limits.counts_tokens:
@@ -88,6 +89,8 @@ class AccessHook(JobHook):
             return
         usage = outcome.completion.usage
         await self._settle(opened, usage.total_tokens)
+        if outcome.job.prepaid is not None:
+            outcome.job.prepaid.used += usage.total_tokens
         self._record(opened.client, outcome.job, usage)
         await self._maybe_flush()
 
@@ -98,10 +101,35 @@ class AccessHook(JobHook):
         if isinstance(exc, _GONE):
             usage = Usage(self._prompt_tokens(job), 0)
             await self._settle(opened, usage.total_tokens)
+            if job.prepaid is not None:
+                job.prepaid.used += usage.total_tokens
             self._record(opened.client, job, usage)
             await self._maybe_flush()
         else:
             await self._settle(opened, 0)
+
+    async def prepay(self, ctx: RequestContext, tokens: int) -> Prepaid | None:
+        """Reserve a multi-job request's tokens (and one request) against the caller's limits,
+        all at once: 429 before any of its jobs runs when the key cannot afford them all."""
+        client = ctx.caller
+        if self._keys_required and client is ANONYMOUS:
+            raise AuthenticationFailed("An API key is required.", code="missing_api_key")
+        if not client.limits.any:
+            return None
+        try:
+            reservation, snapshot = await self._limiter.reserve(
+                client.key_id, client.limits, tokens if client.limits.counts_tokens else 0
+            )
+        except RedisError as exc:
+            log.error("rate limiter unavailable", exc_info=exc)
+            raise ServiceUnavailable("Rate limits cannot be checked right now.", retry_after=1) from exc
+        ctx.headers.update(snapshot.headers())
+        opened = _Open(client, reservation)
+
+        async def release(used: int) -> None:
+            await self._settle(opened, used)
+
+        return Prepaid(tokens, release=release)
 
     def _prompt_tokens(self, job: Job) -> int:
         if job.prompt_tokens is not None:

@@ -10,7 +10,7 @@ import asyncio
 import secrets
 import time
 import uuid
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -56,6 +56,8 @@ class Job:
     """Models the caller may use (set by the access hook); fallbacks outside it are skipped."""
     prompt_tokens: int | None = None
     """The prompt's size as counted when planning (quotas reserve it without counting again)."""
+    prepaid: Prepaid | None = None
+    """Tokens reserved up front for this job's request (it draws on them instead of reserving)."""
 
 
 @dataclass(slots=True)
@@ -80,6 +82,23 @@ class Outcome:
         return {"ttft_ms": round(self.ttft_ms, 2), "total_ms": round(self.total_ms, 2)}
 
 
+@dataclass(slots=True)
+class Prepaid:
+    """Tokens reserved up front for a request that runs several jobs (the summarize preset's
+    map stages): its jobs draw on this reservation instead of each reserving, and `settle`
+    replaces it with what they used."""
+
+    tokens: int
+    used: int = 0
+    release: Callable[[int], Awaitable[None]] | None = None
+
+    async def settle(self) -> None:
+        """Settle the reservation with the tokens used (once; later calls do nothing)."""
+        release, self.release = self.release, None
+        if release is not None:
+            await release(self.used)
+
+
 class JobHook:
     """Sees every job the service runs. Subclass and override what you need; hooks run in
     order. `on_start` may refuse a job by raising an `AppError` (quotas) or add metadata."""
@@ -93,6 +112,11 @@ class JobHook:
 
     async def on_error(self, job: Job, exc: BaseException) -> None:
         """When the job failed before producing an outcome."""
+        return None
+
+    async def prepay(self, ctx: RequestContext, tokens: int) -> Prepaid | None:
+        """Reserve `tokens` for a request's several jobs before any of them starts (a hook that
+        keeps limits may refuse here); None when this hook keeps no reservation."""
         return None
 
 
@@ -267,6 +291,14 @@ class GenerationService:
         )
 
     # -- running -----------------------------------------------------------------------------
+
+    async def prepay(self, ctx: RequestContext, tokens: int) -> Prepaid:
+        """Reserve `tokens` up front for jobs that will carry the returned `Prepaid`."""
+        for hook in self.hooks:
+            prepaid = await hook.prepay(ctx, tokens)
+            if prepaid is not None:
+                return prepaid
+        return Prepaid(tokens)
 
     async def complete(self, job: Job) -> Outcome:
         await self._start(job)
