@@ -437,10 +437,10 @@ class ConversationService:
             interrupted=interrupted,
             usage=usage,
         )
-        conversation_id = row.id  # a rollback expires `row`
+        conversation_id, row_owner = row.id, row.owner  # a rollback expires `row`
         if not await store.append_turns(session, row, [question, answer]):
             await session.rollback()
-            if await store.get_conversation(session, conversation_id) is None:
+            if await store.get_conversation(session, conversation_id, owner=row_owner) is None:
                 raise NotFound(
                     f"The conversation '{conversation_id}' was deleted while the reply was generated.",
                     param="conversation_id",

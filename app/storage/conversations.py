@@ -73,28 +73,26 @@ class MessageRow(Base):
 
 
 async def get_conversation(
-    session: AsyncSession, conversation_id: str, *, owner: str | None = None, lock: bool = False
+    session: AsyncSession, conversation_id: str, *, owner: str, lock: bool = False
 ) -> ConversationRow | None:
-    """The conversation, or None (also when `owner` is given and is not its owner). With
+    """`owner`'s conversation, or None (also when it is someone else's). With
     `lock`, its row stays locked (PostgreSQL `FOR UPDATE`) until the session's transaction
     ends; SQLite has no row locks and ignores it."""
     query = select(ConversationRow).where(ConversationRow.id == conversation_id)
-    if owner is not None:
-        query = query.where(ConversationRow.owner == owner)
+    query = query.where(ConversationRow.owner == owner)
     if lock:
         query = query.with_for_update()
     return (await session.execute(query)).scalar_one_or_none()
 
 
 async def list_conversations(
-    session: AsyncSession, *, limit: int, after: str | None, owner: str | None = None
+    session: AsyncSession, *, limit: int, after: str | None, owner: str
 ) -> tuple[list[ConversationRow], bool] | None:
     """Newest first, `limit` at a time, starting after the conversation `after` (None when
-    that conversation does not exist); only `owner`'s when given. Returns the page and whether
+    that conversation does not exist); only `owner`'s (never everyone's). Returns the page and whether
     more follow."""
     query = select(ConversationRow)
-    if owner is not None:
-        query = query.where(ConversationRow.owner == owner)
+    query = query.where(ConversationRow.owner == owner)
     if after is not None:
         anchor = await get_conversation(session, after, owner=owner)
         if anchor is None:
@@ -160,13 +158,10 @@ async def append_turns(
     return True
 
 
-async def delete_conversation(
-    session: AsyncSession, conversation_id: str, *, owner: str | None = None
-) -> bool:
-    """Delete the conversation (only if `owner`'s, when given) and its turns; False if none."""
+async def delete_conversation(session: AsyncSession, conversation_id: str, *, owner: str) -> bool:
+    """Delete `owner`'s conversation and its turns; False if there is none."""
     query = delete(ConversationRow).where(ConversationRow.id == conversation_id)
-    if owner is not None:
-        query = query.where(ConversationRow.owner == owner)
+    query = query.where(ConversationRow.owner == owner)
     if (await session.execute(query)).rowcount != 1:  # type: ignore[attr-defined]
         return False
     # The foreign key cascades where it is enforced; SQLite enforces it only when asked to.
