@@ -1,37 +1,76 @@
-# syntax=docker/dockerfile:1
-# genserve: multi-stage build. The builder compiles llama-cpp-python into a wheel; the runtime
-# image is slim, runs as a non-root user and listens on 0.0.0.0:8000.
+# genserve's image, two targets:
+#   docker build -t genserve .                            the embedded model (SmolLM2 via llama.cpp)
+#   docker build --target upstream -t genserve:upstream . OpenAI-compatible upstreams only
+# Dependencies are installed from pyproject.toml before the code is copied, so a code-only change
+# rebuilds only the small last layers. pip's cache mount keeps the compiled llama-cpp-python wheel
+# when the dependency list changes. The runtime stages copy a finished virtualenv: no wheels, no
+# compilers, no pip cache in the image.
+
+FROM python:3.11-slim-bookworm AS requirements
+WORKDIR /src
+COPY pyproject.toml ./
+# The dependency lists alone: a change elsewhere in pyproject.toml (tool settings, dev extra) leaves
+# these files identical, so the layers built from them stay cached.
+RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+open("requirements.txt", "w").write("\n".join(p["dependencies"]) + "\n"); \
+open("requirements-local.txt", "w").write("\n".join(p["optional-dependencies"]["local"]) + "\n")'
 
 FROM python:3.11-slim-bookworm AS builder
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*
+# Portable CPU flags, the same as the Makefile's, so the image runs on any x86-64.
 ENV CMAKE_ARGS="-DGGML_NATIVE=OFF" \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1
+    PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv
 WORKDIR /src
+
+FROM builder AS deps-upstream
+COPY --from=requirements /src/requirements.txt ./
+RUN --mount=type=cache,target=/root/.cache/pip pip install -r requirements.txt
+
+FROM deps-upstream AS deps-embedded
+COPY --from=requirements /src/requirements-local.txt ./
+RUN --mount=type=cache,target=/root/.cache/pip pip install -r requirements-local.txt
+
+# The project itself, installed without its dependencies (they are in the layers above).
+FROM deps-upstream AS app
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip wheel --wheel-dir /wheels ".[local]"
+# Moved aside after the install (which byte-compiles it in place) to be copied without the venv.
+RUN --mount=type=cache,target=/root/.cache/pip pip install --no-deps . \
+    && mkdir /out \
+    && mv /opt/venv/lib/python3.11/site-packages/app /opt/venv/lib/python3.11/site-packages/genserve-*.dist-info /out/
 
-FROM python:3.11-slim-bookworm AS runtime
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgomp1 \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --create-home --uid 10001 genserve \
+FROM python:3.11-slim-bookworm AS runtime-base
+RUN useradd --create-home --uid 10001 --user-group genserve \
     && mkdir /data \
     && chown genserve:genserve /data
-COPY --from=builder /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels "genserve[local]" \
-    && rm -rf /wheels
-WORKDIR /home/genserve
-USER 10001:10001
-ENV GENSERVE_HOST=0.0.0.0 \
-    GENSERVE_PORT=8000 \
-    GENSERVE_DATA_DIR=/data \
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
+WORKDIR /home/genserve
 VOLUME ["/data"]
 EXPOSE 8000
-HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
-CMD ["python", "-m", "app"]
+# Checks the container's own non-loopback address, the one a published port forwards to: a
+# service listening on 127.0.0.1 inside the container is unreachable, and reported unhealthy.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-m", "app.healthcheck", "/healthz"]
+# The container's own facts, given as arguments so that no environment (`docker run -e`, compose's
+# env_file, a copied .env) can move them: listen on every interface, keep the data on the volume.
+CMD ["python", "-m", "app", "--host", "0.0.0.0", "--port", "8000", "--data-dir", "/data"]
+
+FROM runtime-base AS upstream
+COPY --from=deps-upstream /opt/venv /opt/venv
+COPY --from=app /out/ /opt/venv/lib/python3.11/site-packages/
+USER 10001:10001
+
+# The default target (last): the embedded model, served when no upstream is configured.
+FROM runtime-base AS embedded
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=deps-embedded /opt/venv /opt/venv
+COPY --from=app /out/ /opt/venv/lib/python3.11/site-packages/
+USER 10001:10001

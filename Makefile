@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: serve install dev test lint fmt typecheck bench clean env-example browser tuning-plot
+.PHONY: serve install dev test lint fmt typecheck bench clean env-example browser tuning-plot image-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ browser:
 
 test: lint typecheck browser  ## Lint, type-check and run the whole test suite
 	$(BIN)/pytest
+
+# Docker when its engine answers; otherwise ../shared/container's buildah + podman (installed by its
+# scripts) and podman-compose from the venv. IMAGE_TEST_SKIP=1 skips on purpose; nothing else does.
+image-test: dev  ## Build the image and run it as the README says (run, compose, drain, volume)
+	$(BIN)/python tests/system/image_check.py
 
 fmt: dev
 	$(BIN)/ruff format app tests bench

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
 import uvicorn
 
 from app.main import create_app
@@ -9,8 +13,23 @@ from app.observability.logging import configure_logging, uvicorn_log_config
 from app.settings import Settings
 
 
-def main() -> None:
-    settings = Settings()
+def parse_args(argv: Sequence[str] | None = None) -> dict[str, object]:
+    """Command-line settings, which win over the environment and `.env`.
+
+    The container image gives its own facts this way (listen on 0.0.0.0:8000, data on /data), so
+    that an environment meant for `make serve` (a copied `.env`) cannot move them."""
+    parser = argparse.ArgumentParser(
+        prog="python -m app", description="Serve genserve. Every other setting: environment or .env."
+    )
+    parser.add_argument("--host", help="interface to listen on (GENSERVE_HOST)")
+    parser.add_argument("--port", type=int, help="TCP port to listen on (GENSERVE_PORT)")
+    parser.add_argument("--data-dir", type=Path, help="where SQLite lives (GENSERVE_DATA_DIR)")
+    args = parser.parse_args(argv)
+    return {name: value for name, value in vars(args).items() if value is not None}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = Settings(**parse_args(argv))  # type: ignore[arg-type]
     # Logging is process-wide: configured by the process's entry point, not by each app built.
     configure_logging(settings)
     uvicorn.run(

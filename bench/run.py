@@ -1,41 +1,57 @@
-"""`make bench`: the same scenarios directly against a fake upstream and through the service,
-alternating in one run, printed as one table and written to `docs/benchmarks.md`.
+"""`make bench`: every scenario against the fake upstream directly, through the floor
+(`bench/floor.py`: FastAPI + the `openai` SDK and nothing else) and through the service,
+alternating in one run; the service's cost is reported as a ratio to the floor's.
 
 Every load runs on 127.0.0.1. Environment:
-    BENCH_QUICK=1      ~3 s per scenario instead of 15 s (for development)
+    BENCH_QUICK=1      ~3 s per scenario and target instead of 15 s, no soak (for development)
+    BENCH_SOAK=1       run the 100k-request soak in a quick run too (a full run always does)
     BENCH_OUT=path     where to write the Markdown report (default docs/benchmarks.md; "-" for none)
     BENCH_LOCAL=0      skip the embedded-model comparison
-    BENCH_ONLY=c16,s1  run only these scenarios (c1 c16 c64: plain; s1 s16: streams; floor; local)
+    BENCH_ONLY=c16,s1  run only these scenarios (c1 c16 c64: plain; s1 s16: streams; soak; local)
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
-DURATION = 3.0 if QUICK else 15.0
+ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
+#: Each scenario runs in rounds (direct, floor, service; the order turning each round), so that a
+#: machine whose load drifts during the run weighs on the floor and the service alike.
+ROUNDS = 1 if QUICK else 3
+ROUND_SECONDS = 3.0 if QUICK else 5.0
 CHUNKS = 64
 SSE_CLIENT = [PY, "-m", "bench.sse"]
-SOAK_REQUESTS = 0 if QUICK else 100_000
-ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
+SOAK_REQUESTS = 100_000
+SOAK = (not QUICK or os.environ.get("BENCH_SOAK", "") not in ("", "0")) and (not ONLY or "soak" in ONLY)
+#: Growth of RSS over the soak's second half still called flat (allocator noise, pool growth).
+FLAT_MB = 3.0
+
+# The targets (issue 9): ratios to the floor measured in the same run, never absolute times.
+CPU_RATIO_TARGET = 1.25
+ADDED_P50_MARGIN_MS = 0.3
+RSS_TARGET_MB = 150.0
 
 
 def wanted(scenario: str) -> bool:
@@ -44,6 +60,10 @@ def wanted(scenario: str) -> bool:
 
 CHAT_BODY = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}]})
 GENERATE_BODY = orjson.dumps({"model": "gpt-4o-mini", "prompt": "Say hello."})
+#: A prompt over the context window's byte bound (but well within it in tokens): the service
+#: counts it with the tokenizer, which is then loaded for the rest of the run, as in production.
+TOKENIZER_BODY = orjson.dumps({"model": "gpt-4o-mini", "prompt": "word " * 26_000})
+ENDPOINTS = {"chat": ("/v1/chat/completions", CHAT_BODY), "generate": ("/v1/generate", GENERATE_BODY)}
 
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -118,9 +138,26 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def service_env(upstream: str, port: int, data_dir: str) -> dict[str, str]:
+    """The service as deployed: production defaults (JSON access log at INFO, metrics, records
+    and usage in the default SQLite database, new in `data_dir`; the response cache on), the
+    OpenAI provider."""
+    return {
+        "GENSERVE_DATA_DIR": data_dir,
+        "GENSERVE_PROVIDER": "openai",
+        "OPENAI_BASE_URL": f"{upstream}/v1",
+        "OPENAI_API_KEY": "sk-bench-not-a-real-key",
+        "GENSERVE_OPENAI_MODELS": "gpt-4o-mini",
+        "GENSERVE_HOST": "127.0.0.1",
+        "GENSERVE_PORT": str(port),
+        "GENSERVE_LOG_LEVEL": "INFO",
+        "GENSERVE_LOG_FORMAT": "json",
+    }
+
+
 @dataclass
 class Load:
-    """One measured run: latency percentiles in ms, throughput, and the service's CPU."""
+    """One measured run: latency percentiles in ms, throughput, and the target's CPU."""
 
     requests: int
     seconds: float
@@ -128,11 +165,34 @@ class Load:
     p90: float
     p99: float
     errors: int
-    cpu_ms_per_request: float | None = None
+    cpu_seconds: float | None = None
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def cpu_ms(self) -> float | None:
+        """CPU per request, in ms."""
+        return (
+            1000 * self.cpu_seconds / self.requests
+            if self.cpu_seconds is not None and self.requests
+            else None
+        )
+
+    @classmethod
+    def merge(cls, runs: Sequence[Load]) -> Load:
+        """Rounds of one scenario: counts and CPU add up, percentiles are the rounds' median."""
+        cpu = [r.cpu_seconds for r in runs if r.cpu_seconds is not None]
+        return cls(
+            requests=sum(r.requests for r in runs),
+            seconds=sum(r.seconds for r in runs),
+            p50=statistics.median(r.p50 for r in runs),
+            p90=statistics.median(r.p90 for r in runs),
+            p99=statistics.median(r.p99 for r in runs),
+            errors=sum(r.errors for r in runs),
+            cpu_seconds=sum(cpu) if cpu else None,
+        )
 
 
 def wrk(url: str, body: bytes, concurrency: int, duration: float, pid: int | None, script: Path) -> Load:
@@ -157,21 +217,21 @@ def wrk(url: str, body: bytes, concurrency: int, duration: float, pid: int | Non
     cpu = cpu_seconds(pid) - cpu0 if pid else None
     line = next(ln for ln in out.splitlines() if ln.startswith("BENCHJSON "))
     r = orjson.loads(line.removeprefix("BENCHJSON "))
-    load = Load(
+    return Load(
         requests=r["requests"],
         seconds=r["duration_us"] / 1e6,
         p50=r["p50"] / 1000,
         p90=r["p90"] / 1000,
         p99=r["p99"] / 1000,
         errors=r["errors"] + r["non2xx"],
+        cpu_seconds=cpu,
     )
-    if cpu is not None and load.requests:
-        load.cpu_ms_per_request = 1000 * cpu / load.requests
-    return load
 
 
 @dataclass
 class StreamLoad:
+    """One measured run of closed-loop streams: times in ms."""
+
     streams: int
     seconds: float
     ttfb_p50: float
@@ -180,7 +240,37 @@ class StreamLoad:
     total_p99: float
     frames: float
     errors: int
-    cpu_ms_per_stream: float | None = None
+    cpu_seconds: float | None = None
+
+    @property
+    def requests(self) -> int:
+        return self.streams
+
+    @property
+    def rps(self) -> float:
+        return self.streams / self.seconds
+
+    @property
+    def cpu_ms(self) -> float | None:
+        """CPU per stream, in ms."""
+        return (
+            1000 * self.cpu_seconds / self.streams if self.cpu_seconds is not None and self.streams else None
+        )
+
+    @classmethod
+    def merge(cls, runs: Sequence[StreamLoad]) -> StreamLoad:
+        cpu = [r.cpu_seconds for r in runs if r.cpu_seconds is not None]
+        return cls(
+            streams=sum(r.streams for r in runs),
+            seconds=sum(r.seconds for r in runs),
+            ttfb_p50=statistics.median(r.ttfb_p50 for r in runs),
+            ttfb_p99=statistics.median(r.ttfb_p99 for r in runs),
+            total_p50=statistics.median(r.total_p50 for r in runs),
+            total_p99=statistics.median(r.total_p99 for r in runs),
+            frames=statistics.mean(r.frames for r in runs),
+            errors=sum(r.errors for r in runs),
+            cpu_seconds=sum(cpu) if cpu else None,
+        )
 
 
 def sse(url: str, body: bytes, concurrency: int, duration: float, pid: int | None) -> StreamLoad:
@@ -194,19 +284,58 @@ def sse(url: str, body: bytes, concurrency: int, duration: float, pid: int | Non
     ).stdout
     cpu = cpu_seconds(pid) - cpu0 if pid else None
     r = orjson.loads(out.strip().splitlines()[-1])
-    load = StreamLoad(**{k: r[k] for k in StreamLoad.__dataclass_fields__ if k in r})
-    if cpu is not None and load.streams:
-        load.cpu_ms_per_stream = 1000 * cpu / load.streams
-    return load
+    return StreamLoad(**{k: r[k] for k in StreamLoad.__dataclass_fields__ if k in r}, cpu_seconds=cpu)
+
+
+L = TypeVar("L", Load, StreamLoad)
+
+
+@dataclass
+class Scenario(Generic[L]):
+    """One scenario measured three ways in the same run."""
+
+    endpoint: str
+    concurrency: int
+    direct: L
+    floor: L
+    service: L
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        mine, floor = self.service.cpu_ms, self.floor.cpu_ms
+        return mine / floor if mine and floor else None
+
+
+@dataclass
+class Target:
+    """A server under load: where to send the scenario's requests, and whose CPU to count."""
+
+    base: str
+    pid: int | None
+
+
+def rounds(
+    measure: Callable[[Target], L], targets: dict[str, Target], merge: Callable[[list[L]], L]
+) -> dict[str, L]:
+    """Run `measure` against every target `ROUNDS` times, turning the order each round."""
+    names = list(targets)
+    runs: dict[str, list[L]] = {name: [] for name in names}
+    for i in range(ROUNDS):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            runs[name].append(measure(targets[name]))
+    return {name: merge(r) for name, r in runs.items()}
 
 
 @dataclass
 class Report:
-    plain: list[tuple[str, int, Load, Load]] = field(default_factory=list)
-    streams: list[tuple[str, int, StreamLoad, StreamLoad]] = field(default_factory=list)
+    plain: list[Scenario[Load]] = field(default_factory=list)
+    streams: list[Scenario[StreamLoad]] = field(default_factory=list)
     rss: list[tuple[str, int, float]] = field(default_factory=list)
+    samples: list[tuple[int, float]] = field(default_factory=list)
+    """(requests served, RSS MB) after each scenario and each 10k requests of the soak."""
+    soaked: bool = False
+    floor_rss: float = 0.0
     local: list[tuple[str, dict[str, float]]] = field(default_factory=list)
-    floor: list[tuple[int, Load, Load]] = field(default_factory=list)
     load_before: str = ""
     load_after: str = ""
 
@@ -245,88 +374,117 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def plain_run(t: Target, *, path: str, body: bytes, c: int, script: Path) -> Load:
+    if t.pid is None:  # the upstream itself, which answers chat completions only
+        return wrk(t.base + "/v1/chat/completions", CHAT_BODY, c, ROUND_SECONDS, None, script)
+    return wrk(t.base + path, body, c, ROUND_SECONDS, t.pid, script)
+
+
+DIRECT_STREAM_BODY = orjson.dumps({**orjson.loads(CHAT_BODY), "stream": True})
+
+
+def stream_run(t: Target, *, path: str, body: bytes, c: int) -> StreamLoad:
+    if t.pid is None:
+        return sse(t.base + "/v1/chat/completions", DIRECT_STREAM_BODY, c, ROUND_SECONDS, None)
+    return sse(t.base + path, body, c, ROUND_SECONDS, t.pid)
+
+
+def post(url: str, body: bytes) -> None:
+    request = urllib.request.Request(url, body, {"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        r.read()
+
+
 def measure() -> Report:
     report = Report(load_before=loadavg())
-    up_port, svc_port = free_port(), free_port()
+    up_port, svc_port, floor_port = free_port(), free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}"
     service = f"http://127.0.0.1:{svc_port}"
-    env = {
-        "GENSERVE_PROVIDER": "openai",
-        "OPENAI_BASE_URL": f"{upstream}/v1",
-        "OPENAI_API_KEY": "sk-bench-not-a-real-key",
-        "GENSERVE_OPENAI_MODELS": "gpt-4o-mini",
-        "GENSERVE_HOST": "127.0.0.1",
-        "GENSERVE_PORT": str(svc_port),
-        # Production defaults: one JSON access line per request, written to a file.
-        "GENSERVE_LOG_LEVEL": "INFO",
-        "GENSERVE_LOG_FORMAT": "json",
-    }
+    floor = f"http://127.0.0.1:{floor_port}"
+    floor_args = [PY, "-m", "bench.floor", "--port", str(floor_port), "--upstream", f"{upstream}/v1"]
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(WRK_SCRIPT)
         with (
             process([PY, "-m", "bench.upstream", "--port", str(up_port), "--chunks", str(CHUNKS)]),
-            process([PY, "-m", "app"], env=env, ready=f"{service}/readyz") as pid,
+            process(
+                [PY, "-m", "app"], env=service_env(upstream, svc_port, tmp), ready=f"{service}/readyz"
+            ) as pid,
+            process(floor_args, ready=f"{floor}/readyz") as floor_pid,
         ):
             wait_ready(f"{upstream}/v1/models")
-            direct_url = f"{upstream}/v1/chat/completions"
-            routes = [("chat", f"{service}/v1/chat/completions", CHAT_BODY)]
-            routes.append(("generate", f"{service}/v1/generate", GENERATE_BODY))
+            # The direct target is the upstream, always answering chat completions.
+            targets = {
+                "direct": Target(upstream, None),
+                "floor": Target(floor, floor_pid),
+                "service": Target(service, pid),
+            }
             served = 0
-            # Warm up both paths (connection pools, lazy imports, tokenizer).
-            for _, url, body in routes:
-                served += wrk(url, body, 4, 1.0, None, script).requests
+            # Warm up every path (connection pools, lazy imports), then load the tokenizer.
+            for path, body in ENDPOINTS.values():
+                served += wrk(service + path, body, 4, 1.0, None, script).requests
+                wrk(floor + path, body, 4, 1.0, None, script)
             report.rss.append(("after warm-up", served, rss_mb(pid)))
+            post(service + "/v1/generate", TOKENIZER_BODY)
+            served += 1
+            report.rss.append(("tokenizer loaded", served, rss_mb(pid)))
             for concurrency in (1, 16, 64):
                 if not wanted(f"c{concurrency}"):
                     continue
-                for name, url, body in routes:
-                    direct = wrk(direct_url, CHAT_BODY, concurrency, DURATION, None, script)
-                    through = wrk(url, body, concurrency, DURATION, pid, script)
-                    served += through.requests
-                    report.plain.append((name, concurrency, direct, through))
-                    print(f"  {name} c={concurrency}: {through.rps:.0f} req/s", file=sys.stderr)
+                for name, (path, body) in ENDPOINTS.items():
+                    plain = functools.partial(plain_run, path=path, body=body, c=concurrency, script=script)
+                    loads = rounds(plain, targets, Load.merge)
+                    served += loads["service"].requests
+                    scenario = Scenario(name, concurrency, loads["direct"], loads["floor"], loads["service"])
+                    report.plain.append(scenario)
+                    report.samples.append((served, rss_mb(pid)))
+                    print(
+                        f"  {name} c={concurrency}: CPU {scenario.cpu_ratio or 0:.2f}x the floor",
+                        file=sys.stderr,
+                    )
             report.rss.append(("after the plain scenarios", served, rss_mb(pid)))
-            stream_direct_body = orjson.dumps({**orjson.loads(CHAT_BODY), "stream": True})
             for concurrency in (1, 16):
                 if not wanted(f"s{concurrency}"):
                     continue
-                for name, url, body in routes:
+                for name, (path, body) in ENDPOINTS.items():
                     stream_body = orjson.dumps({**orjson.loads(body), "stream": True})
-                    direct_s = sse(direct_url, stream_direct_body, concurrency, DURATION, None)
-                    through_s = sse(url, stream_body, concurrency, DURATION, pid)
-                    report.streams.append((name, concurrency, direct_s, through_s))
-                    print(f"  {name} stream c={concurrency}: {through_s.streams} streams", file=sys.stderr)
+                    streams = functools.partial(stream_run, path=path, body=stream_body, c=concurrency)
+                    sloads = rounds(streams, targets, StreamLoad.merge)
+                    served += sloads["service"].streams
+                    stream = Scenario(name, concurrency, sloads["direct"], sloads["floor"], sloads["service"])
+                    report.streams.append(stream)
+                    report.samples.append((served, rss_mb(pid)))
+                    print(
+                        f"  {name} stream c={concurrency}: CPU {stream.cpu_ratio or 0:.2f}x the floor",
+                        file=sys.stderr,
+                    )
             report.rss.append(("after the streams", served, rss_mb(pid)))
-            if served < SOAK_REQUESTS and not ONLY:
-                # Keep going until 100k requests have been served, to show memory stays flat.
-                while served < SOAK_REQUESTS:
-                    seconds = max(5.0, (SOAK_REQUESTS - served) / 600)
-                    served += wrk(routes[0][1], CHAT_BODY, 64, seconds, None, script).requests
-                report.rss.append(("after the soak", served, rss_mb(pid)))
-            if wanted("floor"):
-                report.floor = floor(upstream, direct_url, script)
+            report.floor_rss = rss_mb(floor_pid)
+            if SOAK:
+                served = soak(report, service, pid, served, script)
         if os.environ.get("BENCH_LOCAL", "1") != "0" and wanted("local"):
             report.local = local_model()
     report.load_after = loadavg()
     return report
 
 
-def floor(upstream: str, direct_url: str, script: Path) -> list[tuple[int, Load, Load]]:
-    """`bench/floor.py` (FastAPI + the SDK, nothing else) on the same upstream, alternating."""
-    port = free_port()
-    args = [PY, "-m", "bench.floor", "--port", str(port), "--upstream", f"{upstream}/v1"]
-    results = []
-    with process(args, ready=f"http://127.0.0.1:{port}/readyz") as pid:
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        wrk(url, CHAT_BODY, 4, 1.0, None, script)
-        for concurrency in (1, 16):
-            direct = wrk(direct_url, CHAT_BODY, concurrency, DURATION, None, script)
-            results.append((concurrency, direct, wrk(url, CHAT_BODY, concurrency, DURATION, pid, script)))
-            print(f"  floor c={concurrency}: {results[-1][2].rps:.0f} req/s", file=sys.stderr)
-        rss = rss_mb(pid)
-    print(f"  floor RSS: {rss:.1f} MB", file=sys.stderr)
-    return results
+def soak(report: Report, service: str, pid: int, served: int, script: Path) -> int:
+    """Keep serving (chat and generate in turn, c=16) until 100k requests, sampling RSS."""
+    step, turn, rps = 10_000, 0, 600.0
+    while served < SOAK_REQUESTS:
+        goal = min(SOAK_REQUESTS, (served // step + 1) * step)
+        while served < goal:
+            path, body = list(ENDPOINTS.values())[turn % 2]
+            turn += 1
+            seconds = max(2.0, min(30.0, (goal - served) / rps))
+            load = wrk(service + path, body, 16, seconds, None, script)
+            served += load.requests
+            rps = max(100.0, load.rps)
+        report.samples.append((served, rss_mb(pid)))
+        print(f"  soak: {served:,} requests, RSS {report.samples[-1][1]:.1f} MB", file=sys.stderr)
+    report.rss.append(("after the soak", served, rss_mb(pid)))
+    report.soaked = True
+    return served
 
 
 def local_model() -> list[tuple[str, dict[str, float]]]:
@@ -344,61 +502,109 @@ def local_model() -> list[tuple[str, dict[str, float]]]:
     return results
 
 
-def _ms(x: float) -> str:
-    return f"{x:.2f}"
+def _ms(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def targets_table(report: Report) -> list[str]:
+    """The issue's targets, each figure beside its floor."""
+    lines = [
+        "### Targets: the service against the floor, same run",
+        "",
+        "| figure | scenario | service | floor | result | target | |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for s in report.plain:
+        if s.concurrency == 16 and s.cpu_ratio is not None:
+            lines.append(
+                f"| CPU per request | {s.endpoint}, c=16 | {_ms(s.service.cpu_ms)} ms | "
+                f"{_ms(s.floor.cpu_ms)} ms | "
+                f"{s.cpu_ratio:.2f}× | ≤ {CPU_RATIO_TARGET}× | {_verdict(s.cpu_ratio <= CPU_RATIO_TARGET)} |"
+            )
+    for st in report.streams:
+        if st.concurrency == 16 and st.cpu_ratio is not None:
+            lines.append(
+                f"| CPU per {CHUNKS}-chunk stream | {st.endpoint}, c=16 | {_ms(st.service.cpu_ms)} ms | "
+                f"{_ms(st.floor.cpu_ms)} ms | {st.cpu_ratio:.2f}× | ≤ {CPU_RATIO_TARGET}× | "
+                f"{_verdict(st.cpu_ratio <= CPU_RATIO_TARGET)} |"
+            )
+    for s in report.plain:
+        if s.concurrency == 1:
+            mine, floor = s.service.p50 - s.direct.p50, s.floor.p50 - s.direct.p50
+            lines.append(
+                f"| added latency p50 | {s.endpoint}, c=1 | {_ms(mine)} ms | {_ms(floor)} ms | "
+                f"+{mine - floor:.2f} ms | ≤ floor + {ADDED_P50_MARGIN_MS} ms | "
+                f"{_verdict(mine - floor <= ADDED_P50_MARGIN_MS)} |"
+            )
+    if report.soaked:
+        half_from, half_mb = next((n, mb) for n, mb in report.samples if n >= SOAK_REQUESTS / 2)
+        last = report.samples[-1][1]
+        growth = last - half_mb
+        lines.append(
+            f"| RSS after {report.samples[-1][0]:,} requests, tokenizer loaded | OpenAI provider | "
+            f"{last:.1f} MB | {report.floor_rss:.1f} MB | {last:.1f} MB | ≤ {RSS_TARGET_MB:.0f} MB | "
+            f"{_verdict(last <= RSS_TARGET_MB)} |"
+        )
+        lines.append(
+            f"| RSS growth, second half of the soak | {half_from:,} → {report.samples[-1][0]:,} requests | "
+            f"{growth:+.1f} MB | | {growth:+.1f} MB | flat (≤ +{FLAT_MB:.0f} MB) | "
+            f"{_verdict(growth <= FLAT_MB)} |"
+        )
+    return lines
 
 
 def render(report: Report) -> str:
-    lines = [
-        "### Plain requests (wrk, closed loop; added = through the service minus direct, per percentile)",
+    lines = targets_table(report)
+    lines += [
         "",
-        "| endpoint | c | direct p50 / p99 ms | added p50 | added p90 | added p99 | req/s | "
-        "direct req/s | ratio | service CPU ms/req | errors |",
+        "### Plain requests (wrk, closed loop; added = through the target minus direct, per percentile)",
+        "",
+        "| endpoint | c | direct p50 / p99 ms | floor added p50 / p99 | service added p50 / p90 / p99 | "
+        "floor req/s | service req/s | floor CPU ms/req | service CPU ms/req | CPU ratio | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, c, d, t in report.plain:
+    for s in report.plain:
+        d, f, t = s.direct, s.floor, s.service
         lines.append(
-            f"| {name} | {c} | {_ms(d.p50)} / {_ms(d.p99)} | {_ms(t.p50 - d.p50)} | {_ms(t.p90 - d.p90)} | "
-            f"{_ms(t.p99 - d.p99)} | {t.rps:,.0f} | {d.rps:,.0f} | {t.rps / d.rps:.3f} | "
-            f"{_ms(t.cpu_ms_per_request or 0)} | {t.errors} |"
+            f"| {s.endpoint} | {s.concurrency} | {_ms(d.p50)} / {_ms(d.p99)} | {_ms(f.p50 - d.p50)} / "
+            f"{_ms(f.p99 - d.p99)} | {_ms(t.p50 - d.p50)} / {_ms(t.p90 - d.p90)} / {_ms(t.p99 - d.p99)} | "
+            f"{f.rps:,.0f} | {t.rps:,.0f} | {_ms(f.cpu_ms)} | {_ms(t.cpu_ms)} | "
+            f"{_ms(s.cpu_ratio)} | {f.errors + t.errors} |"
         )
     lines += [
         "",
-        f"### Streams of {CHUNKS} chunks (asyncio SSE client, closed loop)",
+        f"### Streams of {CHUNKS} chunks (asyncio SSE client, closed loop; added = minus direct)",
         "",
-        "| endpoint | c | direct TTFB p50 ms | added TTFB p50 / p99 | direct total p50 ms | "
-        "added total p50 / p99 | streams/s | frames/stream | service CPU ms/stream | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| endpoint | c | direct TTFB / total p50 ms | floor added TTFB / total p50 | "
+        "service added TTFB p50 / p99 | service added total p50 / p99 | floor streams/s | "
+        "service streams/s | frames | floor CPU ms/stream | service CPU ms/stream | CPU ratio | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, c, ds, ts in report.streams:
+    for st in report.streams:
+        ds, fs, ts = st.direct, st.floor, st.service
         lines.append(
-            f"| {name} | {c} | {_ms(ds.ttfb_p50)} | {_ms(ts.ttfb_p50 - ds.ttfb_p50)} / "
-            f"{_ms(ts.ttfb_p99 - ds.ttfb_p99)} | {_ms(ds.total_p50)} | {_ms(ts.total_p50 - ds.total_p50)} / "
-            f"{_ms(ts.total_p99 - ds.total_p99)} | {ts.streams / ts.seconds:,.0f} | {ts.frames:.0f} | "
-            f"{_ms(ts.cpu_ms_per_stream or 0)} | {ts.errors} |"
+            f"| {st.endpoint} | {st.concurrency} | {_ms(ds.ttfb_p50)} / {_ms(ds.total_p50)} | "
+            f"{_ms(fs.ttfb_p50 - ds.ttfb_p50)} / {_ms(fs.total_p50 - ds.total_p50)} | "
+            f"{_ms(ts.ttfb_p50 - ds.ttfb_p50)} / {_ms(ts.ttfb_p99 - ds.ttfb_p99)} | "
+            f"{_ms(ts.total_p50 - ds.total_p50)} / {_ms(ts.total_p99 - ds.total_p99)} | "
+            f"{fs.rps:,.0f} | {ts.rps:,.0f} | {ts.frames:.0f} | {_ms(fs.cpu_ms)} | {_ms(ts.cpu_ms)} | "
+            f"{_ms(st.cpu_ratio)} | {fs.errors + ts.errors} |"
         )
-    if report.floor:
-        lines += [
-            "",
-            "### The floor: FastAPI + one shared `AsyncOpenAI` and nothing else (`bench/floor.py`)",
-            "",
-            "| c | added p50 | added p99 | req/s | CPU ms/req | genserve chat CPU ms/req "
-            "| genserve / floor CPU |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        ours = {c: t for name, c, _, t in report.plain if name == "chat"}
-        for c, d, t in report.floor:
-            mine = ours.get(c)
-            floor_cpu = t.cpu_ms_per_request or 0
-            mine_cpu = mine.cpu_ms_per_request if mine and mine.cpu_ms_per_request else None
-            lines.append(
-                f"| {c} | {_ms(t.p50 - d.p50)} | {_ms(t.p99 - d.p99)} | {t.rps:,.0f} | {_ms(floor_cpu)} | "
-                + (f"{_ms(mine_cpu)} | {mine_cpu / floor_cpu:.2f} |" if mine_cpu and floor_cpu else "– | – |")
-            )
     lines += ["", "### Service memory (RSS, OpenAI provider)", "", "| when | requests served | RSS MB |"]
     lines.append("|---|---:|---:|")
     for when, served, mb in report.rss:
         lines.append(f"| {when} | {served:,} | {mb:.1f} |")
+    if report.samples:
+        samples = ", ".join(f"{served / 1000:.0f}k: {mb:.1f}" for served, mb in report.samples)
+        lines += [
+            "",
+            f"RSS through the run (requests served: MB): {samples}. "
+            f"The floor's RSS: {report.floor_rss:.1f} MB.",
+        ]
     if report.local:
         lines += [
             "",
@@ -430,11 +636,12 @@ def main() -> None:
     out = os.environ.get("BENCH_OUT", str(ROOT / "docs" / "benchmarks.md"))
     if out == "-":
         return
+    per_target = f"{ROUNDS} × {ROUND_SECONDS:.0f} s"
     header = [
         "",
-        f"Run: {started:%Y-%m-%d %H:%M} UTC, {'quick (3 s per scenario)' if QUICK else '15 s per scenario'}, "
-        "one uvicorn worker (uvloop, httptools), the OpenAI provider against `bench/upstream.py` "
-        "(no delay), wrk and the upstream on the same machine.",
+        f"Run: {started:%Y-%m-%d %H:%M} UTC, {'quick, ' if QUICK else ''}{per_target} per scenario and "
+        "target (direct, floor and service in turn), one uvicorn worker (uvloop, httptools), the OpenAI "
+        "provider against `bench/upstream.py` (no delay), wrk and the upstream on the same machine.",
         "",
         f"Machine: {machine()}.",
         "",

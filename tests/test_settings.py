@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from app.settings import LOCAL_DEFAULT_MODEL, OPENAI_DEFAULT_MODELS, Settings
+from app.settings import LOCAL_DEFAULT_MODEL, OPENAI_DEFAULT_MODELS, Settings, env_name
 
 
 def settings() -> Settings:
@@ -91,3 +91,17 @@ def test_bad_configuration_is_refused_at_start(
 def test_an_empty_base_url_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", "")
     assert settings().resolved_provider == "local"
+
+
+@pytest.mark.parametrize("name", list(Settings.model_fields))
+def test_an_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """`NAME=` in a .env or the environment (as .env.example writes it) is the default, never ''."""
+    monkeypatch.setenv(env_name(name), "")
+    default = Settings.model_fields[name].get_default(call_default_factory=True)
+    assert getattr(settings(), name) == default
+
+
+def test_gguf_chat_format_uses_the_files_own_template(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings().local_chat_format == "chatml"
+    monkeypatch.setenv("GENSERVE_LOCAL_CHAT_FORMAT", "gguf")
+    assert settings().local_chat_format is None

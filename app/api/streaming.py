@@ -72,22 +72,34 @@ async def sse_response(
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it if the client goes away first (so generation stops)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    """Await `work`, cancelling it if the client goes away first (so generation stops).
+
+    The work runs in this task; one watcher task cancels it when the disconnect arrives (a task
+    for the work as well, and `asyncio.wait` on both, cost more per request than the watcher)."""
+    current = asyncio.current_task()
+    assert current is not None, "called from a request's task"
+    gone = False
+
+    async def cancel_when_gone() -> None:
+        nonlocal gone
+        await _wait_disconnect(request)
+        gone = True
+        current.cancel()
+
+    watcher = asyncio.ensure_future(cancel_when_gone())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
+        result = await work  # the work cleans up (releases its queue place) as it is cancelled
+    except BaseException as exc:
+        if gone:
+            current.uncancel()
+            raise ClientDisconnected("The client went away before the answer was ready.") from exc
         raise
     finally:
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        # Let the work clean up (release its place in the queue) before answering nobody.
-        await asyncio.wait({task})
+    if gone:  # the work finished as the client left, and swallowed the cancellation
+        current.uncancel()
         raise ClientDisconnected("The client went away before the answer was ready.")
-    return task.result()
+    return result
 
 
 async def _wait_disconnect(request: Request) -> None:

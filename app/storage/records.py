@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.storage.tables import Feedback, GenerationRecord
 
+_RECORDS = cast(Table, GenerationRecord.__table__)
+
 
 async def insert_records(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """One INSERT for the whole batch."""
-    await session.execute(insert(GenerationRecord), rows)
+    """One INSERT for the whole batch (through the table, not the ORM's bulk path: less work per row)."""
+    await session.execute(insert(_RECORDS), rows)
     await session.commit()
 
 

@@ -24,6 +24,7 @@ from tests.access_helpers import (
     stream_response,
     walk_away,
 )
+from tests.waiting import eventually
 
 
 def _remaining_tokens(r: httpx.Response) -> int:
@@ -194,7 +195,12 @@ async def test_a_cancelled_stream_is_still_billed(upstream: respx.MockRouter, re
             after_chunks=20,
         )
         assert 20 <= len(got) < 100  # cut short, long before the upstream's 200 chunks
-        await asyncio.sleep(0.1)
+
+        async def billed() -> bool:
+            r = await client.get("/v1/usage", headers=bearer(secret))
+            return bool(r.json()["totals"]["requests"])
+
+        await eventually(billed)  # the abandoned stream is settled as it unwinds
         usage = (await client.get("/v1/usage", headers=bearer(secret))).json()
         totals = usage["totals"]
         assert totals["requests"] == 1
@@ -220,7 +226,12 @@ async def test_a_request_abandoned_before_its_answer_bills_the_prompt(upstream: 
         await walk_away(
             app, "/v1/chat/completions", chat_body(max_tokens=500), bearer(secret), after_chunks=0
         )
-        await asyncio.sleep(0.1)
+
+        async def billed() -> bool:
+            r = await client.get("/v1/usage", headers=bearer(secret))
+            return bool(r.json()["totals"]["requests"])
+
+        await eventually(billed)
         totals = (await client.get("/v1/usage", headers=bearer(secret))).json()["totals"]
         assert totals["requests"] == 1
         assert totals["prompt_tokens"] > 0
