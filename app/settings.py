@@ -195,6 +195,9 @@ class Settings(BaseSettings):
     """Bearer token for /admin/* (keys, usage); required with auth_mode=keys (16+ characters)."""
     allow_open_access: bool = False
     """Allow auth_mode=none on a non-loopback host (e.g. behind your own authenticating proxy)."""
+    auth_failures_per_minute: int = Field(default=20, ge=1, le=100_000)
+    """Failed authentications a client address may make per minute; beyond that it gets 429
+    (with Retry-After) without its key being checked."""
     key_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
     """Seconds a replica caches a key lookup; revocation still applies at once (0: no cache).
     Every lookup checks a version that each change bumps (in Redis when configured, so across

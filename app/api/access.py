@@ -23,6 +23,16 @@ OPEN_ROUTES = frozenset({"/healthz", "/readyz", "/", "/playground/{asset}"})
 """Route templates anyone may call: probes and the playground's page and assets."""
 OWN_TOKEN_ROUTES = ("/admin/", "/metrics")
 """Route templates (prefixes) that check a token of their own instead of a client key."""
+GENERATING_ROUTES = frozenset(
+    {
+        "/v1/generate",
+        "/v1/chat/completions",
+        "/v1/presets/{name}/generate",
+        "/v1/conversations/{conversation_id}/messages",
+    }
+)
+"""Routes whose jobs the access hook meters (a request and its tokens, per job); every other
+authenticated route counts one request here."""
 _CHALLENGE = {"www-authenticate": "Bearer"}
 
 
@@ -58,13 +68,18 @@ async def authenticate_client(request: Request) -> None:
     if state.settings.auth_mode == "none":
         request.state.caller = ANONYMOUS
         return
+    address = request.client.host if request.client is not None else "unknown"
+    await state.access.check_address(address)
     try:
         client = await state.access.keys.authenticate(_bearer(request))
     except AuthenticationFailed as exc:
         exc.headers.update(_CHALLENGE)
+        await state.access.count_failure(address)
         raise
     request.state.caller = client
     annotate(key_id=client.key_id)  # the access log line says whose request it was
+    if template not in GENERATING_ROUTES:
+        await state.access.count_request(client)
 
 
 async def require_metrics_token(request: Request) -> None:

@@ -21,15 +21,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.clock import Clocks
-from app.errors import AuthenticationFailed, ClientDisconnected, PermissionDenied, ServiceUnavailable
+from app.errors import (
+    AuthenticationFailed,
+    ClientDisconnected,
+    PermissionDenied,
+    RateLimited,
+    ServiceUnavailable,
+)
 from app.providers.base import Usage
-from app.services.auth import ANONYMOUS, Client, KeyStore
+from app.services.auth import ANONYMOUS, Client, KeyStore, Limits
 from app.services.context import RequestContext
 from app.services.generation import Job, JobHook, Outcome, Prepaid
 from app.services.limits import Limiter, MemoryLimiter, RedisLimiter, Reservation
@@ -158,6 +164,9 @@ class AccessHook(JobHook):
                 log.warning("writing usage failed; will retry", exc_info=True)
 
 
+_AUTH_FAILURES = "auth-failures:"
+
+
 @dataclass(slots=True)
 class Access:
     """Keys, limits and usage, as the lifespan builds them."""
@@ -166,6 +175,55 @@ class Access:
     limiter: Limiter
     usage: UsageRecorder
     hook: AccessHook
+    auth_failures_per_minute: int = 20
+    """Failed authentications one client address may make per minute before it gets 429."""
+
+    suspects: dict[str, None] = field(default_factory=dict)
+    """Addresses that failed to authenticate on this replica (oldest forgotten past 10,000):
+    only their attempts pay for a look at the shared failure count first."""
+
+    async def check_address(self, address: str) -> None:
+        """429 when `address` has used its budget of failed authentications: while blocked, even
+        a right key is not checked, so a lucky guess cannot be told apart."""
+        if address not in self.suspects:
+            return
+        reservation = await self._reserve_failure(address)
+        with contextlib.suppress(Exception):
+            await self.limiter.settle(reservation, 0)  # a look, not a failure
+
+    async def count_failure(self, address: str) -> None:
+        """One failed authentication from `address` (429 instead of 401 once over budget)."""
+        self.suspects[address] = None
+        if len(self.suspects) > 10_000:
+            del self.suspects[next(iter(self.suspects))]
+        await self._reserve_failure(address)
+
+    async def _reserve_failure(self, address: str) -> Reservation:
+        limits = Limits(tokens_per_minute=self.auth_failures_per_minute)
+        try:
+            reservation, _ = await self.limiter.reserve(_AUTH_FAILURES + address, limits, 1)
+        except RedisError as exc:
+            log.error("rate limiter unavailable", exc_info=exc)
+            raise ServiceUnavailable("Rate limits cannot be checked right now.", retry_after=1) from exc
+        except RateLimited as exc:
+            raise RateLimited(
+                "Too many failed authentication attempts from this address; try again later.",
+                code="too_many_failed_attempts",
+                retry_after=exc.retry_after if exc.retry_after is not None else 60,
+            ) from None
+        return reservation
+
+    async def count_request(self, client: Client) -> None:
+        """One request against the key's request limit, for a route that runs no job (the
+        access hook meters those): 429 when the key has no request left."""
+        if not client.limits.requests_per_minute:
+            return
+        limits = Limits(requests_per_minute=client.limits.requests_per_minute)
+        try:
+            await self.limiter.reserve(client.key_id, limits, 0)
+        except RedisError as exc:
+            log.error("rate limiter unavailable", exc_info=exc)
+            raise ServiceUnavailable("Rate limits cannot be checked right now.", retry_after=1) from exc
 
 
 @contextlib.asynccontextmanager
@@ -181,7 +239,13 @@ async def open_access(
         RedisLimiter(redis, settings.redis_prefix) if redis is not None else MemoryLimiter(clocks.wall)
     )
     usage = UsageRecorder(db, settings.usage_flush_seconds)
-    access = Access(keys=keys, limiter=limiter, usage=usage, hook=AccessHook(settings, limiter, usage))
+    access = Access(
+        keys=keys,
+        limiter=limiter,
+        usage=usage,
+        hook=AccessHook(settings, limiter, usage),
+        auth_failures_per_minute=settings.auth_failures_per_minute,
+    )
     task = asyncio.create_task(usage.run(), name="usage-writer") if settings.usage_flush_seconds > 0 else None
     try:
         yield access
