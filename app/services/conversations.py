@@ -154,6 +154,8 @@ class ConversationService:
             )
         if inputs and preset is None:
             raise InvalidRequest("`inputs` are a preset's: name the preset too.", param="inputs")
+        if preset is not None:
+            ctx.caller.require_preset(preset)  # before its template is rendered or returned
         if system:
             check_prompt_chars([Message("system", system)], self._generation.max_prompt_chars, ["system"])
         name, route, _ = self._generation.resolve(model)

@@ -47,7 +47,7 @@ async def create_conversation(
         preset=body.preset,
         inputs=body.inputs,
     )
-    return conversation_body(row)
+    return conversation_body(row, ctx.caller)
 
 
 @router.get("/v1/conversations", response_model=ConversationList)
@@ -61,7 +61,7 @@ async def list_conversations(
 ) -> dict[str, object]:
     """Conversations, newest first (by creation), `limit` at a time; page on with `after`."""
     rows, has_more = await service.list(ctx, limit=limit, after=after)
-    return conversation_list(rows, has_more)
+    return conversation_list(rows, has_more, ctx.caller)
 
 
 @router.get("/v1/conversations/{conversation_id}", response_model=ConversationWithMessages)
@@ -77,7 +77,7 @@ async def get_conversation(
 ) -> dict[str, object]:
     """The conversation's settings and its newest `limit` messages, oldest first; older pages
     with `before` set to the first message's `seq`."""
-    return history_body(await service.history(ctx, conversation_id, limit=limit, before=before))
+    return history_body(await service.history(ctx, conversation_id, limit=limit, before=before), ctx.caller)
 
 
 @router.delete("/v1/conversations/{conversation_id}", response_model=ConversationDeleted)
