@@ -38,6 +38,7 @@ def record_row(outcome: Outcome, *, store_text: bool) -> dict[str, Any]:
         # When the generation started (outcome.created is only whole seconds).
         "created_at": datetime.now(UTC) - timedelta(milliseconds=outcome.total_ms),
         "endpoint": job.endpoint,
+        "owner": job.ctx.owner,
         "preset": job.preset,
         "model": job.model,
         "provider": job.provider.name,
