@@ -10,7 +10,9 @@ from tests.access_helpers import ADMIN, bearer, completion, create_key, keys_app
 ACME = {"company": "Acme Anvils", "product_facts": "Anvils ship within 3 days.", "tone": "formal"}
 
 
-async def test_creating_a_conversation_applies_the_keys_preset_restriction(upstream: respx.MockRouter) -> None:
+async def test_creating_a_conversation_applies_the_keys_preset_restriction(
+    upstream: respx.MockRouter,
+) -> None:
     async with running(keys_app()) as client:
         _, secret = await create_key(client, allowed_presets=["qa"])
         r = await client.post(
