@@ -248,6 +248,9 @@ class Settings(BaseSettings):
     """Seconds a cached answer is served."""
     cache_max_entries: int = Field(default=1024, ge=1, le=1_000_000)
     """Answers kept by the in-process cache (least recently used go first); Redis uses its TTL."""
+    pseudonym_secret: SecretStr | None = None
+    """Key of the HMAC that replaces a personal `user` value sent upstream; unset: a random one
+    made on first start in data_dir/pseudonym.key (replicas that must agree share one)."""
     privacy_mode: Literal["off", "redact", "block"] = "off"
     """Personal data in prompts: off, redact (restored in the answer) or block (refused, 400).
     Requests (`x-privacy-mode`) and presets may only make it stricter."""
@@ -262,7 +265,7 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("openai_base_url", "admin_token", "metrics_token", mode="before")
+    @field_validator("openai_base_url", "admin_token", "metrics_token", "pseudonym_secret", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

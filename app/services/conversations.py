@@ -429,7 +429,10 @@ class ConversationService:
         usage: dict[str, int] | None,
         interrupted: bool = False,
     ) -> int:
-        """Append the user's message and the reply as the next two turns, atomically."""
+        """Append the user's message and the reply as the next two turns, atomically (redacted
+        when the privacy mode redacted the request: the placeholders are kept, not the values)."""
+        if job.conceal is not None:
+            content, text = job.conceal(content), job.conceal(text)
         question = MessageRow(role="user", content=content, interrupted=False)
         answer = MessageRow(
             role="assistant",

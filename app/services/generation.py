@@ -58,6 +58,9 @@ class Job:
     """The prompt's size as counted when planning (quotas reserve it without counting again)."""
     prepaid: Prepaid | None = None
     """Tokens reserved up front for this job's request (it draws on them instead of reserving)."""
+    conceal: Callable[[str], str] | None = None
+    """What stored text must become under the job's privacy mode (set by the privacy step when
+    it redacted something): turns and records keep the placeholders, not the values."""
 
 
 @dataclass(slots=True)

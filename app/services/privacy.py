@@ -17,6 +17,7 @@ If redaction fails for any reason, the request is refused (503) rather than sent
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import logging
 import string
@@ -189,6 +190,13 @@ class Redaction:
             return text
         return str(_PLACEHOLDER.sub(lambda m: self.values.get(m.group(0), m.group(0)), text))
 
+    def conceal(self, text: str) -> str:
+        """The redacted form of `text`: each value found in the request, back to its placeholder
+        (for text that is stored: the user's message, the restored answer)."""
+        for placeholder, value in sorted(self.values.items(), key=lambda item: -len(item[1])):
+            text = text.replace(value, placeholder)
+        return text
+
     def restorer(self) -> StreamRestorer:
         return StreamRestorer(self)
 
@@ -304,8 +312,12 @@ def strictest(*modes: PrivacyMode | None) -> PrivacyMode:
 class PrivacyGuard:
     """The runner step that redacts requests and restores answers, failing closed."""
 
-    def __init__(self, settings: Settings, inner: Runner, redactor: Redactor | None = None) -> None:
+    def __init__(
+        self, settings: Settings, inner: Runner, redactor: Redactor | None = None, *, secret: bytes
+    ) -> None:
         self.default_mode: PrivacyMode = settings.privacy_mode
+        self._secret = secret
+        """Keys the `user` pseudonyms (see `pseudonym`)."""
         self.inner = inner
         self.redactor = redactor or Redactor()
         self.redacted_total: Counter[str] = Counter()
@@ -327,8 +339,13 @@ class PrivacyGuard:
         # `user` goes upstream too (for abuse monitoring); an e-mail address there is no
         # less personal. It is replaced by a stable pseudonym, which still tells users apart.
         if user is not None and (found_in_user := self.redactor.redact([Message("user", user)]).counts):
-            user = "user-" + hashlib.sha256(user.encode()).hexdigest()[:16]
+            user = self.pseudonym(user)
         return redaction, found_in_user, user
+
+    def pseudonym(self, user: str) -> str:
+        """A stable stand-in for `user`: an HMAC under the server's secret, so that it cannot be
+        reversed by hashing guesses (a phone number has few enough to try them all)."""
+        return "user-" + hmac.new(self._secret, user.encode(), hashlib.sha256).hexdigest()[:32]
 
     async def _protect(self, job: Job, mode: PrivacyMode) -> Redaction | None:
         """Redact the job's request in place; None when there is nothing to restore."""
@@ -367,6 +384,7 @@ class PrivacyGuard:
         if not redaction.values:
             return None
         job.request = replace(job.request, messages=redaction.messages)
+        job.conceal = redaction.conceal
         return redaction
 
     # -- the runner protocol ----------------------------------------------------------------

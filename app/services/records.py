@@ -55,7 +55,10 @@ def record_row(outcome: Outcome, *, store_text: bool) -> dict[str, Any]:
         "prompt": (
             [{"role": m.role, "content": m.content} for m in job.request.messages] if store_text else None
         ),
-        "output": [c.text for c in completion.choices] if store_text else None,
+        # The prompt was redacted in place; the answer was restored for the client: conceal it.
+        "output": [job.conceal(c.text) if job.conceal else c.text for c in completion.choices]
+        if store_text
+        else None,
     }
 
 
