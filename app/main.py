@@ -121,7 +121,12 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                 presets=preset_service,
                 feedback=loop.feedback,
                 conversations=ConversationService(
-                    db, generation, preset_service, lock_timeout=settings.conversation_lock_timeout
+                    db,
+                    generation,
+                    preset_service,
+                    lock_timeout=settings.conversation_lock_timeout,
+                    # A claimed turn outlives any reply: the upstream deadline, and a margin.
+                    lease=settings.upstream_deadline + 60,
                 ),
             )
             yield

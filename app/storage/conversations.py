@@ -49,6 +49,10 @@ class ConversationRow(Base):
     turns: Mapped[int] = mapped_column(Integer, default=0)
     owner: Mapped[str] = mapped_column(String(64), index=True, default="anonymous")
     """The client key id that created it (`anonymous` without keys): only it sees the conversation."""
+    claim_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    """Who is answering a message now (see `claim_turn`)."""
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """When that claim lapses if its holder never releases it (a crashed replica)."""
 
 
 class MessageRow(Base):
@@ -130,6 +134,35 @@ async def newest_messages(
         query = query.where(MessageRow.seq < before)
     query = query.order_by(MessageRow.seq.desc()).limit(limit)
     return list((await session.execute(query)).scalars())
+
+
+async def claim_turn(
+    session: AsyncSession, conversation_id: str, *, owner: str, claim_id: str, until: datetime
+) -> bool:
+    """Claim `owner`'s conversation for one reply until `until`, unless someone else holds an
+    unexpired claim. The caller commits at once: no lock outlives this short transaction."""
+    now = utcnow()
+    result = await session.execute(
+        update(ConversationRow)
+        .where(
+            ConversationRow.id == conversation_id,
+            ConversationRow.owner == owner,
+            or_(ConversationRow.claimed_until.is_(None), ConversationRow.claimed_until < now),
+        )
+        .values(claim_id=claim_id, claimed_until=until)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def release_turn(session: AsyncSession, conversation_id: str, claim_id: str) -> None:
+    """Give the claim back (only if it is still this one: a lapsed claim may be someone else's)."""
+    await session.execute(
+        update(ConversationRow)
+        .where(ConversationRow.id == conversation_id, ConversationRow.claim_id == claim_id)
+        .values(claim_id=None, claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def append_turns(
