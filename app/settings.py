@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     playground's origin); /openapi.json is always served."""
     metrics_token: SecretStr | None = None
     """When set, GET /metrics needs `Authorization: Bearer <token>`."""
+    stream_write_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds a stream waits for a client that stopped reading before it drops the stream (and
+    stops the generation)."""
+    stream_idle_timeout: float = Field(default=120.0, gt=0, le=3600)
+    """Seconds a stream may go without a new chunk from the model before it ends with an error event."""
     shutdown_timeout: int = Field(default=30, ge=1, le=3600)
     """Seconds in-flight requests and streams get to finish after SIGTERM before they are cut."""
 
