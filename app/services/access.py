@@ -38,7 +38,16 @@ from app.providers.base import Usage
 from app.services.auth import ANONYMOUS, Client, KeyStore, Limits
 from app.services.context import RequestContext
 from app.services.generation import Job, JobHook, Outcome, Prepaid
-from app.services.limits import Limiter, MemoryLimiter, RedisLimiter, Reservation
+from app.services.limits import (
+    Concurrency,
+    Limiter,
+    LimitReached,
+    MemoryConcurrency,
+    MemoryLimiter,
+    RedisConcurrency,
+    RedisLimiter,
+    Reservation,
+)
 from app.services.usage import UsageRecorder, cost
 from app.settings import Settings
 from app.storage.db import Database
@@ -50,6 +59,8 @@ log = logging.getLogger("genserve.access")
 class _Open:
     client: Client
     reservation: Reservation | None
+    slot: bool = False
+    """It holds one of the key's `max_concurrent` slots."""
 
 
 _GONE = (asyncio.CancelledError, GeneratorExit, ClientDisconnected)
@@ -58,9 +69,16 @@ _GONE = (asyncio.CancelledError, GeneratorExit, ClientDisconnected)
 class AccessHook(JobHook):
     """Applies the caller's permissions and limits to every job and records its usage."""
 
-    def __init__(self, settings: Settings, limiter: Limiter, usage: UsageRecorder) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        limiter: Limiter,
+        usage: UsageRecorder,
+        concurrency: Concurrency | None = None,
+    ) -> None:
         self._keys_required = settings.auth_mode == "keys"
         self._limiter = limiter
+        self._concurrency: Concurrency = concurrency or MemoryConcurrency()
         self._usage = usage
         self._open: dict[str, _Open] = {}
 
@@ -75,8 +93,21 @@ class AccessHook(JobHook):
         job.allowed_models = client.allowed_models  # fallbacks, too, stay within the key's models
         if job.preset is not None:
             client.require_preset(job.preset)
+        slot = False
+        if client.limits.max_concurrent is not None and job.prepaid is None:
+            await self._take_slot(client)
+            slot = True
+        try:
+            reservation = await self._reserve(job, client)
+        except BaseException:
+            if slot:
+                await self._give_slot(client)
+            raise
+        self._open[job.id] = _Open(client, reservation, slot)
+
+    async def _reserve(self, job: Job, client: Client) -> Reservation | None:
         reservation = None
-        if client.limits.any and job.prepaid is None:  # a prepaid job draws on its request's
+        if client.limits.meters and job.prepaid is None:  # a prepaid job draws on its request's
             s = job.request.sampling
             tokens = 0
             if client.limits.counts_tokens:
@@ -87,13 +118,38 @@ class AccessHook(JobHook):
                 log.error("rate limiter unavailable", exc_info=exc)
                 raise ServiceUnavailable("Rate limits cannot be checked right now.", retry_after=1) from exc
             job.ctx.headers.update(snapshot.headers())
-        self._open[job.id] = _Open(client, reservation)
+        return reservation
+
+    async def _take_slot(self, client: Client) -> None:
+        limit = client.limits.max_concurrent
+        assert limit is not None
+        try:
+            admitted = await self._concurrency.acquire(client.key_id, limit)
+        except RedisError as exc:
+            log.error("concurrency limit unavailable", exc_info=exc)
+            raise ServiceUnavailable("Rate limits cannot be checked right now.", retry_after=1) from exc
+        if not admitted:
+            raise LimitReached(
+                f"This API key already has {limit} generation{'s' if limit > 1 else ''} in flight "
+                "(its max_concurrent); try again when one finishes.",
+                limit="max_concurrent",
+                code="too_many_concurrent_requests",
+                retry_after=1,
+            )
+
+    async def _give_slot(self, client: Client) -> None:
+        try:
+            await self._concurrency.release(client.key_id)
+        except Exception:  # the count's lease lapses on its own
+            log.error("releasing a concurrency slot failed", exc_info=True)
 
     async def on_finish(self, outcome: Outcome) -> None:
         opened = self._open.pop(outcome.job.id, None)
         if opened is None:
             return
         usage = outcome.completion.usage
+        if opened.slot:
+            await self._give_slot(opened.client)
         await self._settle(opened, usage.total_tokens)
         if outcome.job.prepaid is not None:
             outcome.job.prepaid.used += usage.total_tokens
@@ -104,6 +160,8 @@ class AccessHook(JobHook):
         opened = self._open.pop(job.id, None)
         if opened is None:
             return
+        if opened.slot:
+            await self._give_slot(opened.client)
         if isinstance(exc, _GONE):
             usage = Usage(self._prompt_tokens(job), 0)
             await self._settle(opened, usage.total_tokens)
@@ -120,7 +178,7 @@ class AccessHook(JobHook):
         client = ctx.caller
         if self._keys_required and client is ANONYMOUS:
             raise AuthenticationFailed("An API key is required.", code="missing_api_key")
-        if not client.limits.any:
+        if not client.limits.meters:
             return None
         try:
             reservation, snapshot = await self._limiter.reserve(
@@ -239,11 +297,17 @@ async def open_access(
         RedisLimiter(redis, settings.redis_prefix) if redis is not None else MemoryLimiter(clocks.wall)
     )
     usage = UsageRecorder(db, settings.usage_flush_seconds)
+    # A slot a crashed replica never gave back is freed once no generation could still be running.
+    concurrency: Concurrency = (
+        RedisConcurrency(redis, settings.redis_prefix, lease=settings.upstream_deadline + 60)
+        if redis is not None
+        else MemoryConcurrency()
+    )
     access = Access(
         keys=keys,
         limiter=limiter,
         usage=usage,
-        hook=AccessHook(settings, limiter, usage),
+        hook=AccessHook(settings, limiter, usage, concurrency),
         auth_failures_per_minute=settings.auth_failures_per_minute,
     )
     task = asyncio.create_task(usage.run(), name="usage-writer") if settings.usage_flush_seconds > 0 else None

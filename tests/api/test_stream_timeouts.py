@@ -84,9 +84,8 @@ async def test_a_client_that_stops_reading_is_dropped_after_the_write_timeout(
         }
         async with asyncio.timeout(10):  # before: the producer waited forever
             await app(scope, receive, send)
-        generations = [
-            line for line in metrics.render().decode().splitlines() if line.startswith("genserve_generations_total")
-        ]
+        lines = metrics.render().decode().splitlines()
+        generations = [line for line in lines if line.startswith("genserve_generations_total")]
     assert any('outcome="aborted"' in line for line in generations), generations
 
 
