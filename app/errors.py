@@ -165,7 +165,15 @@ def _param_from_loc(loc: Sequence[Any]) -> str | None:
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:]
     out = ""
+    tag_in = 0
+    """A tagged union's member is named by its tag right after it (after the index, in a list)."""
     for part in parts:
+        if tag_in:
+            tag_in -= 1
+            if tag_in == 0 and isinstance(part, str):
+                continue
+        if isinstance(part, str) and "tagged-union[" in part:
+            tag_in = 2 if part.startswith(("list[", "dict[")) else 1
         if isinstance(part, int):
             out += f"[{part}]"
         elif (

@@ -41,6 +41,8 @@ class ModelRoute(BaseModel):
     """OpenAI's `service_tier` sent on every request to this model (None: not sent)."""
     client_params: list[Literal["store", "service_tier"]] = Field(default_factory=list)
     """Upstream terms a client may set itself on this model; any other client value is refused (400)."""
+    vision: bool = False
+    """Whether the upstream model reads images: only then are `image_url` parts passed on."""
 
 
 _PLACEHOLDER_TOKENS = frozenset(

@@ -1,7 +1,8 @@
 """The embedded model, measured two ways with the same prompt, seed and sampling:
 
 - `inproc`: llama-cpp-python called directly in this process (the limit);
-- `http`: the service's streaming `/v1/generate` (provider=local).
+- `http`: the service's streaming `/v1/generate` (provider=local);
+- `http-logprobs`: the same, asking for each token's log probability and 5 alternatives.
 
 Each prints one JSON line: tokens/s (text chunks per second of the whole stream) and time to
 first token, as medians over `--runs` sequential streams.
@@ -67,11 +68,18 @@ def inproc(runs: int, max_tokens: int, n_ctx: int, n_threads: int | None) -> dic
     return _summary(samples[1:])
 
 
-def over_http(url: str, runs: int, max_tokens: int) -> dict[str, float]:
+def over_http(url: str, runs: int, max_tokens: int, logprobs: bool = False) -> dict[str, float]:
     parts = urlsplit(url)
-    body = orjson.dumps(
-        {"prompt": PROMPT, "max_tokens": max_tokens, "seed": SEED, "temperature": TEMPERATURE, "stream": True}
-    )
+    request: dict[str, Any] = {
+        "prompt": PROMPT,
+        "max_tokens": max_tokens,
+        "seed": SEED,
+        "temperature": TEMPERATURE,
+        "stream": True,
+    }
+    if logprobs:
+        request.update(logprobs=True, top_logprobs=5)
+    body = orjson.dumps(request)
     samples = []
     for _ in range(runs + 1):
         conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=120)
@@ -97,7 +105,7 @@ def over_http(url: str, runs: int, max_tokens: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("mode", choices=["inproc", "http"])
+    parser.add_argument("mode", choices=["inproc", "http", "http-logprobs"])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
@@ -107,7 +115,7 @@ def main() -> None:
     if args.mode == "inproc":
         result = inproc(args.runs, args.max_tokens, args.n_ctx, args.n_threads)
     else:
-        result = over_http(args.url, args.runs, args.max_tokens)
+        result = over_http(args.url, args.runs, args.max_tokens, logprobs=args.mode == "http-logprobs")
     print(orjson.dumps(result).decode())
 
 

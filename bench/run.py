@@ -494,8 +494,8 @@ def local_model() -> list[tuple[str, dict[str, float]]]:
     results = []
     args = ["--runs", runs, "--max-tokens", max_tokens]
     with process([PY, "-m", "app"], env=env, ready=f"http://127.0.0.1:{port}/readyz"):
-        for _ in range(3):  # alternate: in-process, over HTTP, in-process, over HTTP, ...
-            for mode in ("inproc", "http"):
+        for _ in range(3):  # alternate: in-process, over HTTP, with logprobs, in-process, ...
+            for mode in ("inproc", "http", "http-logprobs"):
                 cmd = [PY, "-m", "bench.local_model", mode, "--url", f"http://127.0.0.1:{port}", *args]
                 out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
                 results.append((mode, orjson.loads(out.strip().splitlines()[-1])))
@@ -614,14 +614,20 @@ def render(report: Report) -> str:
             "|---|---:|---:|---:|",
         ]
         for mode, r in report.local:
-            label = "in-process" if mode == "inproc" else "over HTTP (streaming /v1/generate)"
+            label = {
+                "inproc": "in-process",
+                "http": "over HTTP (streaming /v1/generate)",
+                "http-logprobs": "over HTTP with logprobs (top 5)",
+            }[mode]
             lines.append(f"| {label} | {r['tokens']:.0f} | {r['ttft_ms']:.1f} | {r['tokens_per_s']:.1f} |")
         inproc = [r["tokens_per_s"] for m, r in report.local if m == "inproc"]
         http = [r["tokens_per_s"] for m, r in report.local if m == "http"]
         lines.append("")
+        logprobs = [r["tokens_per_s"] for m, r in report.local if m == "http-logprobs"]
         lines.append(
             f"Over HTTP: {100 * sum(http) / sum(inproc):.1f}% of the in-process tokens/s "
-            "(mean of the alternating runs)."
+            "(mean of the alternating runs)"
+            + (f"; with logprobs: {100 * sum(logprobs) / sum(inproc):.1f}%." if logprobs else ".")
         )
     return "\n".join(lines)
 

@@ -30,7 +30,10 @@ async def post(settings: Settings, path: str, body: dict[str, object]) -> httpx.
     [
         ("/v1/generate", {"prompt": "x" * 1001}),
         ("/v1/generate", {"prompt": "hi", "system": "x" * 1001}),
-        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x" * 1001}]}),
+        (
+            "/v1/chat/completions",
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 1001}]},
+        ),
     ],
 )
 async def test_a_prompt_longer_than_max_prompt_chars_is_refused(

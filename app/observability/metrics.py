@@ -91,6 +91,9 @@ class Metrics:
             ["endpoint", "provider", "model", "outcome"],
             registry=r,
         )
+        self.tool_calls = Counter(
+            "genserve_tool_calls", "Tool calls the models made, by model.", ["model"], registry=r
+        )
         self.rate_limited_total = Counter(
             "genserve_rate_limited", "Requests refused by a rate limit or quota.", ["limit"], registry=r
         )

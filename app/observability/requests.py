@@ -119,6 +119,11 @@ class ObservabilityHook(JobHook):
             record.fields.update(
                 endpoint=job.endpoint, model=job.model, provider=job.provider.name, generation_id=job.id
             )
+            # Counts and flags only: tool names and arguments are the request's text.
+            if job.request.tools:
+                record.fields["tools"] = len(job.request.tools)
+            if job.request.logprobs is not None:
+                record.fields["logprobs"] = job.request.logprobs
 
     async def on_finish(self, outcome: Outcome) -> None:
         job, usage = outcome.job, outcome.completion.usage
@@ -132,6 +137,9 @@ class ObservabilityHook(JobHook):
             completion_tokens=usage.completion_tokens,
             aborted=outcome.aborted,
         )
+        calls = sum(len(c.tool_calls) for c in outcome.completion.choices)
+        if calls:
+            self.metrics.tool_calls.labels(job.model).inc(calls)
         record = _current.get()
         if record is not None:
             record.fields.update(
@@ -142,6 +150,8 @@ class ObservabilityHook(JobHook):
             )
             if outcome.aborted:
                 record.fields["aborted"] = True
+            if calls:
+                record.fields["tool_calls"] = calls
             _job_facts(record, job)
 
     async def on_error(self, job: Job, exc: BaseException) -> None:

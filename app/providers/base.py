@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+import json
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 #: Sampling fields every provider honours; anything else must be in `Provider.extra_params`.
@@ -25,9 +26,87 @@ CORE_PARAMS = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image in a user turn, for vision-capable upstreams: a URL or a `data:` URI."""
+
+    url: str
+    detail: str | None = None
+    param: str | None = None
+    """Where the client put it (`messages[1].content[2]`), for error messages."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call of one of the request's tools, as the model made it. `arguments` is the JSON
+    text the model wrote (OpenAI's shape: a string, not a parsed object)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
+    """One turn. An assistant turn that calls tools carries `tool_calls` (its `content` may then
+    be empty); a `tool` turn answers the call named by `tool_call_id`."""
+
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    images: tuple[ImagePart, ...] = ()
+    """Image parts of a user turn, after its text (only vision-capable routes accept them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the model may call: its name, what it does, and a JSON Schema of its
+    arguments."""
+
+    name: str
+    description: str | None
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoiceNamed:
+    """`tool_choice` naming one function: the model must call exactly that one."""
+
+    name: str
+
+
+ToolChoice = Literal["none", "auto", "required"] | ToolChoiceNamed
+
+
+@dataclass(frozen=True, slots=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token, its log probability and the most likely alternatives at its place.
+    The `token` strings of a choice join back to its text; `bytes` are the token's own UTF-8
+    bytes (a character split across tokens shows in the token that completes it)."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] | None
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call: the first piece of call `index` has its `id` and
+    `name`; later pieces carry more of `arguments`."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +145,11 @@ class GenerationRequest:
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Provider-specific parameters already checked against `Provider.extra_params`."""
     user: str | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True
+    logprobs: int | None = None
+    """None: no log probabilities; 0–20: each token's, with that many alternatives."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +174,8 @@ class Choice:
     index: int
     text: str
     finish_reason: FinishReason
+    tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,25 +200,73 @@ class Chunk:
     text: str = ""
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    """The tokens of `text`, when the request asked for log probabilities."""
+
+
+class CallAssembler:
+    """Puts streamed tool-call fragments of one choice back together, by their index."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str]] = {}
+        """index → [id, name, arguments so far]"""
+
+    def add(self, deltas: tuple[ToolCallDelta, ...]) -> None:
+        for delta in deltas:
+            call = self._calls.setdefault(delta.index, ["", "", ""])
+            if delta.id:
+                call[0] = delta.id
+            if delta.name:
+                call[1] = delta.name
+            call[2] += delta.arguments
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        return tuple(ToolCall(*self._calls[i]) for i in sorted(self._calls))
+
+
+def tool_messages(tools: Sequence[ToolSpec]) -> tuple[Message, ...]:
+    """Tool definitions as the system text they amount to, for counting prompt tokens."""
+    if not tools:
+        return ()
+    text = json.dumps(
+        [{"name": t.name, "description": t.description, "parameters": dict(t.parameters)} for t in tools],
+        separators=(",", ":"),
+    )
+    return (Message("system", text),)
+
+
+def prompt_messages(request: GenerationRequest) -> tuple[Message, ...]:
+    """What a request's prompt holds, for counting: its messages and its tool definitions."""
+    return (*request.messages, *tool_messages(request.tools))
 
 
 class CompletionAssembler:
     """Collects a stream's chunks into the `Completion` they add up to (the one place that
-    knows how deltas, finish reasons and usage combine)."""
+    knows how deltas, tool-call fragments, log probabilities, finish reasons and usage combine).
+    With `logprobs`, every choice gets its tokens (an empty tuple rather than None)."""
 
-    __slots__ = ("finish", "produced", "texts", "usage")
+    __slots__ = ("calls", "finish", "logprobs", "produced", "texts", "usage", "wants_logprobs")
 
-    def __init__(self) -> None:
+    def __init__(self, logprobs: bool = False) -> None:
         self.texts: dict[int, list[str]] = {}
         self.finish: dict[int, FinishReason] = {}
+        self.calls: dict[int, CallAssembler] = {}
+        self.logprobs: dict[int, list[TokenLogprob]] = {}
+        self.wants_logprobs = logprobs
         self.usage: Usage | None = None
         self.produced = 0
-        """Text chunks seen (about one token each)."""
+        """Text chunks and call fragments seen (about one token each)."""
 
     def add(self, chunk: Chunk) -> None:
         if chunk.text:
             self.produced += 1
             self.texts.setdefault(chunk.index, []).append(chunk.text)
+        if chunk.tool_calls:
+            self.produced += 1
+            self.calls.setdefault(chunk.index, CallAssembler()).add(chunk.tool_calls)
+        if chunk.logprobs:
+            self.logprobs.setdefault(chunk.index, []).extend(chunk.logprobs)
         if chunk.finish_reason is not None:
             self.finish[chunk.index] = chunk.finish_reason
         if chunk.usage is not None:
@@ -154,7 +288,13 @@ class CompletionAssembler:
         return Completion(
             model=model,
             choices=tuple(
-                Choice(index=i, text="".join(self.texts.get(i, ())), finish_reason=self.finish.get(i, "stop"))
+                Choice(
+                    index=i,
+                    text="".join(self.texts.get(i, ())),
+                    finish_reason=self.finish.get(i, "stop"),
+                    tool_calls=self.calls[i].calls() if i in self.calls else (),
+                    logprobs=tuple(self.logprobs.get(i, ())) if self.wants_logprobs else None,
+                )
                 for i in range(n)
             ),
             usage=usage or self.usage or Usage(),

@@ -17,6 +17,7 @@ import anyio
 import anyio.to_thread
 
 from app.errors import InvalidRequest, QueueFull, ServiceUnavailable
+from app.providers import local_tools
 from app.providers.base import (
     Chunk,
     Completion,
@@ -24,6 +25,8 @@ from app.providers.base import (
     FinishReason,
     GenerationRequest,
     Message,
+    TokenLogprob,
+    ToolCallDelta,
     Usage,
 )
 from app.settings import Settings
@@ -48,6 +51,7 @@ class LocalProvider:
         self._llm: Any = None
         self._avg_seconds = 2.0
         """A running estimate of one generation's duration, for Retry-After."""
+        self._vocabulary: list[bytes] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -96,18 +100,19 @@ class LocalProvider:
         # ChatML-style framing costs about 5 tokens per message (role and separators) plus 3 to
         # open the reply; the text itself is counted with the model's own tokenizer.
         text_tokens = sum(
-            len(self._llm.tokenize(m.content.encode(), add_bos=False, special=False)) for m in messages
+            len(self._llm.tokenize(local_tools.message_text(m).encode(), add_bos=False, special=False))
+            for m in messages
         )
         return 3 + 5 * len(messages) + text_tokens
 
     # -- generation --------------------------------------------------------------------------
 
     async def complete(self, request: GenerationRequest) -> Completion:
-        parts = CompletionAssembler()
+        parts = CompletionAssembler(logprobs=request.logprobs is not None)
         started = time.perf_counter()
         ttft: float | None = None
         async for chunk in self.stream(request):
-            if chunk.text and ttft is None:
+            if (chunk.text or chunk.tool_calls) and ttft is None:
                 ttft = (time.perf_counter() - started) * 1000
             parts.add(chunk)
         return parts.completion(request.model, request.sampling.n, seed=request.sampling.seed, ttft_ms=ttft)
@@ -115,6 +120,7 @@ class LocalProvider:
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         if self._llm is None:
             raise ServiceUnavailable("The local model is not loaded.")
+        grammar = _tool_grammar(request)
         if self._pending >= self._max_queue + 1:
             raise QueueFull(
                 "The local model is busy; try again shortly.",
@@ -136,7 +142,7 @@ class LocalProvider:
         def emit(item: object) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        worker = asyncio.ensure_future(anyio.to_thread.run_sync(self._run, request, emit, cancel))
+        worker = asyncio.ensure_future(anyio.to_thread.run_sync(self._run, request, grammar, emit, cancel))
         # The model is released when the thread is done with it, not when this request is: a
         # thread cannot be interrupted (it notices `cancel` at the next token).
         worker.add_done_callback(lambda _: self._limiter.release_on_behalf_of(borrower))
@@ -154,7 +160,11 @@ class LocalProvider:
             await asyncio.shield(worker)
 
     def _run(
-        self, request: GenerationRequest, emit: Callable[[object], None], cancel: threading.Event
+        self,
+        request: GenerationRequest,
+        grammar_text: str | None,
+        emit: Callable[[object], None],
+        cancel: threading.Event,
     ) -> None:
         """Runs in a worker thread holding the model: sample each choice, emit chunks."""
         started = time.monotonic()
@@ -163,7 +173,10 @@ class LocalProvider:
             if llm is None:
                 raise ServiceUnavailable("The local model is not loaded.")
             s = request.sampling
-            messages = [{"role": m.role, "content": m.content} for m in request.messages]
+            if request.tools or any(m.tool_calls or m.role == "tool" for m in request.messages):
+                messages = local_tools.render_messages(request)
+            else:
+                messages = [{"role": m.role, "content": m.content} for m in request.messages]
             prompt_tokens = 0
             completion_tokens = 0
             for index in range(s.n):
@@ -180,6 +193,16 @@ class LocalProvider:
                 kwargs: dict[str, Any] = {}
                 if "response_format" in request.extra:
                     kwargs["response_format"] = _llama_response_format(request.extra["response_format"])
+                processors: list[Any] = [count]
+                recorder: local_tools.LogprobRecorder | None = None
+                if request.logprobs is not None:
+                    recorder = local_tools.LogprobRecorder(request.logprobs, self._token_bytes)
+                    processors.append(recorder)
+                if grammar_text is not None:
+                    from llama_cpp.llama_grammar import LlamaGrammar
+
+                    kwargs["grammar"] = LlamaGrammar.from_string(grammar_text, verbose=False)
+                out = _ChoiceOutput(index, request, emit, recorder, self._vocab)
                 try:
                     pieces = llm.create_chat_completion(
                         messages=messages,
@@ -191,7 +214,7 @@ class LocalProvider:
                         presence_penalty=s.presence_penalty,
                         frequency_penalty=s.frequency_penalty,
                         stream=True,
-                        logits_processor=[count],
+                        logits_processor=processors,
                         **kwargs,
                     )
                     finish: FinishReason = "stop"
@@ -204,7 +227,10 @@ class LocalProvider:
                         if choice.get("finish_reason"):
                             finish = "length" if choice["finish_reason"] == "length" else "stop"
                         if text:
-                            emit(Chunk(index=index, text=text))
+                            if out.plain:
+                                emit(Chunk(index=index, text=text))
+                            else:
+                                out.feed(text)
                 except ValueError as exc:
                     # llama.cpp refuses prompts that do not fit its context window.
                     raise InvalidRequest(
@@ -212,6 +238,7 @@ class LocalProvider:
                         param="messages",
                         code="context_length_exceeded",
                     ) from exc
+                finish = out.finish(finish)
                 emit(Chunk(index=index, finish_reason=finish))
                 if steps:
                     prompt_tokens = steps[0]
@@ -224,6 +251,110 @@ class LocalProvider:
             elapsed = time.monotonic() - started
             self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * elapsed
             emit(_DONE)
+
+    def _token_bytes(self, token: int) -> bytes:
+        return bytes(self._llm.detokenize([token]))
+
+    def _vocab(self) -> list[bytes]:
+        """Every token's bytes (built once, the first time a request needs it)."""
+        if self._vocabulary is None:
+            self._vocabulary = [self._token_bytes(i) for i in range(self._llm.n_vocab())]
+        return self._vocabulary
+
+
+class _ChoiceOutput:
+    """Turns one choice's text from llama.cpp into chunks: plain text goes straight through;
+    log probabilities hold each piece until its tokens are known; a tool call is gathered and
+    sent whole when the generation ends."""
+
+    def __init__(
+        self,
+        index: int,
+        request: GenerationRequest,
+        emit: Callable[[object], None],
+        recorder: local_tools.LogprobRecorder | None,
+        vocabulary: Callable[[], list[bytes]],
+    ) -> None:
+        self.index = index
+        self.emit = emit
+        self.recorder = recorder
+        self.vocabulary = vocabulary
+        self.tools = local_tools.callable_tools(request) if local_tools.calls_allowed(request) else ()
+        self.call: bool | None = False if not self.tools else None if request.tool_choice == "auto" else True
+        """Whether the answer is a call: None until `auto`'s first character says."""
+        self.plain = recorder is None and self.call is False
+        """Text goes straight out, with no step in between (the common case, kept fast)."""
+        self.pending = ""
+        self.sent = ""
+
+    def feed(self, text: str) -> None:
+        self.pending += text
+        if self.call is None:
+            stripped = self.pending.lstrip()
+            if not stripped:
+                return
+            self.call = stripped.startswith("{")
+        if self.call:
+            return
+        if self.recorder is None:
+            self._send(self.pending, None)
+            return
+        tokens, used = self.recorder.take(len(self.pending))
+        if used:
+            self._send(self.pending[:used], tokens)
+
+    def _send(self, text: str, logprobs: tuple[TokenLogprob, ...] | None) -> None:
+        self.pending = self.pending[len(text) :]
+        self.sent += text
+        self.emit(Chunk(index=self.index, text=text, logprobs=logprobs))
+
+    def finish(self, reason: FinishReason) -> FinishReason:
+        """Send what is held back; the finish reason to report."""
+        if self.call:
+            call = local_tools.parse_call(self.pending, self.tools)
+            if call is not None:
+                self.emit(
+                    Chunk(
+                        index=self.index,
+                        tool_calls=(ToolCallDelta(0, id=call.id, name=call.name, arguments=call.arguments),),
+                        logprobs=() if self.recorder is not None else None,
+                    )
+                )
+                return "tool_calls"
+            # Cut short by max_tokens before the call was complete: what there is, as text.
+        if self.recorder is not None:
+            self.recorder.finish(self.sent + self.pending, self.vocabulary)
+            tokens, _ = self.recorder.take(len(self.pending), last=True)
+            if self.pending or tokens:
+                self._send(self.pending, tokens)
+        elif self.pending:
+            self._send(self.pending, None)
+        return reason
+
+
+def _tool_grammar(request: GenerationRequest) -> str | None:
+    """The grammar of the request's tool calls; 400 naming the tool whose schema cannot be
+    turned into one."""
+    try:
+        return local_tools.tool_grammar(request)
+    except Exception as exc:
+        # The converter reports what it cannot handle with assertions and ValueErrors alike.
+        names = [t.name for t in local_tools.callable_tools(request)]
+        index = next((i for i, t in enumerate(request.tools) if t.name in names), 0)
+        if isinstance(exc, local_tools.UnenforceableSchema):
+            for i, tool in enumerate(request.tools):
+                try:
+                    local_tools.enforceable(dict(tool.parameters))
+                except local_tools.UnenforceableSchema:
+                    index = i
+                    break
+        raise InvalidRequest(
+            f"The embedded model cannot constrain its calls to this tool's parameters schema: {exc}. "
+            "It enforces types, properties, required, enum, const, anyOf/oneOf/allOf, $ref, items, "
+            "string patterns and lengths, and integer ranges of up to 256 values.",
+            param=f"tools[{index}].function.parameters",
+            code="unsupported_schema",
+        ) from exc
 
 
 def _llama_response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:

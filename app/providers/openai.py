@@ -34,7 +34,13 @@ from app.providers.base import (
     FinishReason,
     GenerationRequest,
     Message,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoiceNamed,
+    TopLogprob,
     Usage,
+    prompt_messages,
 )
 from app.settings import Settings
 
@@ -202,7 +208,7 @@ class OpenAIProvider:
         s = request.sampling
         args: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [_wire_message(m) for m in request.messages],
             "temperature": s.temperature,
             "top_p": s.top_p,
             "max_tokens": s.max_tokens,
@@ -216,6 +222,31 @@ class OpenAIProvider:
             args["seed"] = s.seed
         if request.user is not None:
             args["user"] = request.user
+        if request.tools:
+            args["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        **({"description": t.description} if t.description is not None else {}),
+                        "parameters": dict(t.parameters),
+                    },
+                }
+                for t in request.tools
+            ]
+            choice = request.tool_choice
+            args["tool_choice"] = (
+                {"type": "function", "function": {"name": choice.name}}
+                if isinstance(choice, ToolChoiceNamed)
+                else choice
+            )
+            if not request.parallel_tool_calls:
+                # Sent only when off: some compatible servers reject the field altogether.
+                args["parallel_tool_calls"] = False
+        if request.logprobs is not None:
+            args["logprobs"] = True
+            if request.logprobs:
+                args["top_logprobs"] = request.logprobs
         args.update(request.extra)
         return args
 
@@ -240,6 +271,8 @@ class OpenAIProvider:
                     index=int(c.get("index", i)),
                     text=(c.get("message") or {}).get("content") or "",
                     finish_reason=_FINISH_REASONS.get(c.get("finish_reason"), "stop"),
+                    tool_calls=_tool_calls((c.get("message") or {}).get("tool_calls")),
+                    logprobs=_logprobs(c.get("logprobs"), request.logprobs),
                 )
                 for i, c in enumerate(data["choices"])
             )
@@ -253,7 +286,7 @@ class OpenAIProvider:
                 transient=True,
             ) from exc
         if not isinstance(prompt_tokens, int):
-            prompt_tokens = self.count_tokens(request.model, request.messages)
+            prompt_tokens = self.count_tokens(request.model, prompt_messages(request))
         if not isinstance(completion_tokens, int):
             completion_tokens = sum(self._count_text(c.text) for c in choices)
         return Completion(
@@ -311,10 +344,20 @@ class OpenAIProvider:
                     reason = c.get("finish_reason")
                     finish = _FINISH_REASONS.get(reason) if reason else None
                     index = c.get("index", 0)
+                    calls = _tool_call_deltas(delta.get("tool_calls")) if delta else ()
+                    logprobs = _logprobs(c.get("logprobs"), request.logprobs)
                     if text:
                         produced.setdefault(index, []).append(text)
-                    if text or finish:
-                        yield Chunk(index=index, text=text, finish_reason=finish)
+                    for call in calls:
+                        produced.setdefault(index, []).append((call.name or "") + call.arguments)
+                    if text or finish or calls or logprobs:
+                        yield Chunk(
+                            index=index,
+                            text=text,
+                            finish_reason=finish,
+                            tool_calls=calls,
+                            logprobs=logprobs,
+                        )
         except _TRANSPORT_TIMEOUTS as exc:
             raise translate_error(openai.APITimeoutError(request=response.request)) from exc
         except _TRANSPORT_ERRORS as exc:
@@ -330,7 +373,7 @@ class OpenAIProvider:
         if usage is None:
             # Backends that ignore `stream_options` report no usage: count it ourselves.
             usage = Usage(
-                self.count_tokens(request.model, request.messages),
+                self.count_tokens(request.model, prompt_messages(request)),
                 sum(self._count_text("".join(parts)) for parts in produced.values()),
             )
         yield Chunk(index=0, usage=usage)
@@ -342,11 +385,96 @@ class OpenAIProvider:
         return len(self._encoding.encode(text, disallowed_special=()))
 
     def count_tokens(self, model: str, messages: tuple[Message, ...]) -> int:
-        # OpenAI's chat format costs about 3 tokens per message plus 3 to prime the reply.
-        return 3 + sum(4 + self._count_text(m.content) for m in messages)
+        # OpenAI's chat format costs about 3 tokens per message plus 3 to prime the reply; a
+        # tool call about 3 more around its name and arguments.
+        return 3 + sum(
+            4
+            + self._count_text(m.content)
+            + sum(3 + self._count_text(c.name) + self._count_text(c.arguments) for c in m.tool_calls)
+            for m in messages
+        )
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _wire_message(m: Message) -> dict[str, Any]:
+    """One of our messages in OpenAI's request shape."""
+    out: dict[str, Any] = {"role": m.role}
+    if m.images:
+        parts: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+        for image in m.images:
+            url: dict[str, Any] = {"url": image.url}
+            if image.detail is not None:
+                url["detail"] = image.detail
+            parts.append({"type": "image_url", "image_url": url})
+        out["content"] = parts
+    else:
+        # An assistant turn that only calls tools has no text: OpenAI expects null there.
+        out["content"] = m.content if m.content or not m.tool_calls else None
+    if m.name is not None and m.role != "tool":  # OpenAI's tool messages have no name
+        out["name"] = m.name
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _tool_calls(raw: Any) -> tuple[ToolCall, ...]:
+    """`message.tool_calls` of an answer (function calls only)."""
+    if not raw:
+        return ()
+    return tuple(
+        ToolCall(id=str(c["id"]), name=str(c["function"]["name"]), arguments=str(c["function"]["arguments"]))
+        for c in raw
+        if c.get("type", "function") == "function"
+    )
+
+
+def _tool_call_deltas(raw: Any) -> tuple[ToolCallDelta, ...]:
+    """`delta.tool_calls` of a streamed chunk."""
+    if not raw:
+        return ()
+    out = []
+    for c in raw:
+        function = c.get("function") or {}
+        out.append(
+            ToolCallDelta(
+                index=int(c.get("index", 0)),
+                id=c.get("id") or None,
+                name=function.get("name") or None,
+                arguments=function.get("arguments") or "",
+            )
+        )
+    return tuple(out)
+
+
+def _token_bytes(raw: Any) -> tuple[int, ...] | None:
+    return tuple(int(b) for b in raw) if isinstance(raw, list) else None
+
+
+def _logprobs(raw: Any, wanted: int | None) -> tuple[TokenLogprob, ...] | None:
+    """`choice.logprobs.content`, when the request asked for it."""
+    if wanted is None or not isinstance(raw, dict) or not isinstance(raw.get("content"), list):
+        return None
+    return tuple(
+        TokenLogprob(
+            token=str(t["token"]),
+            logprob=float(t["logprob"]),
+            bytes=_token_bytes(t.get("bytes")),
+            top=tuple(
+                TopLogprob(
+                    token=str(a["token"]), logprob=float(a["logprob"]), bytes=_token_bytes(a.get("bytes"))
+                )
+                for a in (t.get("top_logprobs") or ())[:wanted]
+            ),
+        )
+        for t in raw["content"]
+    )
 
 
 def build(settings: Settings) -> OpenAIProvider:

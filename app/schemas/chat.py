@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from app.providers.base import FinishReason
+from app.errors import InvalidRequest
+from app.providers.base import (
+    FinishReason,
+    ImagePart,
+    Message,
+    ToolCall,
+    ToolChoice,
+    ToolChoiceNamed,
+    ToolSpec,
+)
 from app.schemas.common import EffectiveSampling, SamplingFields, Schema, Timings, UsageOut
+from app.schemas.generate import MAX_PROMPT_CHARS, TokenLogprobOut
 
 
 class TextPart(Schema):
@@ -17,20 +27,143 @@ class TextPart(Schema):
     text: str = Field()
 
 
-class ChatMessageIn(Schema):
-    """A message of the conversation so far."""
+class ImageUrl(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    """An `https:` URL or a `data:` URI of the image."""
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageUrlPart(Schema):
+    """An image, for models whose route is marked vision-capable."""
 
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] = Field()
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextPart | ImageUrlPart, Field(discriminator="type")]
+
+TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class FunctionCallIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=TOOL_NAME)
+    arguments: str = Field(max_length=MAX_PROMPT_CHARS)
+    """The arguments as JSON text, as the model wrote them."""
+
+
+class ToolCallIn(Schema):
+    """A tool call an earlier assistant turn made."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
+class ChatMessageIn(Schema):
+    """A message of the conversation so far. An assistant turn may call tools (`tool_calls`,
+    with `content` then optional); a `tool` turn answers one call by its `tool_call_id`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = Field(default=None, validate_default=True)
     name: str | None = Field(default=None, max_length=64)
+    tool_calls: list[ToolCallIn] | None = Field(default=None, min_length=1, max_length=128)
+    tool_call_id: str | None = Field(default=None, min_length=1, max_length=256)
+    refusal: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content_for_role(cls, value: object, info: ValidationInfo) -> object:
+        if value is None and info.data.get("role") != "assistant":
+            raise ValueError("content is required (only an assistant turn that calls tools may omit it)")
+        return value
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _calls_for_assistant(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None and info.data.get("role") != "assistant":
+            raise ValueError("only assistant messages may carry tool_calls")
+        return value
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _id_for_tool(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None and info.data.get("role") != "tool":
+            raise ValueError("only tool messages answer a tool call")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> ChatMessageIn:
+        if self.role == "assistant" and self.content is None and not self.tool_calls:
+            raise ValueError("an assistant message needs content or tool_calls")
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("a tool message needs the tool_call_id it answers")
+        return self
 
     @property
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    def images(self) -> list[tuple[int, ImageUrlPart]]:
+        """The image parts, with their position among the content parts."""
+        if not isinstance(self.content, list):
+            return []
+        return [(i, part) for i, part in enumerate(self.content) if isinstance(part, ImageUrlPart)]
+
+
+class FunctionDefinition(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=TOOL_NAME)
+    """The function's name, as the model will call it."""
+    description: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    """A JSON Schema of the arguments object."""
+    strict: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _an_object_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("type", "object") != "object":
+            raise ValueError("the parameters schema must describe an object (type 'object')")
+        return value
+
+
+class Tool(Schema):
+    """A function the model may call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=TOOL_NAME)
+
+
+class NamedToolChoice(Schema):
+    """Call exactly this function."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(Schema):
@@ -74,13 +207,26 @@ class ChatCompletionRequest(SamplingFields):
     model_config = ConfigDict(extra="allow")
 
     messages: list[ChatMessageIn] = Field(min_length=1, max_length=1000)
-    model: str | None = None
+    model: str = Field(min_length=1, max_length=256)
+    """The model to use (required, as on OpenAI); GET /v1/models lists them."""
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     user: str | None = Field(default=None, max_length=256)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     """Checked here, honoured only by providers that list it in their `extra_params`."""
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    """Functions the model may call."""
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    """`auto` (the default with tools): text or a call; `required`: a call; `none`: text; or a
+    named function to call."""
+    parallel_tool_calls: bool | None = None
+    """Whether the model may call several tools in one turn (upstreams; the embedded model makes
+    one call per turn)."""
+    logprobs: bool | None = None
+    """Return each generated token's log probability."""
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    """With `logprobs`, also the most likely alternatives at each token (0–20)."""
 
     @field_validator("messages")
     @classmethod
@@ -88,6 +234,85 @@ class ChatCompletionRequest(SamplingFields):
         if all(m.role in ("system", "developer") for m in messages):
             raise ValueError("messages must contain at least one user or assistant message")
         return messages
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidRequest(
+                "top_logprobs requires logprobs to be true.", param="top_logprobs", code="invalid_value"
+            )
+        if self.tool_choice is not None and not self.tools:
+            raise InvalidRequest(
+                "tool_choice is only allowed when tools are specified.",
+                param="tool_choice",
+                code="invalid_value",
+            )
+        if self.tools:
+            names = [t.function.name for t in self.tools]
+            for i, name in enumerate(names):
+                if name in names[:i]:
+                    raise InvalidRequest(
+                        f"Duplicate tool name '{name}'.",
+                        param=f"tools[{i}].function.name",
+                        code="invalid_value",
+                    )
+            if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
+                raise InvalidRequest(
+                    f"tool_choice names the function '{self.tool_choice.function.name}', which is not "
+                    "among the tools.",
+                    param="tool_choice.function.name",
+                    code="invalid_value",
+                )
+        answered: set[str] = set()
+        for i, message in enumerate(self.messages):
+            if message.tool_calls:
+                answered.update(call.id for call in message.tool_calls)
+            if message.tool_call_id is not None and message.tool_call_id not in answered:
+                raise InvalidRequest(
+                    f"messages[{i}] answers the tool call '{message.tool_call_id}', which no earlier "
+                    "assistant message made.",
+                    param=f"messages[{i}].tool_call_id",
+                    code="invalid_value",
+                )
+        return self
+
+    def tool_specs(self) -> tuple[ToolSpec, ...]:
+        return tuple(
+            ToolSpec(t.function.name, t.function.description, t.function.parameters) for t in self.tools or ()
+        )
+
+    def tool_choice_value(self) -> ToolChoice:
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            return ToolChoiceNamed(choice.function.name)
+        return choice or "auto"
+
+    def top_logprobs_value(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def provider_messages(self) -> list[Message]:
+        """The conversation in the providers' terms (`developer` is a system turn)."""
+        out = []
+        for i, m in enumerate(self.messages):
+            role = "system" if m.role == "developer" else m.role
+            out.append(
+                Message(
+                    role,
+                    m.text,
+                    tool_calls=tuple(
+                        ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ()
+                    ),
+                    tool_call_id=m.tool_call_id,
+                    name=m.name,
+                    images=tuple(
+                        ImagePart(
+                            part.image_url.url, part.image_url.detail, param=f"messages[{i}].content[{j}]"
+                        )
+                        for j, part in m.images()
+                    ),
+                )
+            )
+        return out
 
     def extra_params(self) -> dict[str, Any]:
         """Parameters outside OpenAI's core set that the client actually set."""
@@ -97,16 +322,38 @@ class ChatCompletionRequest(SamplingFields):
         return extra
 
 
+class ChoiceLogprobs(Schema):
+    content: list[TokenLogprobOut] | None
+    """The generated tokens; their `token` strings join back to the message's content."""
+    refusal: None = None
+
+
+class FunctionCallOut(Schema):
+    name: str
+    arguments: str
+    """The arguments as JSON text."""
+
+
+class ToolCallOut(Schema):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class ChatMessageOut(Schema):
     role: Literal["assistant"] = "assistant"
     content: str | None
+    """The text; null when the turn only calls tools."""
     refusal: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
+    """The calls the model made (then `finish_reason` is `tool_calls`)."""
 
 
 class ChatChoice(Schema):
     index: int
     message: ChatMessageOut
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
+    """With `logprobs: true`: every token of the content."""
     finish_reason: FinishReason
 
 
@@ -125,16 +372,32 @@ class ChatCompletion(Schema):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class FunctionCallDelta(Schema):
+    name: str | None = None
+    """On a call's first fragment."""
+    arguments: str | None = None
+    """The next piece of the arguments' JSON text."""
+
+
+class ToolCallDeltaOut(Schema):
+    index: int
+    """Which call of the turn this fragment belongs to."""
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta | None = None
+
+
 class ChunkDelta(Schema):
     role: Literal["assistant"] | None = None
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[ToolCallDeltaOut] | None = None
 
 
 class ChunkChoice(Schema):
     index: int
     delta: ChunkDelta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReason | None = None
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.providers.base import FinishReason
+from app.errors import InvalidRequest
+from app.providers.base import FinishReason, ToolChoice, ToolChoiceNamed
+from app.schemas.chat import NamedToolChoice, Tool, ToolCallOut
 from app.schemas.common import SamplingFields
-from app.schemas.generate import GenerateResponse
+from app.schemas.generate import MAX_PROMPT_CHARS, GenerateResponse
 
 MetadataKey = Annotated[str, Field(min_length=1, max_length=64)]
 MetadataValue = Annotated[str, Field(max_length=512)]
@@ -40,22 +42,67 @@ class ConversationCreate(BaseModel):
     """Default sampling settings of every reply (a message's own settings win)."""
     metadata: dict[MetadataKey, MetadataValue] = Field(default_factory=dict, max_length=16)
     """Up to 16 key/value pairs of the caller's own, returned as given."""
+    tools: list[Tool] | None = Field(default=None, min_length=1, max_length=128)
+    """Functions the assistant may call in this conversation (OpenAI's chat `tools` shape).
+    A reply that calls them is stored with its `tool_calls`; post their results as the next
+    message (`tool_results`) to get the answer."""
+
+    @field_validator("tools")
+    @classmethod
+    def _distinct_names(cls, tools: list[Tool] | None) -> list[Tool] | None:
+        names = [t.function.name for t in tools or ()]
+        if len(set(names)) != len(names):
+            raise ValueError("tool names must be distinct")
+        return tools
+
+
+class ToolResult(BaseModel):
+    """The result of one call the assistant's last reply made."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tool_call_id: str = Field(min_length=1, max_length=256)
+    """The `id` of the call this answers."""
+    content: str = Field(max_length=MAX_PROMPT_CHARS)
+    """What the tool returned (usually JSON text)."""
 
 
 class MessageCreate(ConversationSampling):
-    """The user's next message, and optional sampling settings for this reply only."""
+    """The user's next message — or the results of the tools the last reply called — and
+    optional sampling settings for this reply only."""
 
-    content: str = Field(min_length=1)
+    content: str | None = Field(default=None, min_length=1)
     """What the user says."""
+    tool_results: list[ToolResult] | None = Field(default=None, min_length=1, max_length=128)
+    """Instead of `content`: the results of the calls the last reply made, one per call."""
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    """How this reply may use the conversation's tools (`auto` by default)."""
     stream: bool = False
     """Answer with server-sent events, exactly as `POST /v1/generate` streams."""
 
     @field_validator("content")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("the message must not be blank")
         return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> MessageCreate:
+        if (self.content is None) == (self.tool_results is None):
+            raise InvalidRequest(
+                "Send either content (the user's message) or tool_results (the results of the calls "
+                "the last reply made), not both and not neither.",
+                param="tool_results" if self.tool_results is not None else "content",
+                code="invalid_value",
+            )
+        return self
+
+    def tool_choice_value(self) -> ToolChoice:
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            return ToolChoiceNamed(choice.function.name)
+        return choice or "auto"
 
 
 class MessageOut(BaseModel):
@@ -63,8 +110,12 @@ class MessageOut(BaseModel):
 
     seq: int
     """The turn's number in the conversation, from 1."""
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "tool"]
     content: str
+    tool_calls: list[ToolCallOut] | None = None
+    """An assistant turn's calls of the conversation's tools."""
+    tool_call_id: str | None = None
+    """A `tool` turn: the call whose result `content` is."""
     created_at: int
     """Unix time (seconds) the turn was stored."""
     generation_id: str | None = None
@@ -91,6 +142,8 @@ class Conversation(BaseModel):
     """The conversation's default sampling settings (only those set)."""
     metadata: dict[str, str]
     message_count: int
+    tools: list[dict[str, Any]] | None = None
+    """The functions the assistant may call."""
 
 
 class ConversationWithMessages(Conversation):

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from app.errors import InvalidRequest
 from app.providers.base import FinishReason
 from app.schemas.common import EffectiveSampling, SamplingFields, Schema, Timings, UsageOut
+
+MAX_PROMPT_CHARS = 200_000
+"""Ceiling of free-text fields besides the messages themselves (image URLs, tool arguments and
+descriptions); messages are bounded by the `max_prompt_chars` setting instead."""
 
 
 class GenerateRequest(SamplingFields):
@@ -21,12 +26,41 @@ class GenerateRequest(SamplingFields):
     """A model from `GET /v1/models`; the default model when omitted."""
     stream: bool = False
     """Answer with server-sent events: text deltas, then the metadata."""
+    logprobs: bool = False
+    """Return each choice's tokens with their log probabilities (`choices[].logprobs`)."""
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    """With `logprobs`, also the most likely alternatives at each token (0–20)."""
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> GenerateRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidRequest(
+                "top_logprobs requires logprobs to be true.", param="top_logprobs", code="invalid_value"
+            )
+        return self
+
+
+class TopLogprobOut(Schema):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprobOut(TopLogprobOut):
+    top_logprobs: list[TopLogprobOut]
+    """The most likely tokens at this place, as many as `top_logprobs` asked for."""
 
 
 class GenerateChoice(Schema):
     index: int
     text: str
     finish_reason: FinishReason
+    logprobs: list[TokenLogprobOut] | None = None
+    """With `logprobs: true`: the tokens of `text` (their `token` strings join back to it), each
+    with its log probability and the `top_logprobs` alternatives. Absent otherwise."""
+    tool_calls: list[dict[str, Any]] | None = None
+    """A conversation's reply that calls its tools: `[{id, type, function: {name, arguments}}]`
+    (then `finish_reason` is `tool_calls`). Absent otherwise."""
 
 
 class GenerateResponse(Schema):

@@ -34,7 +34,7 @@ from app.errors import (
     RateLimited,
     ServiceUnavailable,
 )
-from app.providers.base import Usage
+from app.providers.base import Usage, prompt_messages
 from app.services.auth import ANONYMOUS, Client, KeyStore, Limits
 from app.services.context import RequestContext
 from app.services.generation import Job, JobHook, Outcome, Prepaid
@@ -198,7 +198,7 @@ class AccessHook(JobHook):
     def _prompt_tokens(self, job: Job) -> int:
         if job.prompt_tokens is not None:
             return job.prompt_tokens
-        return job.provider.count_tokens(job.request.model, job.request.messages)
+        return job.provider.count_tokens(job.request.model, prompt_messages(job.request))
 
     async def _settle(self, opened: _Open, used: int) -> None:
         if opened.reservation is None:

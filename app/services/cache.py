@@ -33,13 +33,23 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.clock import Clock
-from app.providers.base import Choice, Chunk, Completion, CompletionAssembler, Usage
+from app.providers.base import (
+    Choice,
+    Chunk,
+    Completion,
+    CompletionAssembler,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    TopLogprob,
+    Usage,
+)
 from app.services.generation import Job, Runner
 from app.settings import Settings
 
 log = logging.getLogger("genserve.cache")
 
-KEY_VERSION = 1
+KEY_VERSION = 2
 """Bump when the key material or the stored format changes: old entries are then never read."""
 
 
@@ -106,18 +116,62 @@ def cache_key(job: Job) -> str:
         "model": job.model,
         "provider": job.provider.name,
         "upstream_model": request.model,
-        "messages": [[m.role, m.content] for m in request.messages],
+        "messages": [
+            [
+                m.role,
+                m.content,
+                [[c.id, c.name, c.arguments] for c in m.tool_calls],
+                m.tool_call_id,
+                m.name,
+                [[i.url, i.detail] for i in m.images],
+            ]
+            for m in request.messages
+        ],
         "sampling": sampling,
         "extra": dict(request.extra),
+        "tools": [[t.name, t.description, dict(t.parameters)] for t in request.tools],
+        "tool_choice": request.tool_choice
+        if isinstance(request.tool_choice, str)
+        else {"name": request.tool_choice.name},
+        "parallel_tool_calls": request.parallel_tool_calls,
+        "logprobs": request.logprobs,
     }
     return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _encode_logprobs(tokens: tuple[TokenLogprob, ...] | None) -> list[Any] | None:
+    if tokens is None:
+        return None
+    return [[t.token, t.logprob, t.bytes, [[a.token, a.logprob, a.bytes] for a in t.top]] for t in tokens]
+
+
+def _decode_logprobs(raw: list[Any] | None) -> tuple[TokenLogprob, ...] | None:
+    if raw is None:
+        return None
+
+    def as_bytes(value: list[int] | None) -> tuple[int, ...] | None:
+        return None if value is None else tuple(value)
+
+    return tuple(
+        TokenLogprob(token, logprob, as_bytes(b), tuple(TopLogprob(a, lp, as_bytes(ab)) for a, lp, ab in top))
+        for token, logprob, b, top in raw
+    )
 
 
 def _encode(completion: Completion) -> bytes:
     return orjson.dumps(
         {
             "model": completion.model,
-            "choices": [[c.index, c.text, c.finish_reason] for c in completion.choices],
+            "choices": [
+                [
+                    c.index,
+                    c.text,
+                    c.finish_reason,
+                    [[t.id, t.name, t.arguments] for t in c.tool_calls],
+                    _encode_logprobs(c.logprobs),
+                ]
+                for c in completion.choices
+            ],
             "usage": [completion.usage.prompt_tokens, completion.usage.completion_tokens],
         }
     )
@@ -127,7 +181,16 @@ def _decode(raw: bytes, seed: int | None) -> Completion:
     data: dict[str, Any] = orjson.loads(raw)
     return Completion(
         model=str(data["model"]),
-        choices=tuple(Choice(index=int(i), text=str(t), finish_reason=f) for i, t, f in data["choices"]),
+        choices=tuple(
+            Choice(
+                index=int(i),
+                text=str(t),
+                finish_reason=f,
+                tool_calls=tuple(ToolCall(*call) for call in calls),
+                logprobs=_decode_logprobs(logprobs),
+            )
+            for i, t, f, calls, logprobs in data["choices"]
+        ),
         usage=Usage(int(data["usage"][0]), int(data["usage"][1])),
         seed=seed,
     )
@@ -186,13 +249,18 @@ class ResponseCache:
         cached = await self._lookup(job, key) if options.cache_read else None
         if cached is not None:
             for choice in cached.choices:
-                if choice.text:
-                    yield Chunk(index=choice.index, text=choice.text)
+                if choice.text or choice.logprobs:
+                    yield Chunk(index=choice.index, text=choice.text, logprobs=choice.logprobs)
+                for n, call in enumerate(choice.tool_calls):
+                    yield Chunk(
+                        index=choice.index,
+                        tool_calls=(ToolCallDelta(n, id=call.id, name=call.name, arguments=call.arguments),),
+                    )
                 yield Chunk(index=choice.index, finish_reason=choice.finish_reason)
             yield Chunk(usage=cached.usage)
             return
         requested = job.model
-        parts = CompletionAssembler()
+        parts = CompletionAssembler(logprobs=job.request.logprobs is not None)
         async with aclosing(self.inner.stream(job)) as chunks:
             async for chunk in chunks:
                 parts.add(chunk)

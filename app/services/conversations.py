@@ -12,10 +12,11 @@ refused with 409 instead of being stored out of order.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,7 +26,16 @@ import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, InvalidRequest, NotFound
-from app.providers.base import Chunk, Message, Provider
+from app.providers.base import (
+    Chunk,
+    Message,
+    Provider,
+    ToolCall,
+    ToolChoice,
+    ToolChoiceNamed,
+    ToolSpec,
+    tool_messages,
+)
 from app.services.context import RequestContext
 from app.services.generation import GenerationService, Job, Outcome, check_max_tokens, check_prompt_chars
 from app.services.presets import PresetService, SamplingChoice
@@ -147,6 +157,7 @@ class ConversationService:
         metadata: Mapping[str, str],
         preset: str | None = None,
         inputs: Mapping[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> ConversationRow:
         if preset is not None and system:
             raise InvalidRequest(
@@ -189,6 +200,7 @@ class ConversationService:
             meta=dict(metadata),
             turns=0,
             owner=ctx.owner,
+            tools=[dict(t) for t in tools] if tools else None,
         )
         async with self._db.session() as session:
             session.add(row)
@@ -231,32 +243,52 @@ class ConversationService:
     # -- replies -----------------------------------------------------------------------------
 
     async def reply(
-        self, ctx: RequestContext, conversation_id: str, content: str, overrides: Mapping[str, Any]
+        self,
+        ctx: RequestContext,
+        conversation_id: str,
+        content: str | None,
+        overrides: Mapping[str, Any],
+        *,
+        tool_results: Sequence[tuple[str, str]] = (),
+        tool_choice: ToolChoice = "auto",
     ) -> Reply:
-        """Answer the user's message and store both turns (nothing is stored if it fails)."""
+        """Answer the user's message (or the results of the tools the last reply called) and
+        store the new turns with the reply (nothing is stored if it fails)."""
         async with self._turn(ctx, conversation_id) as row:
-            job = await self._planned(ctx, row, content, overrides)
+            asked, job = await self._planned(
+                ctx, row, _NewTurn(content, tuple(tool_results)), overrides, tool_choice
+            )
             outcome = await self._generation.complete(job)
             choice = outcome.completion.choices[0]
             turn = await self._store(
                 row,
-                content,
+                asked,
                 job,
                 text=choice.text,
                 finish_reason=choice.finish_reason,
                 usage=outcome.completion.usage.as_dict(),
+                tool_calls=choice.tool_calls,
             )
             return Reply(outcome=outcome, conversation_id=row.id, turn=turn)
 
     async def reply_stream(
-        self, ctx: RequestContext, conversation_id: str, content: str, overrides: Mapping[str, Any]
+        self,
+        ctx: RequestContext,
+        conversation_id: str,
+        content: str | None,
+        overrides: Mapping[str, Any],
+        *,
+        tool_results: Sequence[tuple[str, str]] = (),
+        tool_choice: ToolChoice = "auto",
     ) -> AsyncGenerator[ReplyChunk | Reply, None]:
         """Stream the reply; both turns are stored when it ends, before the final `Reply`.
 
         A failure stores nothing. A client that goes away after some text keeps what it was
         shown: both turns are stored, the reply marked `interrupted`."""
         async with self._turn(ctx, conversation_id) as row:
-            job = await self._planned(ctx, row, content, overrides)
+            asked, job = await self._planned(
+                ctx, row, _NewTurn(content, tuple(tool_results)), overrides, tool_choice
+            )
             shown: list[str] = []
             outcome: Outcome | None = None
             try:
@@ -274,17 +306,18 @@ class ConversationService:
                 # Cancelled or closed: the client is gone. Keep what it saw, if anything.
                 if shown:
                     with anyio.CancelScope(shield=True):
-                        await self._store_interrupted(row, content, job, "".join(shown))
+                        await self._store_interrupted(row, asked, job, "".join(shown))
                 raise
             assert outcome is not None, "a finished stream ends with its outcome"
             choice = outcome.completion.choices[0]
             turn = await self._store(
                 row,
-                content,
+                asked,
                 job,
                 text=choice.text,
                 finish_reason=choice.finish_reason,
                 usage=outcome.completion.usage.as_dict(),
+                tool_calls=choice.tool_calls,
             )
             yield Reply(outcome=outcome, conversation_id=row.id, turn=turn)
 
@@ -333,11 +366,16 @@ class ConversationService:
             pause = min(pause * 2, 0.25)
 
     async def _planned(
-        self, ctx: RequestContext, row: ConversationRow, content: str, overrides: Mapping[str, Any]
-    ) -> Job:
-        """The reply's job, its history read in a short session of its own."""
+        self,
+        ctx: RequestContext,
+        row: ConversationRow,
+        new: _NewTurn,
+        overrides: Mapping[str, Any],
+        tool_choice: ToolChoice,
+    ) -> tuple[builtins.list[Message], Job]:
+        """The reply's job (and the new turns), its history read in a short session of its own."""
         async with self._db.session() as session:
-            return await self._plan(ctx, session, row, content, overrides)
+            return await self._plan(ctx, session, row, new, overrides, tool_choice)
 
     def _preset_defaults(self, preset: str | None) -> dict[str, Any]:
         return self._presets.get(preset).defaults if preset is not None else {}
@@ -367,11 +405,17 @@ class ConversationService:
         ctx: RequestContext,
         session: AsyncSession,
         row: ConversationRow,
-        content: str,
+        new: _NewTurn,
         overrides: Mapping[str, Any],
-    ) -> Job:
-        """The job for the next reply: system prompt, the newest turns that fit, the message."""
+        tool_choice: ToolChoice,
+    ) -> tuple[builtins.list[Message], Job]:
+        """The job for the next reply: system prompt, the newest turns that fit, the message
+        (or the tools' results); and the new turns to store with the reply."""
         name, route, _ = self._generation.resolve(row.model)
+        tools = _tool_specs(row.tools)
+        _check_tool_choice(tool_choice, tools)
+        asked = await self._new_messages(session, row, new)
+        content = "\n".join(m.content for m in asked)
         counter = self._counter(name, route)
         # The conversation's own settings count as the client's: they win over the preset's
         # defaults and keep tuning off for the fields they set, as a message's settings do.
@@ -383,7 +427,7 @@ class ConversationService:
         window = route.context_window
         system = [Message("system", row.system)] if row.system else []
         user = Message("user", content)
-        fixed = counter.fixed(row.system, content)
+        fixed = counter.fixed(row.system, content) + sum(counter.cost(m) for m in tool_messages(tools))
         if fixed + reserve > window:
             raise InvalidRequest(
                 f"The message is about {counter.cost(user)} tokens: with the system prompt and room "
@@ -402,7 +446,7 @@ class ConversationService:
         while not full:
             batch = await store.newest_messages(session, row.id, before=before, limit=_HISTORY_BATCH)
             for message in batch:
-                cost = counter.cost(Message(message.role, message.content))  # type: ignore[arg-type]
+                cost = counter.cost(_message(message))
                 if cost > budget:
                     full = True
                     break
@@ -414,11 +458,14 @@ class ConversationService:
         while kept and kept[-1].role != "user":
             kept.pop()
         kept.reverse()
-        messages = [*system, *(Message(m.role, m.content) for m in kept), user]  # type: ignore[arg-type]
+        messages = [*system, *(_message(m) for m in kept), *asked]
         # The sum of per-message costs is what providers count; check the whole once anyway.
         while kept and counter.total(messages) + reserve > window:
-            del kept[:2]
-            messages = [*system, *(Message(m.role, m.content) for m in kept), user]  # type: ignore[arg-type]
+            # Drop the oldest exchange whole: a tool result never outlives the call it answers.
+            del kept[0]
+            while kept and kept[0].role != "user":
+                del kept[0]
+            messages = [*system, *(_message(m) for m in kept), *asked]
         job = self._generation.plan(
             ctx,
             endpoint="conversation",
@@ -426,6 +473,8 @@ class ConversationService:
             messages=messages,
             overrides=explicit,
             defaults=defaults,
+            tools=tools,
+            tool_choice=tool_choice if tools else "auto",
         )
         if choice is not None:
             choice.annotate(job)
@@ -437,35 +486,83 @@ class ConversationService:
                 "turns_dropped": row.turns - len(kept),
             }
         )
-        return job
+        return asked, job
+
+    async def _new_messages(
+        self, session: AsyncSession, row: ConversationRow, new: _NewTurn
+    ) -> builtins.list[Message]:
+        """The turns this request adds: the user's message, or one result per call the last
+        reply made (each call answered once, none left out)."""
+        last = await store.newest_messages(session, row.id, before=None, limit=1)
+        pending = (
+            [c["id"] for c in (last[0].tool_calls or [])] if last and last[0].role == "assistant" else []
+        )
+        if new.content is not None:
+            if pending:
+                raise InvalidRequest(
+                    f"The last reply called tools ({', '.join(pending)}): send their results as "
+                    "`tool_results` before the next message.",
+                    param="tool_results",
+                    code="tool_results_expected",
+                )
+            return [Message("user", new.content)]
+        answered: list[str] = []
+        for i, (call_id, _) in enumerate(new.tool_results):
+            if call_id not in pending or call_id in answered:
+                raise InvalidRequest(
+                    f"tool_results[{i}] answers the call '{call_id}', which the last reply did not "
+                    "make" + (" (or which is answered twice)." if call_id in answered else "."),
+                    param=f"tool_results[{i}].tool_call_id",
+                    code="invalid_value",
+                )
+            answered.append(call_id)
+        if missing := [c for c in pending if c not in answered]:
+            raise InvalidRequest(
+                f"Every call of the last reply needs its result; missing: {', '.join(missing)}.",
+                param="tool_results",
+                code="invalid_value",
+            )
+        names = {c["id"]: c["name"] for c in last[0].tool_calls or []}
+        return [
+            Message("tool", result, tool_call_id=call_id, name=names.get(call_id))
+            for call_id, result in new.tool_results
+        ]
 
     async def _store(
         self,
         row: ConversationRow,
-        content: str,
+        asked: builtins.list[Message],
         job: Job,
         *,
         text: str,
         finish_reason: str | None,
         usage: dict[str, int] | None,
         interrupted: bool = False,
+        tool_calls: tuple[ToolCall, ...] = (),
     ) -> int:
-        """Append the user's message and the reply as the next two turns, atomically (redacted
-        when the privacy mode redacted the request: the placeholders are kept, not the values)."""
-        if job.conceal is not None:
-            content, text = job.conceal(content), job.conceal(text)
-        question = MessageRow(role="user", content=content, interrupted=False)
+        """Append the user's message (or the tools' results) and the reply as the next turns,
+        atomically, in a short transaction of its own (redacted when the privacy mode redacted the
+        request: the placeholders are kept, not the values)."""
+        conceal = job.conceal or (lambda text: text)
+        questions = [
+            MessageRow(
+                role=m.role, content=conceal(m.content), interrupted=False, tool_call_id=m.tool_call_id
+            )
+            for m in asked
+        ]
         answer = MessageRow(
             role="assistant",
-            content=text,
+            content=conceal(text),
             generation_id=job.id,
             finish_reason=finish_reason,
             interrupted=interrupted,
             usage=usage,
+            tool_calls=[{"id": c.id, "name": c.name, "arguments": conceal(c.arguments)} for c in tool_calls]
+            or None,
         )
         conversation_id, row_owner = row.id, row.owner
-        async with self._db.session() as session:  # a short transaction of its own
-            if not await store.append_turns(session, row, [question, answer]):
+        async with self._db.session() as session:
+            if not await store.append_turns(session, row, [*questions, answer]):
                 await session.rollback()
                 if await store.get_conversation(session, conversation_id, owner=row_owner) is None:
                     raise NotFound(
@@ -481,12 +578,60 @@ class ConversationService:
             await session.commit()
         return answer.seq
 
-    async def _store_interrupted(self, row: ConversationRow, content: str, job: Job, shown: str) -> None:
+    async def _store_interrupted(
+        self, row: ConversationRow, asked: builtins.list[Message], job: Job, shown: str
+    ) -> None:
         try:
-            await self._store(row, content, job, text=shown, finish_reason=None, usage=None, interrupted=True)
+            await self._store(row, asked, job, text=shown, finish_reason=None, usage=None, interrupted=True)
         except Exception:
             # Nobody is left to tell; the turn is simply not kept.
             log.warning("could not store an interrupted reply", exc_info=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _NewTurn:
+    """What a request adds to the conversation: the user's message, or the tools' results."""
+
+    content: str | None
+    tool_results: tuple[tuple[str, str], ...] = ()
+
+
+def _message(row: MessageRow) -> Message:
+    """A stored turn as the provider sees it."""
+    return Message(
+        row.role,  # type: ignore[arg-type]
+        row.content,
+        tool_calls=tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in row.tool_calls or ()),
+        tool_call_id=row.tool_call_id,
+    )
+
+
+def _tool_specs(tools: list[dict[str, Any]] | None) -> tuple[ToolSpec, ...]:
+    return tuple(
+        ToolSpec(
+            t["function"]["name"],
+            t["function"].get("description"),
+            t["function"].get("parameters") or {"type": "object", "properties": {}},
+        )
+        for t in tools or ()
+    )
+
+
+def _check_tool_choice(choice: ToolChoice, tools: tuple[ToolSpec, ...]) -> None:
+    if choice == "auto":
+        return
+    if not tools:
+        raise InvalidRequest(
+            "tool_choice needs tools: this conversation was created without any.",
+            param="tool_choice",
+            code="invalid_value",
+        )
+    if isinstance(choice, ToolChoiceNamed) and choice.name not in {t.name for t in tools}:
+        raise InvalidRequest(
+            f"tool_choice names the function '{choice.name}', which is not among the conversation's tools.",
+            param="tool_choice.function.name",
+            code="invalid_value",
+        )
 
 
 class _TokenCounter:

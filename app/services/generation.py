@@ -24,7 +24,11 @@ from app.providers.base import (
     Message,
     Provider,
     Sampling,
+    ToolChoice,
+    ToolSpec,
     Usage,
+    prompt_messages,
+    tool_messages,
 )
 from app.services.context import RequestContext
 from app.settings import ModelRoute, Settings
@@ -200,6 +204,10 @@ class GenerationService:
         user: str | None = None,
         id_prefix: str = "gen",
         message_params: Sequence[str] | None = None,
+        tools: Sequence[ToolSpec] = (),
+        tool_choice: ToolChoice = "auto",
+        parallel_tool_calls: bool = True,
+        logprobs: int | None = None,
     ) -> Job:
         """Resolve everything a generation needs, for the request `ctx`. `overrides` are the
         client's own sampling values and always win; `defaults` (a preset's or a tuning
@@ -212,9 +220,16 @@ class GenerationService:
         extra = apply_upstream_terms(name, route, extra)
         merged: dict[str, Any] = {**(defaults or {}), **overrides}
         messages_t = tuple(messages)
+        check_images(name, route, messages_t)
         check_max_tokens(name, route, merged.get("max_tokens"))
+        # Tool definitions are part of the prompt the model reads: they count like a system turn.
         max_tokens, prompt_tokens = self._fit_context(
-            name, route, provider, messages_t, merged.get("max_tokens"), explicit="max_tokens" in overrides
+            name,
+            route,
+            provider,
+            (*messages_t, *tool_messages(tools)),
+            merged.get("max_tokens"),
+            explicit="max_tokens" in overrides,
         )
         seed = merged.get("seed")
         request = GenerationRequest(
@@ -223,6 +238,10 @@ class GenerationService:
             sampling=self._settle_sampling(merged, max_tokens),
             extra=extra,
             user=user,
+            tools=tuple(tools),
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+            logprobs=logprobs,
         )
         return Job(
             id=f"{id_prefix}-{uuid.uuid4().hex}",
@@ -326,7 +345,7 @@ class GenerationService:
         started = time.perf_counter()
         created = int(time.time())
         ttft: float | None = None
-        parts = CompletionAssembler()
+        parts = CompletionAssembler(logprobs=job.request.logprobs is not None)
         done = False
         error: BaseException | None = None
         try:
@@ -335,7 +354,7 @@ class GenerationService:
                     parts.add(chunk)
                     if chunk.usage is not None:
                         continue
-                    if chunk.text and ttft is None:
+                    if (chunk.text or chunk.tool_calls) and ttft is None:
                         ttft = (time.perf_counter() - started) * 1000
                     yield chunk
             done = True
@@ -351,7 +370,7 @@ class GenerationService:
                 usage = parts.usage
                 if usage is None:
                     # Cut short: bill the prompt and what was produced (one chunk ≈ one token).
-                    prompt = job.provider.count_tokens(job.request.model, job.request.messages)
+                    prompt = job.provider.count_tokens(job.request.model, prompt_messages(job.request))
                     usage = Usage(prompt, parts.produced)
                 outcome = Outcome(
                     job=job,
@@ -398,7 +417,12 @@ _FRAMING_BASE = 8
 def tokens_at_most(messages: tuple[Message, ...]) -> int:
     """An upper bound on any provider's `count_tokens`: a byte-level BPE token covers at least
     one UTF-8 byte (SentencePiece adds at most a leading space), plus the framing above."""
-    return _FRAMING_BASE + sum(len(m.content.encode()) + _FRAMING_PER_MESSAGE for m in messages)
+    return _FRAMING_BASE + sum(
+        len(m.content.encode())
+        + _FRAMING_PER_MESSAGE
+        + sum(len(c.name.encode()) + len(c.arguments.encode()) + _FRAMING_PER_MESSAGE for c in m.tool_calls)
+        for m in messages
+    )
 
 
 def check_prompt_chars(messages: Sequence[Message], limit: int, params: Sequence[str] | None = None) -> None:
@@ -442,6 +466,18 @@ def check_extra_params(provider: Provider, model: str, extra: Mapping[str, Any])
                 f"serving model '{model}'.",
                 param=param,
             )
+
+
+def check_images(model: str, route: ModelRoute, messages: tuple[Message, ...]) -> None:
+    """Image parts go only to a route marked vision-capable; elsewhere the part is named."""
+    if route.vision:
+        return
+    for image in (image for m in messages for image in m.images):
+        raise InvalidRequest(
+            f"Model '{model}' does not read images; send image parts only to a vision-capable model.",
+            param=image.param or "messages",
+            code="image_not_supported",
+        )
 
 
 def check_max_tokens(

@@ -31,7 +31,7 @@ import anyio
 import re2
 
 from app.errors import InvalidRequest, ServiceUnavailable
-from app.providers.base import Chunk, Completion, GenerationRequest, Message
+from app.providers.base import Chunk, Completion, GenerationRequest, Message, ToolCallDelta
 from app.services.context import PRIVACY_HEADER
 from app.services.generation import Job, Runner
 from app.settings import Settings
@@ -234,7 +234,14 @@ class Redactor:
 
     def redact(self, messages: Iterable[Message]) -> Redaction:
         messages = tuple(messages)
-        written = {m.group(0) for message in messages for m in _PLACEHOLDER.finditer(message.content)}
+        written = {
+            m.group(0)
+            for text in [
+                *(m.content for m in messages),
+                *(c.arguments for m in messages for c in m.tool_calls),
+            ]
+            for m in _PLACEHOLDER.finditer(text)
+        }
         redaction = Redaction(messages=())
         by_value: dict[tuple[Kind, str], bytes] = {}
         numbers: Counter[Kind] = Counter()
@@ -252,16 +259,25 @@ class Redactor:
             redaction.values[candidate] = value
             return by_value[(kind, value)]
 
-        out = []
-        for message in messages:
-            data = message.content.encode()
+        def scrub(text: str) -> str:
+            data = text.encode()
             changed = False
             for kind, pattern, valid in _DETECTORS:
                 data, found = _scan(data, kind, pattern, valid, placeholder)
                 if found:
                     redaction.counts[kind] += found
                     changed = True
-            out.append(replace(message, content=data.decode()) if changed else message)
+            return data.decode() if changed else text
+
+        out = []
+        for message in messages:
+            # Tool results are `tool` messages' content; the arguments of earlier calls are
+            # text the model wrote from the conversation, and as personal.
+            text = scrub(message.content)
+            calls = tuple(replace(c, arguments=scrub(c.arguments)) for c in message.tool_calls)
+            if text != message.content or calls != message.tool_calls:
+                message = replace(message, content=text, tool_calls=calls)
+            out.append(message)
         redaction.messages = tuple(out)
         return redaction
 
@@ -397,7 +413,14 @@ class PrivacyGuard:
         completion = await self.inner.complete(job)
         if redaction is None:
             return completion
-        choices = tuple(replace(c, text=redaction.restore(c.text)) for c in completion.choices)
+        choices = tuple(
+            replace(
+                c,
+                text=redaction.restore(c.text),
+                tool_calls=tuple(replace(t, arguments=redaction.restore(t.arguments)) for t in c.tool_calls),
+            )
+            for c in completion.choices
+        )
         return replace(completion, choices=choices)
 
     def stream(self, job: Job) -> AsyncGenerator[Chunk, None]:
@@ -415,19 +438,44 @@ class PrivacyGuard:
             return
         async with aclosing(self.inner.stream(job)) as chunks:
             restorers: dict[int, StreamRestorer] = {}
+            # Each call's arguments arrive in fragments: a placeholder may be split across them.
+            arguments: dict[tuple[int, int], StreamRestorer] = {}
+
+            def flush_calls(index: int) -> tuple[ToolCallDelta, ...]:
+                out = []
+                for (i, call), restorer in arguments.items():
+                    if i == index and (rest := restorer.flush()):
+                        out.append(ToolCallDelta(call, arguments=rest))
+                return tuple(out)
+
             async for chunk in chunks:
                 if chunk.usage is not None:
                     for index, restorer in restorers.items():
-                        if rest := restorer.flush():
-                            yield Chunk(index=index, text=rest)
+                        rest = restorer.flush()
+                        calls = flush_calls(index)
+                        if rest or calls:
+                            yield Chunk(index=index, text=rest, tool_calls=calls)
                     yield chunk
                     continue
                 restorer = restorers.setdefault(chunk.index, redaction.restorer())
                 text = restorer.feed(chunk.text) if chunk.text else ""
+                calls = tuple(
+                    replace(
+                        d,
+                        arguments=arguments.setdefault((chunk.index, d.index), redaction.restorer()).feed(
+                            d.arguments
+                        ),
+                    )
+                    for d in chunk.tool_calls
+                )
+                calls = tuple(d for d in calls if d.arguments or d.id or d.name)
                 if chunk.finish_reason is not None:
                     text += restorer.flush()
-                if text or chunk.finish_reason is not None:
-                    yield replace(chunk, text=text)
+                    calls += flush_calls(chunk.index)
+                if text or calls or chunk.finish_reason is not None or chunk.logprobs:
+                    yield replace(chunk, text=text, tool_calls=calls)
             for index, restorer in restorers.items():
-                if rest := restorer.flush():
-                    yield Chunk(index=index, text=rest)
+                rest = restorer.flush()
+                calls = flush_calls(index)
+                if rest or calls:
+                    yield Chunk(index=index, text=rest, tool_calls=calls)

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from app.providers.base import Choice, Message
 from app.services.generation import JobHook, Outcome
 from app.storage import records as record_rows
 from app.storage.db import Database
@@ -52,13 +54,30 @@ def record_row(outcome: Outcome, *, store_text: bool) -> dict[str, Any]:
         "finish_reason": None if outcome.aborted or first is None else first.finish_reason,
         "aborted": outcome.aborted,
         "meta": dict(job.metadata),
-        "prompt": (
-            [{"role": m.role, "content": m.content} for m in job.request.messages] if store_text else None
-        ),
+        "prompt": [_message(m) for m in job.request.messages] if store_text else None,
         # The prompt was redacted in place; the answer was restored for the client: conceal it.
-        "output": [job.conceal(c.text) if job.conceal else c.text for c in completion.choices]
-        if store_text
-        else None,
+        "output": [_output(c, job.conceal) for c in completion.choices] if store_text else None,
+    }
+
+
+def _message(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _output(choice: Choice, conceal: Callable[[str], str] | None) -> str | dict[str, Any]:
+    """A choice's text (concealed as the privacy mode asks); a choice that called tools as its
+    text and its calls."""
+    text = conceal(choice.text) if conceal is not None else choice.text
+    if not choice.tool_calls:
+        return text
+    return {
+        "text": text,
+        "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in choice.tool_calls],
     }
 
 

@@ -34,7 +34,7 @@ from app.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from app.providers.base import Chunk, Completion, GenerationRequest, Provider
+from app.providers.base import Chunk, Completion, GenerationRequest, Provider, prompt_messages
 from app.services.generation import Job
 from app.settings import ModelRoute, Settings
 
@@ -271,9 +271,11 @@ class Resilience:
         request = job.request
         if any(param not in provider.extra_params for param in request.extra):
             return None  # it could not honour the request as asked
+        if not route.vision and any(m.images for m in request.messages):
+            return None
         model = route.upstream_model or name
         try:
-            prompt_tokens = provider.count_tokens(model, request.messages)
+            prompt_tokens = provider.count_tokens(model, prompt_messages(request))
         except AppError:
             return None
         room = route.context_window - prompt_tokens

@@ -49,6 +49,8 @@ class ConversationRow(Base):
     turns: Mapped[int] = mapped_column(Integer, default=0)
     owner: Mapped[str] = mapped_column(String(64), index=True, default="anonymous")
     """The client key id that created it (`anonymous` without keys): only it sees the conversation."""
+    tools: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
+    """Functions the assistant may call, in OpenAI's chat `tools` shape."""
     claim_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     """Who is answering a message now (see `claim_turn`)."""
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -71,6 +73,10 @@ class MessageRow(Base):
     finish_reason: Mapped[str | None] = mapped_column(String(32))
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
     usage: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    tool_calls: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, default=None)
+    """An assistant turn's calls: `[{id, name, arguments}]`."""
+    tool_call_id: Mapped[str | None] = mapped_column(String(256), default=None)
+    """A `tool` turn: the call whose result it holds."""
 
 
 # -- queries ---------------------------------------------------------------------------------

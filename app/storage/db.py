@@ -53,7 +53,8 @@ class Database:
     def _upgrade(self, connection: Connection) -> None:
         config = alembic_config(self.url)
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        # "heads": migrations written on separate branches (each revising the same parent) all apply.
+        command.upgrade(config, "heads")
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

@@ -12,6 +12,7 @@ import respx
 
 from app.main import create_app
 from app.providers.openai import OpenAIProvider
+from app.settings import LOCAL_DEFAULT_MODEL
 from tests import openai_mock as mock
 from tests.conftest import LiveServer, _client, make_settings, serving
 
@@ -23,7 +24,7 @@ LONG_PROMPT = "word " * 3000  # about 3000 tokens: more than the embedded model'
 
 
 def chat(**fields: Any) -> dict[str, Any]:
-    return {"json": {"messages": USER, **fields}}
+    return {"json": {"model": LOCAL_DEFAULT_MODEL, "messages": USER, **fields}}
 
 
 def gen(**fields: Any) -> dict[str, Any]:
@@ -35,6 +36,18 @@ def raw(content: bytes, content_type: str = "application/json") -> dict[str, Any
 
 
 INVALID = "invalid_request_error"
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_order",
+        "parameters": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
+    },
+}
+TOOL_CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "get_order", "arguments": '{"id": "A1"}'},
+}
 
 #: (id, method, path, request kwargs, status, type, param, code)
 CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None, str | None]] = [
@@ -82,7 +95,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None, str | Non
         "chat-too-many-tokens",
         "POST",
         CHAT,
-        {"json": {"messages": [{"role": "user", "content": LONG_PROMPT}]}},
+        {"json": {"model": LOCAL_DEFAULT_MODEL, "messages": [{"role": "user", "content": LONG_PROMPT}]}},
         400,
         INVALID,
         "messages",
@@ -204,12 +217,21 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None, str | Non
         "temprature",
         "unknown_parameter",
     ),
-    ("empty-messages", "POST", CHAT, {"json": {"messages": []}}, 400, INVALID, "messages", "invalid_value"),
+    (
+        "empty-messages",
+        "POST",
+        CHAT,
+        {"json": {"model": LOCAL_DEFAULT_MODEL, "messages": []}},
+        400,
+        INVALID,
+        "messages",
+        "invalid_value",
+    ),
     (
         "messages-not-a-list",
         "POST",
         CHAT,
-        {"json": {"messages": "Hi"}},
+        {"json": {"model": LOCAL_DEFAULT_MODEL, "messages": "Hi"}},
         400,
         INVALID,
         "messages",
@@ -220,7 +242,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None, str | Non
         "only-system-message",
         "POST",
         CHAT,
-        {"json": {"messages": [{"role": "system", "content": "Be nice."}]}},
+        {"json": {"model": LOCAL_DEFAULT_MODEL, "messages": [{"role": "system", "content": "Be nice."}]}},
         400,
         INVALID,
         "messages",
@@ -230,7 +252,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None, str | Non
         "bad-role",
         "POST",
         CHAT,
-        {"json": {"messages": [{"role": "robot", "content": "Hi"}]}},
+        {"json": {"model": LOCAL_DEFAULT_MODEL, "messages": [{"role": "robot", "content": "Hi"}]}},
         400,
         INVALID,
         "messages[0].role",
@@ -240,7 +262,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None, str | Non
         "missing-content",
         "POST",
         CHAT,
-        {"json": {"messages": [*USER, {"role": "user"}]}},
+        {"json": {"model": LOCAL_DEFAULT_MODEL, "messages": [*USER, {"role": "user"}]}},
         400,
         INVALID,
         "messages[1].content",
@@ -250,40 +272,227 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None, str | Non
         "null-content",
         "POST",
         CHAT,
-        {"json": {"messages": [{"role": "user", "content": None}]}},
+        {"json": {"model": LOCAL_DEFAULT_MODEL, "messages": [{"role": "user", "content": None}]}},
         400,
         INVALID,
         "messages[0].content",
         "invalid_value",
     ),
     (
-        "image-content",
+        "image-on-a-model-without-vision",
         "POST",
         CHAT,
         {
             "json": {
+                "model": LOCAL_DEFAULT_MODEL,
                 "messages": [
                     {
                         "role": "user",
-                        "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}],
+                        "content": [
+                            {"type": "text", "text": "What is this?"},
+                            {"type": "image_url", "image_url": {"url": "http://x/y.png"}},
+                        ],
                     }
-                ]
+                ],
             }
         },
         400,
         INVALID,
-        "messages[0].content[0].type",
+        "messages[0].content[1]",
+        "image_not_supported",
+    ),
+    (
+        "image-part-without-url",
+        "POST",
+        CHAT,
+        chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]),
+        400,
+        INVALID,
+        "messages[0].content[0].image_url.url",
         "invalid_value",
     ),
     (
-        "message-extra-field",
+        "chat-without-model",
         "POST",
         CHAT,
-        {"json": {"messages": [{"role": "user", "content": "Hi", "tool_call_id": "x"}]}},
+        {"json": {"messages": USER}},
+        400,
+        INVALID,
+        "model",
+        "invalid_value",
+    ),
+    ("chat-empty-model", "POST", CHAT, chat(model=""), 400, INVALID, "model", "invalid_value"),
+    (
+        "tool-call-id-on-a-user-message",
+        "POST",
+        CHAT,
+        chat(messages=[{"role": "user", "content": "Hi", "tool_call_id": "x"}]),
         400,
         INVALID,
         "messages[0].tool_call_id",
-        "unknown_parameter",
+        "invalid_value",
+    ),
+    (
+        "tool-result-answering-no-call",
+        "POST",
+        CHAT,
+        chat(
+            messages=[
+                *USER,
+                {"role": "assistant", "tool_calls": [TOOL_CALL]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "{}"},
+                {"role": "tool", "tool_call_id": "call_9", "content": "{}"},
+            ],
+            tools=[TOOL],
+        ),
+        400,
+        INVALID,
+        "messages[3].tool_call_id",
+        "invalid_value",
+    ),
+    (
+        "tool-message-without-id",
+        "POST",
+        CHAT,
+        chat(messages=[*USER, {"role": "tool", "content": "{}"}]),
+        400,
+        INVALID,
+        "messages[1]",
+        "invalid_value",
+    ),
+    (
+        "tool-calls-on-a-user-message",
+        "POST",
+        CHAT,
+        chat(messages=[{"role": "user", "content": "Hi", "tool_calls": [TOOL_CALL]}]),
+        400,
+        INVALID,
+        "messages[0].tool_calls",
+        "invalid_value",
+    ),
+    (
+        "tool-call-arguments-not-text",
+        "POST",
+        CHAT,
+        chat(
+            messages=[
+                *USER,
+                {
+                    "role": "assistant",
+                    "tool_calls": [{**TOOL_CALL, "function": {"name": "f", "arguments": {}}}],
+                },
+            ]
+        ),
+        400,
+        INVALID,
+        "messages[1].tool_calls[0].function.arguments",
+        "invalid_value",
+    ),
+    ("tools-not-a-list", "POST", CHAT, chat(tools="get_order"), 400, INVALID, "tools", "invalid_value"),
+    (
+        "tool-of-a-built-in-type",
+        "POST",
+        CHAT,
+        chat(tools=[{"type": "web_search"}]),
+        400,
+        INVALID,
+        "tools[0].type",
+        "invalid_value",
+    ),
+    (
+        "tool-name-with-spaces",
+        "POST",
+        CHAT,
+        chat(tools=[{"type": "function", "function": {"name": "get order"}}]),
+        400,
+        INVALID,
+        "tools[0].function.name",
+        "invalid_value",
+    ),
+    (
+        "tool-parameters-not-an-object-schema",
+        "POST",
+        CHAT,
+        chat(tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]),
+        400,
+        INVALID,
+        "tools[0].function.parameters",
+        "invalid_value",
+    ),
+    (
+        "tool-names-twice",
+        "POST",
+        CHAT,
+        chat(tools=[TOOL, TOOL]),
+        400,
+        INVALID,
+        "tools[1].function.name",
+        "invalid_value",
+    ),
+    (
+        "tool-schema-the-embedded-model-cannot-enforce",
+        "POST",
+        CHAT,
+        chat(
+            tools=[
+                TOOL,
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "refund",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"amount": {"type": "number", "minimum": 0}},
+                        },
+                    },
+                },
+            ],
+            tool_choice="required",
+        ),
+        400,
+        INVALID,
+        "tools[1].function.parameters",
+        "unsupported_schema",
+    ),
+    (
+        "tool-choice-without-tools",
+        "POST",
+        CHAT,
+        chat(tool_choice="auto"),
+        400,
+        INVALID,
+        "tool_choice",
+        "invalid_value",
+    ),
+    (
+        "tool-choice-unknown-mode",
+        "POST",
+        CHAT,
+        chat(tools=[TOOL], tool_choice="sometimes"),
+        400,
+        INVALID,
+        "tool_choice",
+        "invalid_value",
+    ),
+    (
+        "tool-choice-names-no-tool",
+        "POST",
+        CHAT,
+        chat(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "refund"}}),
+        400,
+        INVALID,
+        "tool_choice.function.name",
+        "invalid_value",
+    ),
+    (
+        "parallel-tool-calls-wrong-type",
+        "POST",
+        CHAT,
+        chat(tools=[TOOL], parallel_tool_calls="maybe"),
+        400,
+        INVALID,
+        "parallel_tool_calls",
+        "invalid_value",
     ),
     (
         "stream-options-wrong-type",
@@ -297,34 +506,95 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None, str | Non
     ),
     ("user-wrong-type", "POST", CHAT, chat(user=5), 400, INVALID, "user", "invalid_value"),
     (
-        "tools-unsupported",
+        "conversation-tool-of-a-built-in-type",
         "POST",
-        CHAT,
-        chat(tools=[{"type": "function", "function": {"name": "f"}}]),
+        "/v1/conversations",
+        {"json": {"tools": [{"type": "file_search"}]}},
+        400,
+        INVALID,
+        "tools[0].type",
+        "invalid_value",
+    ),
+    (
+        "conversation-tools-twice",
+        "POST",
+        "/v1/conversations",
+        {"json": {"tools": [TOOL, TOOL]}},
         400,
         INVALID,
         "tools",
-        "unsupported_parameter",
+        "invalid_value",
     ),
     (
-        "logprobs-unsupported",
+        "conversation-message-and-tool-results",
         "POST",
-        CHAT,
-        chat(logprobs=True),
+        "/v1/conversations/conv_x/messages",
+        {"json": {"content": "Hi", "tool_results": [{"tool_call_id": "call_1", "content": "{}"}]}},
         400,
         INVALID,
-        "logprobs",
-        "unsupported_parameter",
+        "tool_results",
+        "invalid_value",
     ),
     (
-        "logprobs-unsupported-stream",
+        "conversation-tool-result-without-id",
         "POST",
-        CHAT,
-        chat(logprobs=True, stream=True),
+        "/v1/conversations/conv_x/messages",
+        {"json": {"tool_results": [{"content": "{}"}]}},
         400,
         INVALID,
-        "logprobs",
-        "unsupported_parameter",
+        "tool_results[0].tool_call_id",
+        "invalid_value",
+    ),
+    ("logprobs-wrong-type", "POST", CHAT, chat(logprobs=5), 400, INVALID, "logprobs", "invalid_value"),
+    (
+        "top-logprobs-21",
+        "POST",
+        CHAT,
+        chat(logprobs=True, top_logprobs=21),
+        400,
+        INVALID,
+        "top_logprobs",
+        "invalid_value",
+    ),
+    (
+        "top-logprobs-negative",
+        "POST",
+        CHAT,
+        chat(logprobs=True, top_logprobs=-1),
+        400,
+        INVALID,
+        "top_logprobs",
+        "invalid_value",
+    ),
+    (
+        "top-logprobs-without-logprobs",
+        "POST",
+        CHAT,
+        chat(top_logprobs=2, stream=True),
+        400,
+        INVALID,
+        "top_logprobs",
+        "invalid_value",
+    ),
+    (
+        "generate-top-logprobs-21",
+        "POST",
+        GEN,
+        gen(logprobs=True, top_logprobs=21),
+        400,
+        INVALID,
+        "top_logprobs",
+        "invalid_value",
+    ),
+    (
+        "generate-top-logprobs-without-logprobs",
+        "POST",
+        GEN,
+        gen(top_logprobs=3),
+        400,
+        INVALID,
+        "top_logprobs",
+        "invalid_value",
     ),
     (
         "logit-bias-unsupported",
@@ -406,7 +676,7 @@ def test_the_table_is_large_enough() -> None:
 
 
 async def test_unsupported_parameters_are_named_in_the_message(local_client: httpx.AsyncClient) -> None:
-    r = await local_client.post(CHAT, **chat(tools=[], logprobs=True))
+    r = await local_client.post(CHAT, **chat(logit_bias={"1": 5}))
     assert r.status_code == 400
     assert r.json()["error"]["param"] in r.json()["error"]["message"]
 
@@ -437,7 +707,9 @@ async def test_false_and_null_optional_openai_parameters_are_accepted(
 ) -> None:
     """The SDK and many clients send defaults like `logprobs: false`: that is no request for them."""
     route = upstream.post("/chat/completions").respond(json=mock.completion("ok"))
-    r = await openai_client.post(CHAT, **chat(logprobs=False, tools=None, parallel_tool_calls=None))
+    r = await openai_client.post(
+        CHAT, **chat(model="gpt-4o-mini", logprobs=False, tools=None, parallel_tool_calls=None)
+    )
     assert r.status_code == 200, r.text
     sent = json.loads(route.calls.last.request.content)
     assert "logprobs" not in sent
@@ -461,7 +733,20 @@ FIELDS = [
     "frequency_penalty",
     "stream",
 ]
-CHAT_FIELDS = ["messages", "max_completion_tokens", "user", "stream_options", "n", "stop", "model"]
+CHAT_FIELDS = [
+    "messages",
+    "max_completion_tokens",
+    "user",
+    "stream_options",
+    "n",
+    "stop",
+    "model",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "logprobs",
+    "top_logprobs",
+]
 
 
 @pytest.mark.parametrize("field", FIELDS)
@@ -484,7 +769,7 @@ async def test_no_garbage_value_in_chat_is_a_server_error(
     upstream.post("/chat/completions").respond(json=mock.completion("ok"))
     garbage = [*GARBAGE, [{"role": "user"}], [{"role": "user", "content": [{"type": "text"}]}], [{}]]
     for value in garbage:
-        body = {"messages": USER, field: value}
+        body = {"model": "gpt-4o-mini", "messages": USER, field: value}
         r = await openai_client.post(CHAT, json=body)
         assert r.status_code < 500, (body, r.text)
         if r.status_code >= 400:

@@ -12,7 +12,7 @@ from tests.conftest import _client, openai_settings
 
 ALLOWED = "https://app.example"
 CHAT = "/v1/chat/completions"
-HELLO = {"messages": [{"role": "user", "content": "Hi"}]}
+HELLO = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
 
 
 def preflight(origin: str) -> dict[str, str]:

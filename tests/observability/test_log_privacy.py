@@ -35,11 +35,15 @@ async def test_upstream_failures_log_neither_prompts_nor_keys(
     route.respond(
         401, json={"error": {"message": f"Incorrect API key provided: {KEY}", "code": "invalid_api_key"}}
     )
-    assert (await openai_client.post("/v1/chat/completions", json={"messages": messages})).status_code == 502
+    assert (
+        await openai_client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": messages})
+    ).status_code == 502
     route.respond(500, json={"error": {"message": f"crashed on {PROMPT}"}})
     assert (await openai_client.post("/v1/generate", json={"prompt": PROMPT})).status_code == 502
     route.mock(return_value=mock.broken_sse_response([mock.chunk(PROMPT)]))
-    r = await openai_client.post("/v1/chat/completions", json={"messages": messages, "stream": True})
+    r = await openai_client.post(
+        "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": messages, "stream": True}
+    )
     assert "error" in r.text
     route.mock(side_effect=httpx.ConnectError(f"refused {KEY}"))
     assert (

@@ -241,7 +241,7 @@ async def test_logs_never_contain_prompt_text_or_keys(
         ).status_code == 502
         r = await client.post(
             "/v1/chat/completions",
-            json={"messages": [{"role": "user", "content": PROMPT}], "stream": True},
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}], "stream": True},
             headers={"authorization": f"Bearer {KEY}"},
         )
         assert r.status_code == 200
@@ -294,3 +294,50 @@ async def test_rate_limit_refusals_are_counted_by_limit(upstream: respx.MockRout
     assert sample(text, "genserve_generations_total", **refused) == 1
     # A refusal is this service's policy, not a failure of the upstream.
     assert "genserve_upstream_errors_total{" not in text
+
+
+async def test_tool_calls_are_counted_and_logged_without_their_arguments(
+    client: httpx.AsyncClient, upstream: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret_argument = "Alice's order at 12 Elm Street"
+    answer = {
+        **COMPLETION,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {
+                                "name": "get_order",
+                                "arguments": json.dumps({"q": secret_argument}),
+                            },
+                        }
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+    }
+    upstream.post("/chat/completions").respond(json=answer)
+    tool = {"type": "function", "function": {"name": "get_order", "parameters": {"type": "object"}}}
+    with caplog.at_level(logging.INFO, logger="genserve"):
+        r = await client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": PROMPT}],
+                "tools": [tool],
+                "logprobs": True,
+            },
+        )
+    assert r.status_code == 200, r.text
+    [line] = access_lines(caplog)
+    assert (line["tools"], line["tool_calls"], line["logprobs"]) == (1, 1, 0)
+    output = "\n".join(JsonFormatter().format(record) for record in caplog.records)
+    assert secret_argument not in output
+    assert sample(await scrape(client), "genserve_tool_calls_total", model="gpt-4o-mini") == 1

@@ -110,6 +110,7 @@ async def test_chat_max_completion_tokens_cuts_too(local_client: httpx.AsyncClie
     r = await local_client.post(
         CHAT,
         json={
+            "model": LOCAL_DEFAULT_MODEL,
             "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
             "max_completion_tokens": 4,
             "seed": 1,
@@ -207,6 +208,7 @@ async def test_chat_stream_has_openai_chunks_and_a_usage_chunk(local_client: htt
     r = await local_client.post(
         CHAT,
         json={
+            "model": LOCAL_DEFAULT_MODEL,
             "messages": [{"role": "user", "content": "Say hello."}],
             "max_tokens": 6,
             "seed": 9,
@@ -239,6 +241,7 @@ async def test_a_json_schema_response_format_constrains_the_answer(local_client:
     r = await local_client.post(
         CHAT,
         json={
+            "model": LOCAL_DEFAULT_MODEL,
             "messages": [{"role": "user", "content": "Give me a number as JSON."}],
             "max_tokens": 16,
             "seed": 1,

@@ -96,7 +96,9 @@ async def test_a_client_seed_is_sent_upstream_unchanged(
     openai_client: httpx.AsyncClient, upstream: respx.MockRouter
 ) -> None:
     route = upstream.post("/chat/completions").respond(json=mock.completion("x"))
-    r = await openai_client.post(CHAT, json={"messages": HELLO, "seed": 1234, "user": "u-1"})
+    r = await openai_client.post(
+        CHAT, json={"model": "gpt-4o-mini", "messages": HELLO, "seed": 1234, "user": "u-1"}
+    )
     assert r.status_code == 200, r.text
     assert sent(route)["seed"] == 1234
     assert sent(route)["user"] == "u-1"
@@ -107,7 +109,7 @@ async def test_missing_upstream_usage_is_counted_by_the_service(
     openai_client: httpx.AsyncClient, upstream: respx.MockRouter
 ) -> None:
     upstream.post("/chat/completions").respond(json=mock.completion("Hello there, friend."))
-    r = await openai_client.post(CHAT, json={"messages": HELLO})
+    r = await openai_client.post(CHAT, json={"model": "gpt-4o-mini", "messages": HELLO})
     assert r.status_code == 200, r.text
     usage = r.json()["usage"]
     assert usage["prompt_tokens"] > 0
@@ -135,11 +137,13 @@ async def test_stop_sequences_are_sent_upstream(
     openai_client: httpx.AsyncClient, upstream: respx.MockRouter
 ) -> None:
     route = upstream.post("/chat/completions").respond(json=mock.completion("1, 2"))
-    r = await openai_client.post(CHAT, json={"messages": HELLO, "stop": "3"})
+    r = await openai_client.post(CHAT, json={"model": "gpt-4o-mini", "messages": HELLO, "stop": "3"})
     assert r.status_code == 200, r.text
     assert sent(route)["stop"] == ["3"]
     assert r.json()["sampling"]["stop"] == ["3"]
-    r = await openai_client.post(CHAT, json={"messages": HELLO, "stop": ["\n", "END"]})
+    r = await openai_client.post(
+        CHAT, json={"model": "gpt-4o-mini", "messages": HELLO, "stop": ["\n", "END"]}
+    )
     assert sent(route)["stop"] == ["\n", "END"]
     assert r.json()["choices"][0]["finish_reason"] == "stop"
 
@@ -153,7 +157,13 @@ async def test_parameters_the_upstream_honours_are_passed_through(
         "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": True},
     }
     r = await openai_client.post(
-        CHAT, json={"messages": HELLO, "response_format": response_format, "logit_bias": {"50": -100}}
+        CHAT,
+        json={
+            "model": "gpt-4o-mini",
+            "messages": HELLO,
+            "response_format": response_format,
+            "logit_bias": {"50": -100},
+        },
     )
     assert r.status_code == 200, r.text
     assert sent(route)["response_format"] == response_format
@@ -185,7 +195,13 @@ async def test_chat_stream_relays_the_upstream_deltas_and_usage(
         return_value=mock.sse_response([*mock.text_chunks("Hel", "lo", "!"), mock.usage_chunk(7, 3)])
     )
     r = await openai_client.post(
-        CHAT, json={"messages": HELLO, "stream": True, "stream_options": {"include_usage": True}}
+        CHAT,
+        json={
+            "model": "gpt-4o-mini",
+            "messages": HELLO,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
     )
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/event-stream")
@@ -232,7 +248,13 @@ async def test_a_backend_that_reports_no_stream_usage_gets_it_counted(
         return_value=mock.sse_response(mock.text_chunks("Hello", " world", " again"))
     )
     r = await openai_client.post(
-        CHAT, json={"messages": HELLO, "stream": True, "stream_options": {"include_usage": True}}
+        CHAT,
+        json={
+            "model": "gpt-4o-mini",
+            "messages": HELLO,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
     )
     assert r.status_code == 200, r.text
     usage = events(r.text)[-2]["usage"]
@@ -282,7 +304,7 @@ async def test_upstream_400_passes_its_message_on(
     upstream.post("/chat/completions").respond(
         400, json=upstream_error(400, "Invalid 'messages[0].content': too odd.", param="messages")
     )
-    r = await openai_client.post(CHAT, json={"messages": HELLO, "stream": stream})
+    r = await openai_client.post(CHAT, json={"model": "gpt-4o-mini", "messages": HELLO, "stream": stream})
     error = assert_error(r, 400, "invalid_request_error", "upstream_bad_request")
     assert "too odd" in error["message"]
     assert error["param"] == "messages"
@@ -303,7 +325,7 @@ async def test_upstream_auth_failure_is_a_502_that_never_echoes_the_key(
             }
         },
     )
-    r = await openai_client.post(CHAT, json={"messages": HELLO})
+    r = await openai_client.post(CHAT, json={"model": "gpt-4o-mini", "messages": HELLO})
     assert_error(r, 502, "upstream_error", "upstream_auth_failed")
     assert "sk-" not in r.text
 
@@ -312,7 +334,7 @@ async def test_a_key_quoted_in_an_upstream_400_is_redacted(
     openai_client: httpx.AsyncClient, upstream: respx.MockRouter
 ) -> None:
     upstream.post("/chat/completions").respond(400, json=upstream_error(400, f"bad request for key {SECRET}"))
-    r = await openai_client.post(CHAT, json={"messages": HELLO})
+    r = await openai_client.post(CHAT, json={"model": "gpt-4o-mini", "messages": HELLO})
     error = assert_error(r, 400, "invalid_request_error", "upstream_bad_request")
     assert "[redacted]" in error["message"]
 
@@ -336,7 +358,7 @@ async def test_upstream_429_without_retry_after_still_tells_when_to_retry(
     openai_client: httpx.AsyncClient, upstream: respx.MockRouter
 ) -> None:
     upstream.post("/chat/completions").respond(429, json=upstream_error(429, "Slow down."))
-    r = await openai_client.post(CHAT, json={"messages": HELLO})
+    r = await openai_client.post(CHAT, json={"model": "gpt-4o-mini", "messages": HELLO})
     assert_error(r, 429, "rate_limit_error", "upstream_rate_limited")
     assert int(r.headers["retry-after"]) >= 1
 
@@ -346,7 +368,7 @@ async def test_upstream_server_errors_are_502(
     openai_client: httpx.AsyncClient, upstream: respx.MockRouter, status: int
 ) -> None:
     upstream.post("/chat/completions").respond(status, json={"error": {"message": "boom"}})
-    r = await openai_client.post(CHAT, json={"messages": HELLO})
+    r = await openai_client.post(CHAT, json={"model": "gpt-4o-mini", "messages": HELLO})
     error = assert_error(r, 502, "upstream_error", "upstream_error")
     assert str(status) in error["message"]
 
@@ -356,7 +378,7 @@ async def test_upstream_timeout_is_a_504(
     openai_client: httpx.AsyncClient, upstream: respx.MockRouter, stream: bool
 ) -> None:
     upstream.post("/chat/completions").mock(side_effect=httpx.ReadTimeout("timed out"))
-    r = await openai_client.post(CHAT, json={"messages": HELLO, "stream": stream})
+    r = await openai_client.post(CHAT, json={"model": "gpt-4o-mini", "messages": HELLO, "stream": stream})
     assert_error(r, 504, "timeout_error", "upstream_timeout")
 
 
@@ -378,7 +400,7 @@ async def test_a_malformed_upstream_answer_is_a_502(
     upstream.post("/chat/completions").respond(
         200, content=content, headers={"content-type": "application/json"}
     )
-    r = await openai_client.post(CHAT, json={"messages": HELLO})
+    r = await openai_client.post(CHAT, json={"model": "gpt-4o-mini", "messages": HELLO})
     assert_error(r, 502, "upstream_error", "upstream_bad_response")
 
 
@@ -388,7 +410,7 @@ async def test_a_stream_that_dies_halfway_ends_with_an_error_event_then_done(
     upstream.post("/chat/completions").mock(
         return_value=mock.broken_sse_response([mock.chunk("", role=True), mock.chunk("Half a sen")])
     )
-    r = await openai_client.post(CHAT, json={"messages": HELLO, "stream": True})
+    r = await openai_client.post(CHAT, json={"model": "gpt-4o-mini", "messages": HELLO, "stream": True})
     assert r.status_code == 200
     frames = events(r.text)
     assert frames[-1] == "[DONE]"
@@ -418,7 +440,7 @@ async def test_a_stream_with_a_garbled_event_ends_with_an_error_event(
     upstream.post("/chat/completions").respond(
         200, content=body, headers={"content-type": "text/event-stream"}
     )
-    r = await openai_client.post(CHAT, json={"messages": HELLO, "stream": True})
+    r = await openai_client.post(CHAT, json={"model": "gpt-4o-mini", "messages": HELLO, "stream": True})
     frames = events(r.text)
     assert frames[-2]["error"]["type"] == "upstream_error"
     assert frames[-1] == "[DONE]"
@@ -431,7 +453,7 @@ async def test_an_error_event_from_the_upstream_mid_stream_is_relayed(
     upstream.post("/chat/completions").respond(
         200, content=body, headers={"content-type": "text/event-stream"}
     )
-    r = await openai_client.post(CHAT, json={"messages": HELLO, "stream": True})
+    r = await openai_client.post(CHAT, json={"model": "gpt-4o-mini", "messages": HELLO, "stream": True})
     frames = events(r.text)
     assert "error" in frames[-2]
     assert frames[-2]["error"]["type"] == "upstream_error"

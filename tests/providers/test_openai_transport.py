@@ -72,7 +72,7 @@ async def client(fake_openai: LiveServer, request: pytest.FixtureRequest) -> Asy
 
 
 def chat(**more: Any) -> dict[str, Any]:
-    return {"json": {"messages": HELLO, **more}}
+    return {"json": {"model": "gpt-4o-mini", "messages": HELLO, **more}}
 
 
 async def test_chat_over_aiohttp(client: httpx.AsyncClient, fake_openai: LiveServer) -> None:

@@ -64,7 +64,7 @@ async def test_the_user_pseudonym_is_an_hmac_under_a_secret_kept_in_the_data_dir
     upstream: respx.MockRouter, tmp_path: Path
 ) -> None:
     route = upstream.post("/chat/completions").mock(return_value=ok())
-    body = {"messages": [{"role": "user", "content": "hi"}], "user": EMAIL}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "user": EMAIL}
     sent = []
     for data_dir in (tmp_path / "a", tmp_path / "a", tmp_path / "b"):
         async with serve(create_app(openai_settings(privacy_mode="redact", data_dir=data_dir))) as client:

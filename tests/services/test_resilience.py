@@ -151,7 +151,8 @@ async def test_the_deadline_cuts_a_hanging_upstream(upstream: respx.MockRouter) 
     async with Service(settings(upstream_deadline=0.5, openai_timeout=30)) as client:
         started = time.perf_counter()
         r = await client.post(CHAT, json=chat("alone"))
-    assert time.perf_counter() - started < 2
+    # Well before the upstream's 5 s, with room for a busy machine.
+    assert time.perf_counter() - started < 4
     assert r.status_code == 504
     assert r.json()["error"]["code"] == "deadline_exceeded"
 

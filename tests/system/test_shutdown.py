@@ -57,7 +57,7 @@ def test_sigterm_lets_a_live_stream_finish_then_exits(slow_upstream: int) -> Non
     proc, port = start_service(slow_upstream, shutdown_timeout=30)
     events: list[str] = []
     refused_while_streaming = False
-    body = {"messages": [{"role": "user", "content": PROMPT}], "stream": True}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": PROMPT}], "stream": True}
     with (
         httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
         client.stream("POST", "/v1/chat/completions", json=body) as r,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.api.render.generate import generate_body, text_frame
 from app.api.streaming import frame
 from app.clock import unix
+from app.schemas.chat import FunctionCallOut, ToolCallOut
 from app.schemas.conversations import MessageOut
 from app.services.auth import Client
 from app.services.conversations import History, Reply, ReplyChunk
@@ -27,6 +28,7 @@ def conversation_body(row: ConversationRow, caller: Client) -> dict[str, object]
         "sampling": row.sampling,
         "metadata": row.meta,
         "message_count": row.turns,
+        "tools": row.tools,
     }
 
 
@@ -50,6 +52,13 @@ def message_body(row: MessageRow) -> MessageOut:
         finish_reason=row.finish_reason,
         interrupted=row.interrupted,
         usage=row.usage,
+        tool_calls=[
+            ToolCallOut(id=c["id"], function=FunctionCallOut(name=c["name"], arguments=c["arguments"]))
+            for c in row.tool_calls
+        ]
+        if row.tool_calls
+        else None,
+        tool_call_id=row.tool_call_id,
     )
 
 

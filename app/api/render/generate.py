@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from app.api.render.logprobs import token_logprobs
+from app.api.render.tools import tool_calls
 from app.api.streaming import frame
 from app.providers.base import Chunk
 from app.services.generation import Outcome
@@ -20,7 +22,14 @@ def generate_body(outcome: Outcome) -> dict[str, object]:
         "provider": outcome.job.provider.name,
         "text": c.choices[0].text if c.choices else "",
         "choices": [
-            {"index": ch.index, "text": ch.text, "finish_reason": ch.finish_reason} for ch in c.choices
+            {
+                "index": ch.index,
+                "text": ch.text,
+                "finish_reason": ch.finish_reason,
+                **({} if ch.logprobs is None else {"logprobs": token_logprobs(ch.logprobs)}),
+                **({"tool_calls": tool_calls(ch.tool_calls)} if ch.tool_calls else {}),
+            }
+            for ch in c.choices
         ],
         "usage": c.usage.as_dict(),
         "sampling": outcome.sampling(),
@@ -33,9 +42,15 @@ def text_frame(generation_id: str, chunk: Chunk) -> list[bytes]:
     """A `generation.chunk` event for a text delta (nothing for a chunk without text)."""
     if not chunk.text:
         return []
-    return [
-        frame({"id": generation_id, "object": "generation.chunk", "index": chunk.index, "text": chunk.text})
-    ]
+    event: dict[str, object] = {
+        "id": generation_id,
+        "object": "generation.chunk",
+        "index": chunk.index,
+        "text": chunk.text,
+    }
+    if chunk.logprobs is not None:
+        event["logprobs"] = token_logprobs(chunk.logprobs)
+    return [frame(event)]
 
 
 def generate_stream(generation_id: str) -> Callable[[Chunk | Outcome], list[bytes]]:

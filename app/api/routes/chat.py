@@ -9,12 +9,9 @@ from app.api.deps import CtxDep, GenerationDep
 from app.api.render.chat import chat_body, chat_stream
 from app.api.responses import json_response
 from app.api.streaming import sse_response, until_disconnected
-from app.providers.base import Message
 from app.schemas.chat import ChatCompletion, ChatCompletionRequest
 
 router = APIRouter(tags=["chat"])
-
-_ROLES = {"developer": "system"}
 
 
 @router.post(
@@ -29,16 +26,19 @@ async def create_chat_completion(
     overrides = body.sampling_overrides()
     if body.max_completion_tokens is not None:
         overrides["max_tokens"] = body.max_completion_tokens
-    messages = [Message(_ROLES.get(m.role, m.role), m.text) for m in body.messages]  # type: ignore[arg-type]
     job = service.plan(
         ctx,
         endpoint="chat",
         model=body.model,
-        messages=messages,
+        messages=body.provider_messages(),
         overrides=overrides,
         extra=body.extra_params(),
         user=body.user,
         id_prefix="chatcmpl",
+        tools=body.tool_specs(),
+        tool_choice=body.tool_choice_value(),
+        parallel_tool_calls=body.parallel_tool_calls is not False,
+        logprobs=body.top_logprobs_value(),
     )
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -46,6 +46,7 @@ async def create_conversation(
         metadata=body.metadata,
         preset=body.preset,
         inputs=body.inputs,
+        tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
     )
     return conversation_body(row, ctx.caller)
 
@@ -105,9 +106,20 @@ async def send_message(
     `POST /v1/generate` (`metadata.turns_dropped` counts earlier turns left out of the context).
     Both turns are stored once the reply is complete; a failed reply stores nothing."""
     overrides = body.sampling_overrides()
+    results = [(r.tool_call_id, r.content) for r in body.tool_results or ()]
+    choice = body.tool_choice_value()
     if body.stream:
         return await sse_response(
-            service.reply_stream(ctx, conversation_id, body.content, overrides), reply_stream, request
+            service.reply_stream(
+                ctx, conversation_id, body.content, overrides, tool_results=results, tool_choice=choice
+            ),
+            reply_stream,
+            request,
         )
-    reply = await until_disconnected(request, service.reply(ctx, conversation_id, body.content, overrides))
+    reply = await until_disconnected(
+        request,
+        service.reply(
+            ctx, conversation_id, body.content, overrides, tool_results=results, tool_choice=choice
+        ),
+    )
     return reply_body(reply)

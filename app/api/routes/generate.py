@@ -22,7 +22,8 @@ router = APIRouter(tags=["generate"])
 )
 async def generate(body: GenerateRequest, ctx: CtxDep, service: GenerationDep, request: Request) -> Response:
     """Generate text for a prompt. With `stream: true`, text deltas arrive as server-sent
-    events, followed by one `generation` event with the full metadata, then `[DONE]`."""
+    events, followed by one `generation` event with the full metadata, then `[DONE]`. With
+    `logprobs: true`, each choice (and each text delta) carries its tokens' log probabilities."""
     messages = [Message("system", body.system)] if body.system else []
     messages.append(Message("user", body.prompt))
     job = service.plan(
@@ -32,6 +33,7 @@ async def generate(body: GenerateRequest, ctx: CtxDep, service: GenerationDep, r
         messages=messages,
         overrides=body.sampling_overrides(),
         message_params=["system", "prompt"][-len(messages) :],
+        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
     )
     if body.stream:
         return await sse_response(service.stream(job), generate_stream(job.id), request)
