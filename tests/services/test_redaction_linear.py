@@ -109,7 +109,7 @@ async def test_health_checks_answer_while_a_megabyte_is_redacted() -> None:
             response = await big
     assert response.status_code == 200, response.text
     assert response.json()["metadata"]["privacy"]["redacted"] == {"email": 1}
-    assert len(during) >= 3, "the health checks did not overlap the redaction"
+    assert during, "no health check overlapped the request"
     # What a blocked loop looks like: one check waits for the whole redaction (seconds before).
     # A busy shared machine slows every request alike, so the bound is relative to idle ones.
     bound = 0.05 + max(idle)
