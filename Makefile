@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: serve install dev test lint fmt typecheck bench clean env-example browser tuning-plot image-test
+.PHONY: serve install dev test lint fmt typecheck bench clean env-example browser tuning-plot image-test chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ browser:
 
 test: lint typecheck browser  ## Lint, type-check and run the whole test suite
 	$(BIN)/pytest
+
+# Its own PostgreSQL (initdb) and Redis on free ports, two replicas, a fake upstream: docs/reliability.md.
+chaos: dev  ## Restart Redis and PostgreSQL, fail the upstream, SIGTERM a replica, all under load (~2 min)
+	$(BIN)/python -m tests.system.chaos
 
 # Docker when its engine answers; otherwise ../shared/container's buildah + podman (installed by its
 # scripts) and podman-compose from the venv. IMAGE_TEST_SKIP=1 skips on purpose; nothing else does.

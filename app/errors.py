@@ -10,13 +10,16 @@
     ├── Conflict                  409 conflict_error         (Retry-After when it is worth retrying)
     ├── PayloadTooLarge           413 invalid_request_error
     ├── RateLimited               429 rate_limit_error       (Retry-After)
-    ├── UpstreamError             502 upstream_error         (never echoes a key)
+    ├── UpstreamError             502 upstream_error         (never echoes a key; Retry-After when transient)
     ├── ServiceUnavailable        503 service_unavailable    (Retry-After)
     │   └── QueueFull             503 code=queue_full
-    ├── UpstreamTimeout           504 timeout_error
+    ├── UpstreamTimeout           504 timeout_error          (Retry-After)
     └── ClientDisconnected        499 (nobody is left to read it; logged only)
 
-Every body is OpenAI's `{"error": {"message", "type", "param", "code"}}`. An error marked
+Every body is OpenAI's `{"error": {"message", "type", "param", "code"}}`. Every 503 and 504, and
+every transient 502, carries `Retry-After` (the cause's own hint, else one second): a client of
+an outage is always told when to come back; a 502 that will not heal by waiting (the upstream
+refusing this service's credentials) is not. An error marked
 `transient` (a timeout, a dropped connection, an upstream 429 or 5xx) may succeed if the same
 request is sent again; the retry policy (`app/services/resilience.py`) retries only those.
 """
@@ -31,10 +34,15 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("genserve.errors")
+
+
+DEFAULT_RETRY_AFTER = 1.0
+"""Seconds in `Retry-After` when an outage's cause gave no better hint."""
 
 
 class AppError(Exception):
@@ -43,6 +51,8 @@ class AppError(Exception):
     status_code: ClassVar[int] = 500
     type: ClassVar[str] = "api_error"
     default_code: ClassVar[str | None] = None
+    retry_by_default: ClassVar[bool] = False
+    """Answer `Retry-After` even when the cause gave no hint (outages that heal by waiting)."""
 
     def __init__(
         self,
@@ -68,8 +78,11 @@ class AppError(Exception):
 
     def response_headers(self) -> dict[str, str]:
         headers = dict(self.headers)
-        if self.retry_after is not None:
-            headers["retry-after"] = str(max(1, round(self.retry_after)))
+        retry_after = self.retry_after
+        if retry_after is None and (self.retry_by_default or (self.transient and self.status_code >= 500)):
+            retry_after = DEFAULT_RETRY_AFTER
+        if retry_after is not None:
+            headers["retry-after"] = str(max(1, round(retry_after)))
         return headers
 
 
@@ -133,6 +146,7 @@ class ServiceUnavailable(AppError):
     status_code = 503
     type = "service_unavailable"
     default_code = "service_unavailable"
+    retry_by_default = True
 
 
 class QueueFull(ServiceUnavailable):
@@ -143,6 +157,7 @@ class UpstreamTimeout(AppError):
     status_code = 504
     type = "timeout_error"
     default_code = "upstream_timeout"
+    retry_by_default = True
 
 
 class ClientDisconnected(AppError):
@@ -211,9 +226,14 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
             f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter"
         )
     # When a union (`stop`: string or list) fails, every member reports an error; the deepest
-    # one says most (`stop[0]` is empty, rather than "`stop` is not a string").
+    # one says most (`stop[0]` is empty, rather than "`stop` is not a string"), and between
+    # equals, the member whose type matched (a list of 5 is too long, rather than not a string).
     related = [e for e in errors if _within(_param_from_loc(e.get("loc", ())), param)]
-    best = max(related, key=lambda e: len(e.get("loc", ())), default=first)
+    best = max(
+        related,
+        key=lambda e: (len(e.get("loc", ())), not str(e.get("type", "")).endswith("_type")),
+        default=first,
+    )
     param = _param_from_loc(best.get("loc", ()))
     message = str(best.get("msg", "Invalid value"))
     if message.startswith("Value error, "):
@@ -239,6 +259,18 @@ _HTTP_TYPES = {
 }
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method of every route at this path: Starlette's 405 names only the first route's
+    (a path served by two routes, `GET` and `POST /v1/conversations`, would claim POST only)."""
+    methods: set[str] = set()
+    path = request.scope["path"]
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if route.methods and regex is not None and regex.match(path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def register_error_handlers(app: FastAPI) -> None:
     """Map every error the app can raise to OpenAI's error body."""
 
@@ -250,18 +282,21 @@ def register_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return app_error_response(validation_error(exc))
 
-    async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         cls = _HTTP_TYPES.get(exc.status_code)
+        headers = exc.headers
         if exc.status_code == 405:
             body = error_body("Method not allowed.", "invalid_request_error", None, "method_not_allowed")
+            others = {k: v for k, v in (headers or {}).items() if k.lower() != "allow"}
+            headers = {**others, "allow": _allowed_methods(request)}
         elif exc.status_code == 404:
             body = error_body("Not found.", "not_found_error", None, "not_found")
         elif cls is not None:
             body = error_body(str(exc.detail), cls.type, None, cls.default_code)
         else:
             body = error_body(str(exc.detail), "api_error", None, None)
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     async def on_database_error(_: Request, exc: Exception) -> JSONResponse:
         # The engine hides bound values from the message (a prompt never reaches the log).

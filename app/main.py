@@ -15,9 +15,11 @@ from app.api.access import authenticate_client
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.context import RequestContextMiddleware
 from app.api.json_depth import JsonDepthMiddleware
+from app.api.openapi import install_openapi
 from app.api.routes import (
     admin,
     chat,
+    completions,
     conversations,
     feedback,
     generate,
@@ -25,6 +27,8 @@ from app.api.routes import (
     models,
     playground,
     presets,
+    probes,
+    responses,
     usage,
 )
 from app.api.routes import metrics as metrics_endpoint
@@ -33,13 +37,16 @@ from app.errors import register_error_handlers
 from app.observability.metrics import Metrics
 from app.observability.requests import ObservabilityHook, ObservabilityMiddleware
 from app.presets import load_presets
+from app.probes.service import ProbeService
 from app.providers.base import Provider
+from app.schemas.errors import ERROR_RESPONSES
 from app.services.access import open_access
 from app.services.conversations import ConversationService
 from app.services.feedback_loop import open_feedback_loop
 from app.services.generation import GenerationService, JobHook
 from app.services.limits import RATE_LIMIT_HEADERS
 from app.services.presets import PresetService
+from app.services.responses import ResponseService
 from app.services.safeguards import Safeguards
 from app.settings import Settings
 from app.state import AppState
@@ -107,6 +114,8 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                 map_concurrency=settings.summarize_concurrency,
                 max_text_chars=settings.summarize_max_chars,
             )
+            probe_service = ProbeService(settings, db, generation)
+            stack.push_async_callback(probe_service.aclose)
             app.state.genserve = AppState(
                 settings=settings,
                 started_at=int(time.time()),
@@ -128,6 +137,8 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                     # A claimed turn outlives any reply: the upstream deadline, and a margin.
                     lease=settings.upstream_deadline + 60,
                 ),
+                responses=ResponseService(db, generation),
+                probes=probe_service,
             )
             yield
 
@@ -136,6 +147,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
         version="0.1.0",
         summary="Text generation over HTTP: OpenAI-compatible, online or fully offline.",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
         # The interactive docs load their scripts from a CDN, on the origin where the playground
         # keeps keys: off unless the operator asks (the schema stays at /openapi.json).
         docs_url="/docs" if settings.api_docs else None,
@@ -144,9 +156,12 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
         dependencies=[Depends(authenticate_client)],
     )
     register_error_handlers(app)
+    install_openapi(app)
     for router in (
         generate.router,
         chat.router,
+        completions.router,
+        responses.router,
         conversations.router,
         models.router,
         health.router,
@@ -154,6 +169,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
         feedback.router,
         metrics_endpoint.router,
         playground.router,
+        probes.router,
     ):
         app.include_router(router)
     app.include_router(usage.router)

@@ -41,6 +41,9 @@ class ModelRoute(BaseModel):
     """OpenAI's `service_tier` sent on every request to this model (None: not sent)."""
     client_params: list[Literal["store", "service_tier"]] = Field(default_factory=list)
     """Upstream terms a client may set itself on this model; any other client value is refused (400)."""
+    completions: bool = False
+    """The upstream serves legacy `/completions` for this model (raw text continuation); without
+    it a raw prompt is sent to `/chat/completions` as one user message."""
     vision: bool = False
     """Whether the upstream model reads images: only then are `image_url` parts passed on."""
 
@@ -193,6 +196,18 @@ class Settings(BaseSettings):
     summarize_max_chars: int = Field(default=500_000, ge=1_000, le=50_000_000)
     """Longest text the summarize preset accepts, in characters (400 beyond); each part costs
     an upstream call."""
+
+    # --- bias probes ---------------------------------------------------------------------
+    probe_max_samples: int = Field(default=64, ge=1, le=1000)
+    """Most counterfactual pairs (samples per group) one bias probe may ask for."""
+    probe_max_groups: int = Field(default=8, ge=2, le=50)
+    """Most groups one bias probe may compare."""
+    probe_max_generations: int = Field(default=256, ge=2, le=10_000)
+    """Most generations (groups × samples) one bias probe may run."""
+    probe_concurrency: int = Field(default=2, ge=1, le=64)
+    """Generations one probe runs at the same time (they are queued like any other request)."""
+    probe_max_active: int = Field(default=2, ge=1, le=100)
+    """Probes one key may have queued or running at once; more get 429."""
 
     # --- client keys, limits and usage ----------------------------------------------------
     auth_mode: Literal["none", "keys"] = "none"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from app.observability.metrics import Metrics
+from app.probes.service import ProbeService
 from app.providers.base import Provider
 from app.services.access import Access
 from app.services.conversations import ConversationService
@@ -14,6 +15,7 @@ from app.services.feedback import FeedbackService
 from app.services.generation import GenerationService
 from app.services.presets import PresetService
 from app.services.records import RecordWriter
+from app.services.responses import ResponseService
 from app.services.safeguards import Safeguards
 from app.settings import Settings
 from app.storage.db import Database
@@ -42,3 +44,7 @@ class AppState:
     presets: PresetService
     feedback: FeedbackService
     conversations: ConversationService
+    responses: ResponseService
+    """Stored responses of the Responses API."""
+    probes: ProbeService
+    """Bias probes run as jobs."""

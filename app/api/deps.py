@@ -13,6 +13,7 @@ from app.api.access import authenticate_client
 from app.api.context import OPTIONS, RESPONSE_HEADERS
 from app.errors import AuthenticationFailed
 from app.observability.metrics import Metrics
+from app.probes.service import ProbeService
 from app.services.access import Access
 from app.services.auth import Client
 from app.services.context import RequestContext, RequestOptions
@@ -20,6 +21,7 @@ from app.services.conversations import ConversationService
 from app.services.feedback import FeedbackService
 from app.services.generation import GenerationService
 from app.services.presets import PresetService
+from app.services.responses import ResponseService
 from app.settings import Settings
 from app.state import AppState
 
@@ -54,6 +56,14 @@ async def get_feedback(request: Request) -> FeedbackService:
 
 async def get_conversations(request: Request) -> ConversationService:
     return state_of(request).conversations
+
+
+async def get_probes(request: Request) -> ProbeService:
+    return state_of(request).probes
+
+
+async def get_responses(request: Request) -> ResponseService:
+    return state_of(request).responses
 
 
 async def get_metrics(request: Request) -> Metrics:
@@ -100,7 +110,9 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 PresetsDep = Annotated[PresetService, Depends(get_presets)]
 FeedbackDep = Annotated[FeedbackService, Depends(get_feedback)]
 ConversationsDep = Annotated[ConversationService, Depends(get_conversations)]
+ResponsesDep = Annotated[ResponseService, Depends(get_responses)]
 AccessDep = Annotated[Access, Depends(get_access)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ClientDep = Annotated[Client, Depends(get_client)]
+ProbesDep = Annotated[ProbeService, Depends(get_probes)]
 CtxDep = Annotated[RequestContext, Depends(get_context)]

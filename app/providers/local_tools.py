@@ -224,10 +224,14 @@ def parse_call(text: str, tools: Sequence[ToolSpec]) -> ToolCall | None:
     if data.get("name") not in {t.name for t in tools}:
         return None
     return ToolCall(
-        id=f"call_{uuid.uuid4().hex[:24]}",
+        id=new_call_id(),
         name=str(data["name"]),
         arguments=json.dumps(data["arguments"], ensure_ascii=False),
     )
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 def message_text(m: Message) -> str:

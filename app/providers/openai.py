@@ -92,6 +92,21 @@ async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         buf = buf[pos:]
 
 
+def _choice_text(choice: dict[str, Any]) -> str:
+    """A finished choice's text: a chat message's content, or a legacy completion's text."""
+    if "message" in choice:
+        return (choice["message"] or {}).get("content") or ""
+    return choice.get("text") or ""
+
+
+def _delta_text(choice: dict[str, Any]) -> str:
+    """A streamed choice's new text: a chat delta's content, or a legacy completion's text."""
+    if "delta" in choice:
+        delta = choice["delta"]
+        return (delta.get("content") or "") if delta else ""
+    return choice.get("text") or ""
+
+
 def _scrub(text: str) -> str:
     """Upstream messages may quote the key they were sent; never pass it on."""
     return _SECRET.sub("[redacted]", text)
@@ -199,16 +214,34 @@ class OpenAIProvider:
             http_client=http_client,
         )
         self._encoding_name = settings.openai_tokenizer
+        self._completions_models = frozenset(
+            route.upstream_model or name
+            for name, route in settings.model_table.items()
+            if route.provider == "openai" and route.completions
+        )
+        """Upstream models whose routes say they serve legacy `/completions`."""
 
     @cached_property
     def _encoding(self) -> tiktoken.Encoding:
         return tiktoken.get_encoding(self._encoding_name)
 
-    def _arguments(self, request: GenerationRequest) -> dict[str, Any]:
+    def _endpoint(self, request: GenerationRequest) -> str:
+        """`/completions` for a raw prompt when the model's route serves it; else chat, where a
+        raw prompt goes as one user message."""
+        if request.prompt is not None and request.model in self._completions_models:
+            return "/completions"
+        return "/chat/completions"
+
+    def _arguments(self, request: GenerationRequest, endpoint: str) -> dict[str, Any]:
         s = request.sampling
+        text: dict[str, Any]
+        if endpoint == "/completions":
+            text = {"prompt": request.prompt}
+        else:
+            text = {"messages": [_wire_message(m) for m in request.as_messages()]}
         args: dict[str, Any] = {
             "model": request.model,
-            "messages": [_wire_message(m) for m in request.messages],
+            **text,
             "temperature": s.temperature,
             "top_p": s.top_p,
             "max_tokens": s.max_tokens,
@@ -243,7 +276,9 @@ class OpenAIProvider:
             if not request.parallel_tool_calls:
                 # Sent only when off: some compatible servers reject the field altogether.
                 args["parallel_tool_calls"] = False
-        if request.logprobs is not None:
+        if request.logprobs is not None and endpoint == "/completions":
+            args["logprobs"] = request.logprobs  # the legacy API's: how many alternatives
+        elif request.logprobs is not None:
             args["logprobs"] = True
             if request.logprobs:
                 args["top_logprobs"] = request.logprobs
@@ -251,11 +286,12 @@ class OpenAIProvider:
         return args
 
     async def complete(self, request: GenerationRequest) -> Completion:
+        endpoint = self._endpoint(request)
         try:
             response = await self._client.post(
-                "/chat/completions",
+                endpoint,
                 cast_to=httpx2.Response,
-                body=self._arguments(request),
+                body=self._arguments(request, endpoint),
                 options=_REQUEST_OPTIONS,
             )
             data = orjson.loads(response.content)
@@ -269,7 +305,7 @@ class OpenAIProvider:
             choices = tuple(
                 Choice(
                     index=int(c.get("index", i)),
-                    text=(c.get("message") or {}).get("content") or "",
+                    text=_choice_text(c),
                     finish_reason=_FINISH_REASONS.get(c.get("finish_reason"), "stop"),
                     tool_calls=_tool_calls((c.get("message") or {}).get("tool_calls")),
                     logprobs=_logprobs(c.get("logprobs"), request.logprobs),
@@ -297,7 +333,8 @@ class OpenAIProvider:
         )
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
-        args = self._arguments(request)
+        endpoint = self._endpoint(request)
+        args = self._arguments(request, endpoint)
         args["stream"] = True
         args["stream_options"] = {"include_usage": True}
         usage: Usage | None = None
@@ -306,7 +343,7 @@ class OpenAIProvider:
             response = cast(
                 httpx2.Response,
                 await self._client.post(
-                    "/chat/completions",
+                    endpoint,
                     cast_to=httpx2.Response,
                     body=args,
                     options=_REQUEST_OPTIONS,
@@ -340,7 +377,7 @@ class OpenAIProvider:
                     usage = Usage(u["prompt_tokens"], u["completion_tokens"])
                 for c in event.get("choices") or ():
                     delta = c.get("delta")
-                    text = (delta.get("content") or "") if delta else ""
+                    text = _delta_text(c)
                     reason = c.get("finish_reason")
                     finish = _FINISH_REASONS.get(reason) if reason else None
                     index = c.get("index", 0)
@@ -457,8 +494,29 @@ def _token_bytes(raw: Any) -> tuple[int, ...] | None:
     return tuple(int(b) for b in raw) if isinstance(raw, list) else None
 
 
+def _legacy_logprobs(raw: dict[str, Any]) -> tuple[TokenLogprob, ...]:
+    """The legacy `/completions` shape: parallel lists of tokens, their log probabilities and
+    a {token: logprob} map of alternatives per token (the upstream already bounds it)."""
+    tops = raw.get("top_logprobs") or [None] * len(raw["tokens"])
+    return tuple(
+        TokenLogprob(
+            token=str(token),
+            logprob=float(logprob),
+            bytes=tuple(str(token).encode()),
+            top=tuple(
+                TopLogprob(token=str(t), logprob=float(lp), bytes=tuple(str(t).encode()))
+                for t, lp in sorted((top or {}).items(), key=lambda kv: -kv[1])
+            ),
+        )
+        for token, logprob, top in zip(raw["tokens"], raw["token_logprobs"], tops, strict=True)
+        if logprob is not None
+    )
+
+
 def _logprobs(raw: Any, wanted: int | None) -> tuple[TokenLogprob, ...] | None:
-    """`choice.logprobs.content`, when the request asked for it."""
+    """`choice.logprobs.content` (or the legacy shape), when the request asked for it."""
+    if wanted is not None and isinstance(raw, dict) and isinstance(raw.get("tokens"), list):
+        return _legacy_logprobs(raw)
     if wanted is None or not isinstance(raw, dict) or not isinstance(raw.get("content"), list):
         return None
     return tuple(

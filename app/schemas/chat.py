@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, StrictBool, ValidationInfo, field_validator, model_validator
 
 from app.errors import InvalidRequest
 from app.providers.base import (
@@ -16,7 +16,7 @@ from app.providers.base import (
     ToolChoiceNamed,
     ToolSpec,
 )
-from app.schemas.common import EffectiveSampling, SamplingFields, Schema, Timings, UsageOut
+from app.schemas.common import EffectiveSampling, JsonNumber, SamplingFields, Schema, Timings, UsageOut
 from app.schemas.generate import MAX_PROMPT_CHARS, TokenLogprobOut
 
 
@@ -132,7 +132,7 @@ class FunctionDefinition(Schema):
     description: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     """A JSON Schema of the arguments object."""
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
     @field_validator("parameters")
     @classmethod
@@ -169,7 +169,7 @@ class NamedToolChoice(Schema):
 class StreamOptions(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    include_usage: bool = False
+    include_usage: StrictBool = False
     """Send a last chunk with usage and no choices."""
 
 
@@ -182,7 +182,7 @@ class JsonSchemaFormat(Schema):
     description: str | None = None
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
     """The JSON Schema itself (`schema` on the wire)."""
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
 
 class ResponseFormat(Schema):
@@ -206,12 +206,17 @@ class ChatCompletionRequest(SamplingFields):
 
     model_config = ConfigDict(extra="allow")
 
-    messages: list[ChatMessageIn] = Field(min_length=1, max_length=1000)
+    messages: list[ChatMessageIn] = Field(
+        min_length=1,
+        max_length=1000,
+        # What `_needs_user_turn` checks, said in the OpenAPI document.
+        json_schema_extra={"contains": {"properties": {"role": {"enum": ["user", "assistant", "tool"]}}}},
+    )
     model: str = Field(min_length=1, max_length=256)
     """The model to use (required, as on OpenAI); GET /v1/models lists them."""
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_completion_tokens: Annotated[int | None, JsonNumber] = Field(default=None, ge=1, le=1_000_000)
     user: str | None = Field(default=None, max_length=256)
-    stream: bool | None = False
+    stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     """Checked here, honoured only by providers that list it in their `extra_params`."""
@@ -220,12 +225,12 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     """`auto` (the default with tools): text or a call; `required`: a call; `none`: text; or a
     named function to call."""
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: StrictBool | None = None
     """Whether the model may call several tools in one turn (upstreams; the embedded model makes
     one call per turn)."""
-    logprobs: bool | None = None
+    logprobs: StrictBool | None = None
     """Return each generated token's log probability."""
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    top_logprobs: Annotated[int | None, JsonNumber] = Field(default=None, ge=0, le=20)
     """With `logprobs`, also the most likely alternatives at each token (0–20)."""
 
     @field_validator("messages")

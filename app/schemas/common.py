@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class Schema(BaseModel):
@@ -13,8 +13,21 @@ class Schema(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True)
 
 
+def _json_number(value: Any) -> Any:
+    """A number is a JSON number: pydantic's lax mode would also take `true` as 1 and `"5"` as 5,
+    which the OpenAPI document (and OpenAI) refuse."""
+    if isinstance(value, bool | str):
+        raise ValueError("Input should be a number")
+    return value
+
+
+JsonNumber = BeforeValidator(_json_number)
+"""Marks an `int` or `float` field that refuses booleans and strings."""
+
 StopField = Annotated[
-    str | list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
+    Annotated[str, Field(min_length=1)]
+    | Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], Field(max_length=4)]
+    | None,
     Field(default=None, description="Up to 4 sequences where generation stops."),
 ]
 
@@ -24,30 +37,21 @@ class SamplingFields(Schema):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    temperature: float | None = Field(default=None, ge=0, le=2)
+    temperature: Annotated[float | None, JsonNumber] = Field(default=None, ge=0, le=2)
     """Randomness: 0 is (nearly) deterministic, 2 is wild."""
-    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_p: Annotated[float | None, JsonNumber] = Field(default=None, gt=0, le=1)
     """Nucleus sampling: only tokens within this cumulative probability are considered."""
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_tokens: Annotated[int | None, JsonNumber] = Field(default=None, ge=1, le=1_000_000)
     """Most tokens to generate per choice; bounded by the model."""
-    n: int | None = Field(default=None, ge=1, le=8)
+    n: Annotated[int | None, JsonNumber] = Field(default=None, ge=1, le=8)
     """How many independent choices to generate."""
     stop: StopField = None
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    seed: Annotated[int | None, JsonNumber] = Field(default=None, ge=0, le=2**63 - 1)
     """Same seed and settings → same text (exactly on the embedded model, best effort upstream)."""
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: Annotated[float | None, JsonNumber] = Field(default=None, ge=-2, le=2)
     """Positive values push the model towards new topics."""
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: Annotated[float | None, JsonNumber] = Field(default=None, ge=-2, le=2)
     """Positive values discourage repeating the same words."""
-
-    @field_validator("stop")
-    @classmethod
-    def _check_stop(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, str) and not value:
-            raise ValueError("a stop sequence must not be empty")
-        if isinstance(value, list) and len(value) > 4:
-            raise ValueError("at most 4 stop sequences are allowed")
-        return value
 
     def sampling_overrides(self) -> dict[str, Any]:
         """The sampling fields the client actually set."""

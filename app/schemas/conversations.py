@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from app.errors import InvalidRequest
 from app.providers.base import FinishReason, ToolChoice, ToolChoiceNamed
 from app.schemas.chat import NamedToolChoice, Tool, ToolCallOut
-from app.schemas.common import SamplingFields
+from app.schemas.common import JsonNumber, SamplingFields
 from app.schemas.generate import MAX_PROMPT_CHARS, GenerateResponse
 
 MetadataKey = Annotated[str, Field(min_length=1, max_length=64)]
@@ -20,7 +20,7 @@ class ConversationSampling(SamplingFields):
     """Sampling defaults for every reply of a conversation (each message may still override
     them). A conversation has one reply per turn, so `n` is always 1."""
 
-    n: int | None = Field(default=None, ge=1, le=1)
+    n: Annotated[int | None, JsonNumber] = Field(default=None, ge=1, le=1)
     """Always 1: a conversation keeps one reply per turn."""
 
 
@@ -77,7 +77,7 @@ class MessageCreate(ConversationSampling):
     """Instead of `content`: the results of the calls the last reply made, one per call."""
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     """How this reply may use the conversation's tools (`auto` by default)."""
-    stream: bool = False
+    stream: StrictBool = False
     """Answer with server-sent events, exactly as `POST /v1/generate` streams."""
 
     @field_validator("content")

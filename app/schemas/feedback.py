@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StrictInt
+from pydantic import BeforeValidator, ConfigDict, Field, StrictInt
 
 from app.schemas.common import Schema
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON does not tell `5` from `5.0`; a string or a fraction stays refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class FeedbackRequest(Schema):
@@ -16,7 +21,7 @@ class FeedbackRequest(Schema):
 
     generation_id: str = Field(min_length=1, max_length=64)
     """The `id` of a response from any generation endpoint."""
-    rating: Literal["up", "down"] | Annotated[StrictInt, Field(ge=1, le=5)]
+    rating: Literal["up", "down"] | Annotated[StrictInt, Field(ge=1, le=5), BeforeValidator(_whole_number)]
     """Thumbs ("up" / "down") or stars (1–5)."""
     comment: str | None = Field(default=None, max_length=4000)
 

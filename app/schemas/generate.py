@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, model_validator
 
 from app.errors import InvalidRequest
 from app.providers.base import FinishReason
-from app.schemas.common import EffectiveSampling, SamplingFields, Schema, Timings, UsageOut
+from app.schemas.common import EffectiveSampling, JsonNumber, SamplingFields, Schema, Timings, UsageOut
 
 MAX_PROMPT_CHARS = 200_000
 """Ceiling of free-text fields besides the messages themselves (image URLs, tool arguments and
@@ -24,12 +24,18 @@ class GenerateRequest(SamplingFields):
     """Optional instructions placed before the prompt."""
     model: str | None = None
     """A model from `GET /v1/models`; the default model when omitted."""
-    stream: bool = False
+    stream: StrictBool = False
     """Answer with server-sent events: text deltas, then the metadata."""
-    logprobs: bool = False
+    logprobs: StrictBool = False
     """Return each choice's tokens with their log probabilities (`choices[].logprobs`)."""
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    top_logprobs: Annotated[int | None, JsonNumber] = Field(default=None, ge=0, le=20)
     """With `logprobs`, also the most likely alternatives at each token (0–20)."""
+    continue_from: str | None = Field(default=None, min_length=1, max_length=MAX_PROMPT_CHARS)
+    """Branch an answer: the exact start of the answer to resume after — typically a choice's
+    text up to some token, plus an alternative token picked from its `top_logprobs`. The model
+    continues the same conversation from there (the embedded model: exactly; `GET /v1/models`
+    says which models can, 400 otherwise). Each choice's `text` then begins with this text;
+    its `logprobs` cover only the tokens generated after it."""
 
     @model_validator(mode="after")
     def _top_needs_logprobs(self) -> GenerateRequest:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.clock import as_utc
+from app.schemas.common import JsonNumber
 
 Names = list[str] | None
 
@@ -17,13 +18,13 @@ class KeyLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    requests_per_minute: int | None = Field(default=None, ge=1, le=10_000_000)
+    requests_per_minute: Annotated[int | None, JsonNumber] = Field(default=None, ge=1, le=10_000_000)
     """Requests per minute (a token bucket: bursts up to this, refilled continuously)."""
-    tokens_per_minute: int | None = Field(default=None, ge=1, le=10**12)
+    tokens_per_minute: Annotated[int | None, JsonNumber] = Field(default=None, ge=1, le=10**12)
     """Prompt + completion tokens per minute; requests reserve prompt + max_tokens × n up front."""
-    tokens_per_day: int | None = Field(default=None, ge=1, le=10**15)
+    tokens_per_day: Annotated[int | None, JsonNumber] = Field(default=None, ge=1, le=10**15)
     """Token budget per UTC day."""
-    tokens_per_month: int | None = Field(default=None, ge=1, le=10**15)
+    tokens_per_month: Annotated[int | None, JsonNumber] = Field(default=None, ge=1, le=10**15)
     """Token budget per UTC calendar month."""
     max_concurrent: int | None = Field(default=None, ge=1, le=100_000)
     """Generations in flight at once (across replicas with Redis); one more gets 429."""

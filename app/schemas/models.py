@@ -15,6 +15,10 @@ class ModelCard(Schema):
     """The provider that serves the model (`openai`, `local`)."""
     context_window: int
     max_output_tokens: int
+    continuation: bool = False
+    """Whether `/v1/generate` can resume an answer from inside (`continue_from`, branching)."""
+    continuation_note: str | None = None
+    """Why it cannot, when it cannot."""
 
 
 class ModelList(Schema):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from app.schemas.common import SamplingFields, Schema
 
@@ -17,7 +17,7 @@ class PresetGenerateRequest(SamplingFields):
     """Values for the preset's input fields (see its `input_schema`)."""
     model: str | None = None
     """A model from `GET /v1/models`; the default model when omitted."""
-    stream: bool = False
+    stream: StrictBool = False
     """Answer with server-sent events, exactly like `POST /v1/generate`."""
 
 

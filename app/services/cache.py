@@ -136,6 +136,8 @@ def cache_key(job: Job) -> str:
         "parallel_tool_calls": request.parallel_tool_calls,
         "logprobs": request.logprobs,
     }
+    if request.prompt is not None:
+        material["prompt"] = request.prompt  # raw text: no chat template, a different answer
     return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

@@ -29,7 +29,6 @@ from app.errors import Conflict, InvalidRequest, NotFound
 from app.providers.base import (
     Chunk,
     Message,
-    Provider,
     ToolCall,
     ToolChoice,
     ToolChoiceNamed,
@@ -38,6 +37,7 @@ from app.providers.base import (
 )
 from app.services.context import RequestContext
 from app.services.generation import GenerationService, Job, Outcome, check_max_tokens, check_prompt_chars
+from app.services.history import TokenCounter, fit_history
 from app.services.presets import PresetService, SamplingChoice
 from app.settings import ModelRoute
 from app.storage import conversations as store
@@ -47,11 +47,6 @@ from app.storage.db import Database
 log = logging.getLogger("genserve.conversations")
 
 _HISTORY_BATCH = 64
-# Providers estimate the chat template's framing (role markers, separators); measured on the
-# embedded model's ChatML, the estimate runs about one token low per exchange, plus an empty
-# system block when there is no system prompt. Keep that much slack rather than overflow.
-_SLACK_TOKENS = 8
-_SLACK_PER_MESSAGE = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,9 +391,9 @@ class ConversationService:
             return self._generation.default_max_tokens(route)
         return int(min(max_tokens, route.max_output_tokens))
 
-    def _counter(self, name: str, route: ModelRoute) -> _TokenCounter:
+    def _counter(self, name: str, route: ModelRoute) -> TokenCounter:
         _, _, provider = self._generation.resolve(name)
-        return _TokenCounter(provider, route.upstream_model or name)
+        return TokenCounter(provider, route.upstream_model or name)
 
     async def _plan(
         self,
@@ -437,35 +432,15 @@ class ConversationService:
                 param="content",
                 code="context_length_exceeded",
             )
-        # Walk back from the newest turn while the turns fit; then make the kept history start
-        # with a user message (a reply without its question misleads the model).
-        budget = window - reserve - fixed
-        kept: list[MessageRow] = []
-        before: int | None = None
-        full = False
-        while not full:
-            batch = await store.newest_messages(session, row.id, before=before, limit=_HISTORY_BATCH)
-            for message in batch:
-                cost = counter.cost(_message(message))
-                if cost > budget:
-                    full = True
-                    break
-                budget -= cost
-                kept.append(message)
-            if len(batch) < _HISTORY_BATCH:
-                break
-            before = batch[-1].seq
-        while kept and kept[-1].role != "user":
-            kept.pop()
-        kept.reverse()
-        messages = [*system, *(_message(m) for m in kept), *asked]
-        # The sum of per-message costs is what providers count; check the whole once anyway.
-        while kept and counter.total(messages) + reserve > window:
-            # Drop the oldest exchange whole: a tool result never outlives the call it answers.
-            del kept[0]
-            while kept and kept[0].role != "user":
-                del kept[0]
-            messages = [*system, *(_message(m) for m in kept), *asked]
+        kept = await fit_history(
+            counter,
+            self._newest_turns(session, row.id),
+            head=system,
+            tail=asked,
+            budget=window - reserve - fixed,
+            room=window - reserve,
+        )
+        messages = [*system, *kept, *asked]
         job = self._generation.plan(
             ctx,
             endpoint="conversation",
@@ -527,6 +502,18 @@ class ConversationService:
             Message("tool", result, tool_call_id=call_id, name=names.get(call_id))
             for call_id, result in new.tool_results
         ]
+
+    @staticmethod
+    async def _newest_turns(session: AsyncSession, conversation_id: str) -> AsyncGenerator[Message, None]:
+        """The conversation's turns, newest first, read a batch at a time."""
+        before: int | None = None
+        while True:
+            batch = await store.newest_messages(session, conversation_id, before=before, limit=_HISTORY_BATCH)
+            for message in batch:
+                yield _message(message)
+            if len(batch) < _HISTORY_BATCH:
+                return
+            before = batch[-1].seq
 
     async def _store(
         self,
@@ -632,30 +619,3 @@ def _check_tool_choice(choice: ToolChoice, tools: tuple[ToolSpec, ...]) -> None:
             param="tool_choice.function.name",
             code="invalid_value",
         )
-
-
-class _TokenCounter:
-    """Token costs with the model's own tokenizer (through the provider), message by message:
-    providers count a fixed priming cost plus one cost per message, so a history's cost is a
-    sum. Every count includes the slack above."""
-
-    def __init__(self, provider: Provider, model: str) -> None:
-        self._provider = provider
-        self._model = model
-        self._base = provider.count_tokens(model, ())
-
-    def total(self, messages: list[Message]) -> int:
-        counted = self._provider.count_tokens(self._model, tuple(messages))
-        return counted + _SLACK_TOKENS + _SLACK_PER_MESSAGE * len(messages)
-
-    def cost(self, message: Message) -> int:
-        return self._provider.count_tokens(self._model, (message,)) - self._base + _SLACK_PER_MESSAGE
-
-    def fixed(self, system: str | None, content: str | None) -> int:
-        """Priming, the system prompt and the new message: what every request must hold."""
-        total = self._base + _SLACK_TOKENS
-        if system:
-            total += self.cost(Message("system", system))
-        if content is not None:
-            total += self.cost(Message("user", content))
-        return total

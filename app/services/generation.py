@@ -24,6 +24,7 @@ from app.providers.base import (
     Message,
     Provider,
     Sampling,
+    ShowsChatText,
     ToolChoice,
     ToolSpec,
     Usage,
@@ -65,6 +66,9 @@ class Job:
     conceal: Callable[[str], str] | None = None
     """What stored text must become under the job's privacy mode (set by the privacy step when
     it redacted something): turns and records keep the placeholders, not the values."""
+    prefix: str | None = None
+    """The start of the answer the client gave (`continue_from`): the model continued after it,
+    and the answer's text begins with it."""
 
 
 @dataclass(slots=True)
@@ -208,18 +212,34 @@ class GenerationService:
         tool_choice: ToolChoice = "auto",
         parallel_tool_calls: bool = True,
         logprobs: int | None = None,
+        prompt: str | None = None,
+        text_param: str | None = None,
+        continue_from: str | None = None,
     ) -> Job:
         """Resolve everything a generation needs, for the request `ctx`. `overrides` are the
         client's own sampling values and always win; `defaults` (a preset's or a tuning
-        variant's) come next. `message_params` name each message's field in the request, for
-        errors (default `messages[i].content`)."""
+        variant's) come next. With a `prompt` (and no messages) the model continues that raw
+        text. `text_param` names the request field that held the text, for errors (`messages`,
+        or `prompt`). With `continue_from`, the answer to `messages` resumes after that text.
+        `message_params` name each message's field in the request, for errors about one message
+        (default `messages[i].content`)."""
         name, route, provider = self.resolve(model)
+        if prompt is not None:
+            check_prompt_chars(
+                [Message("user", prompt)], self._settings.max_prompt_chars, [text_param or "prompt"]
+            )
         check_prompt_chars(messages, self._settings.max_prompt_chars, message_params)
+        if continue_from is not None:
+            prompt = self._continuation(name, route, provider, tuple(messages), continue_from)
+            messages = []
         extra = dict(extra or {})
         check_extra_params(provider, name, extra)
         extra = apply_upstream_terms(name, route, extra)
         merged: dict[str, Any] = {**(defaults or {}), **overrides}
+        if prompt is not None and messages:
+            raise ValueError("a generation continues either messages or a raw prompt, not both")
         messages_t = tuple(messages)
+        text = messages_t if prompt is None else (Message("user", prompt),)
         check_images(name, route, messages_t)
         check_max_tokens(name, route, merged.get("max_tokens"))
         # Tool definitions are part of the prompt the model reads: they count like a system turn.
@@ -227,9 +247,10 @@ class GenerationService:
             name,
             route,
             provider,
-            (*messages_t, *tool_messages(tools)),
+            (*text, *tool_messages(tools)),
             merged.get("max_tokens"),
             explicit="max_tokens" in overrides,
+            text_param=text_param or ("messages" if prompt is None else "prompt"),
         )
         seed = merged.get("seed")
         request = GenerationRequest(
@@ -238,6 +259,7 @@ class GenerationService:
             sampling=self._settle_sampling(merged, max_tokens),
             extra=extra,
             user=user,
+            prompt=prompt,
             tools=tuple(tools),
             tool_choice=tool_choice,
             parallel_tool_calls=parallel_tool_calls,
@@ -253,7 +275,35 @@ class GenerationService:
             request=request,
             seed_fixed=seed is not None,
             prompt_tokens=prompt_tokens,
+            prefix=continue_from,
         )
+
+    def continuation_unsupported(self, model: str) -> str | None:
+        """Why `continue_from` cannot be used with `model`, or None when it can."""
+        name, _, provider = self.resolve(model)
+        if isinstance(provider, ShowsChatText):
+            return None
+        return (
+            f"Model '{name}' is served by the '{provider.name}' provider, which continues only whole "
+            "chat turns: the text its model reads is not known here, so an answer cannot be resumed "
+            "from inside exactly. Branching works on the embedded model; on an upstream route with "
+            "`completions: true`, continue your own raw text with POST /v1/completions."
+        )
+
+    def _continuation(
+        self, name: str, route: ModelRoute, provider: Provider, messages: tuple[Message, ...], prefix: str
+    ) -> str:
+        """The raw text that resumes the answer to `messages` after `prefix`."""
+        text = None
+        if isinstance(provider, ShowsChatText):
+            text = provider.chat_text(route.upstream_model or name, messages)
+        if text is None:
+            raise UnsupportedParameter(
+                self.continuation_unsupported(name)
+                or f"The chat template of model '{name}' is not known, so it cannot be continued.",
+                param="continue_from",
+            )
+        return text + prefix
 
     def _fit_context(
         self,
@@ -264,6 +314,7 @@ class GenerationService:
         max_tokens: int | None,
         *,
         explicit: bool,
+        text_param: str = "messages",
     ) -> tuple[int, int | None]:
         """The reply's `max_tokens` in the room the prompt leaves, and the prompt's token count
         when it had to be counted. An explicit `max_tokens` that does not fit is refused; a
@@ -282,7 +333,7 @@ class GenerationService:
             raise InvalidRequest(
                 f"The prompt is about {prompt_tokens} tokens, more than model '{name}' can take "
                 f"({route.context_window} tokens of context).",
-                param="messages",
+                param=text_param,
                 code="context_length_exceeded",
             )
         if max_tokens is None:

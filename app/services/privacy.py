@@ -349,7 +349,7 @@ class PrivacyGuard:
 
     def _redact(self, request: GenerationRequest) -> tuple[Redaction, Counter[str], str | None]:
         """The request's messages redacted; what its `user` holds, and the `user` to send."""
-        redaction = self.redactor.redact(request.messages)
+        redaction = self.redactor.redact(request.as_messages())
         user = request.user
         found_in_user: Counter[str] = Counter()
         # `user` goes upstream too (for abuse monitoring); an e-mail address there is no
@@ -366,7 +366,7 @@ class PrivacyGuard:
     async def _protect(self, job: Job, mode: PrivacyMode) -> Redaction | None:
         """Redact the job's request in place; None when there is nothing to restore."""
         request = job.request
-        size = sum(len(m.content) for m in request.messages) + len(request.user or "")
+        size = sum(len(m.content) for m in request.as_messages()) + len(request.user or "")
         try:
             if size > OFF_LOOP_CHARS:
                 # Linear still takes time on a large body: the event loop (health checks, other
@@ -390,7 +390,7 @@ class PrivacyGuard:
             found = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items())
             raise InvalidRequest(
                 f"The prompt contains personal data ({found}) and this request's privacy mode is 'block'.",
-                param="messages",
+                param="messages" if request.prompt is None else "prompt",
                 code="personal_data_detected",
             )
         job.metadata["privacy"] = {"mode": mode, "redacted": counts}
@@ -399,7 +399,10 @@ class PrivacyGuard:
             job.request = replace(request, user=user)
         if not redaction.values:
             return None
-        job.request = replace(job.request, messages=redaction.messages)
+        if job.request.prompt is not None:
+            job.request = replace(job.request, prompt=redaction.messages[0].content)
+        else:
+            job.request = replace(job.request, messages=redaction.messages)
         job.conceal = redaction.conceal
         return redaction
 

@@ -54,7 +54,7 @@ def record_row(outcome: Outcome, *, store_text: bool) -> dict[str, Any]:
         "finish_reason": None if outcome.aborted or first is None else first.finish_reason,
         "aborted": outcome.aborted,
         "meta": dict(job.metadata),
-        "prompt": [_message(m) for m in job.request.messages] if store_text else None,
+        "prompt": [_message(m) for m in job.request.as_messages()] if store_text else None,
         # The prompt was redacted in place; the answer was restored for the client: conceal it.
         "output": [_output(c, job.conceal) for c in completion.choices] if store_text else None,
     }

@@ -1,6 +1,8 @@
 // genserve playground: drives the service that serves this page, with fetch and nothing else.
 // No build step, no dependencies: this file is what the browser runs.
 
+import { initProbes } from "./probes.js";
+
 const $ = (selector) => document.querySelector(selector);
 
 const STORE = { key: "genserve.apiKey", mode: "genserve.mode", conversation: "genserve.conversation" };
@@ -20,7 +22,7 @@ const state = {
   mode: "generate",
   models: new Map(),
   presets: new Map(),
-  features: { presets: false, chat: false, feedback: false },
+  features: { presets: false, chat: false, feedback: false, probes: false },
   conversationId: null,
   controller: null,
   lastSent: null,
@@ -194,6 +196,7 @@ function collectSampling() {
 // Building the request of each mode (what is sent is also what "copy as ..." shows)
 
 function buildRequest() {
+  if (state.mode === "probe") return probes.buildRequest();
   const model = $("#model").value;
   const sampling = collectSampling();
   const stream = $("#stream").checked;
@@ -204,6 +207,7 @@ function buildRequest() {
     if (model) body.model = model;
     if ($("#system").value.trim()) body.system = $("#system").value;
     body.prompt = prompt;
+    if ($("#show-probs").checked) Object.assign(body, { logprobs: true, top_logprobs: 5 });
     return { path: "/v1/generate", body: { ...body, ...sampling, stream } };
   }
   if (state.mode === "preset") {
@@ -457,13 +461,22 @@ async function send() {
   renderSnippet(state.lastSent, "curl");
   if (state.mode === "chat") {
     await runChat(request);
+  } else if (state.mode === "probe") {
+    setRunning(true);
+    try {
+      await probes.run(request);
+    } catch (err) {
+      showError(err);
+    } finally {
+      setRunning(false);
+    }
   } else {
     await runGeneration(request);
   }
 }
 
 /** Send one request and show its answer; returns the final result, or null. */
-async function execute(request, { onText, onStart }) {
+async function execute(request, { onText, onStart, onResult }) {
   const controller = new AbortController();
   state.controller = controller;
   setRunning(true);
@@ -491,14 +504,15 @@ async function execute(request, { onText, onStart }) {
           if (firstTextAt == null) setStatus("Streaming…", true);
           firstTextAt ??= performance.now();
           chunks += 1;
-          onText(event.index ?? 0, event.text ?? event.delta);
+          onText(event.index ?? 0, event.text ?? event.delta, event.logprobs);
         }
       }
       if (!result) throw new Error("The stream finished without its metadata event.");
     } else {
       result = await response.json();
-      for (const c of result.choices || []) onText(c.index, c.text ?? c.message?.content ?? "");
+      for (const c of result.choices || []) onText(c.index, c.text ?? c.message?.content ?? "", c.logprobs);
     }
+    onResult?.(result);
     const elapsed = (performance.now() - started) / 1000;
     setStatus(`Done in ${elapsed.toFixed(2)} s.`);
     showMeta(result, firstTextAt == null ? null : firstTextAt - started, requestId, cache);
@@ -521,12 +535,218 @@ async function execute(request, { onText, onStart }) {
 
 async function runGeneration(request) {
   resetChoices(request.body.n || 1);
+  const probs = request.body.logprobs === true;
+  state.branchFrom = probs ? { request, model: request.body.model || $("#model").value } : null;
   const result = await execute(request, {
-    onText: (index, text) => {
-      choiceText(index).textContent += text;
+    onText: (index, text, logprobs) => {
+      if (probs && logprobs) tokenView(choiceText(index)).add(logprobs);
+      else choiceText(index).append(text);
+    },
+    onResult: (result) => {
+      if (!probs) return;
+      for (const c of result.choices || []) tokenView(choiceText(c.index)).finish();
     },
   });
   if (result) showFeedback(result.id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token probabilities: tinted tokens, their alternatives, and branching from one
+
+/** The token view of a choice's text element (created on first use). */
+function tokenView(textEl) {
+  if (!textEl.tokenView) textEl.tokenView = new TokenView(textEl);
+  return textEl.tokenView;
+}
+
+const pct = (logprob) => {
+  const p = Math.exp(logprob) * 100;
+  return p >= 99.95 ? "100%" : p < 0.1 ? "<0.1%" : `${p.toFixed(p < 10 ? 1 : 0)}%`;
+};
+
+class TokenView {
+  constructor(textEl, prefix = "") {
+    this.el = textEl;
+    this.el.classList.add("tokens");
+    this.tokens = [];
+    this.prefix = prefix;
+    if (prefix) {
+      const span = document.createElement("span");
+      span.className = "prefix";
+      span.textContent = prefix;
+      span.title = "The text this branch continues from";
+      this.el.append(span);
+    }
+  }
+
+  add(logprobs) {
+    for (const t of logprobs) {
+      const span = document.createElement("span");
+      span.className = "tok";
+      span.tabIndex = 0;
+      span.textContent = t.token;
+      span.dataset.i = String(this.tokens.length);
+      span.dataset.p = Math.exp(t.logprob).toFixed(4);
+      span.style.setProperty("--p", span.dataset.p);
+      span.setAttribute("aria-label", `${t.token} ${pct(t.logprob)}`);
+      span.addEventListener("mouseenter", () => showAlternatives(this, span));
+      span.addEventListener("focus", () => {
+        if (quietFocus) quietFocus = false;
+        else showAlternatives(this, span);
+      });
+      span.addEventListener("click", () => showAlternatives(this, span, true));
+      span.addEventListener("keydown", (e) => onTokenKey(e, this, span));
+      this.tokens.push({ ...t, span });
+      this.el.append(span);
+    }
+  }
+
+  /** Mean log probability, perplexity and the least confident tokens, once the choice is done. */
+  finish() {
+    const card = this.el.closest(".choice");
+    card.querySelector(".probs-summary")?.remove();
+    if (!this.tokens.length) return;
+    const mean = this.tokens.reduce((a, t) => a + t.logprob, 0) / this.tokens.length;
+    const ranked = [...this.tokens].sort((a, b) => a.logprob - b.logprob);
+    const least = ranked.slice(0, Math.max(1, Math.ceil(this.tokens.length / 10))).filter((t) => t.logprob < Math.log(0.5));
+    for (const t of least) t.span.classList.add("least");
+    const summary = document.createElement("p");
+    summary.className = "probs-summary hint";
+    summary.innerHTML = `<span class="kv"><b>mean logprob</b> <span class="mean-logprob"></span></span> <span class="kv"><b>perplexity</b> <span class="perplexity"></span></span> <span class="least-list"></span>`;
+    summary.querySelector(".mean-logprob").textContent = mean.toFixed(3);
+    summary.querySelector(".perplexity").textContent = Math.exp(-mean).toFixed(2);
+    summary.querySelector(".least-list").textContent = least.length
+      ? `Least confident: ${least.map((t) => `“${t.token}” ${pct(t.logprob)}`).join(", ")}`
+      : "No token below 50%.";
+    card.append(summary);
+  }
+
+  /** The exact text up to (not including) token i. */
+  textBefore(i) {
+    return this.prefix + this.tokens.slice(0, i).map((t) => t.token).join("");
+  }
+}
+
+function onTokenKey(event, view, span) {
+  const i = Number(span.dataset.i);
+  const move = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: view.tokens.length - 1 }[event.key];
+  if (move !== undefined) {
+    event.preventDefault();
+    view.tokens[Math.max(0, Math.min(view.tokens.length - 1, move))]?.span.focus();
+  } else if (event.key === "Enter" || event.key === " " || event.key === "ArrowDown") {
+    event.preventDefault();
+    showAlternatives(view, span, true);
+    ($("#tok-pop button") || $("#tok-pop li"))?.focus();
+  } else if (event.key === "Escape") {
+    hideAlternatives();
+  }
+}
+
+/** Set while focus returns to a token from its list, so that the list stays closed. */
+let quietFocus = false;
+
+function hideAlternatives() {
+  const pop = $("#tok-pop");
+  pop.hidden = true;
+  document.querySelector(".tok.current")?.classList.remove("current");
+}
+
+function branchNote() {
+  const m = state.models.get(state.branchFrom?.model || $("#model").value);
+  if (!m) return null;
+  return m.continuation === false ? m.continuation_note || "This model cannot continue from a prefix." : null;
+}
+
+function showAlternatives(view, span, pinned = false) {
+  const pop = $("#tok-pop");
+  const t = view.tokens[Number(span.dataset.i)];
+  document.querySelector(".tok.current")?.classList.remove("current");
+  span.classList.add("current");
+  pop.replaceChildren();
+  const head = document.createElement("p");
+  head.className = "pop-head";
+  head.textContent = `“${t.token}” — ${pct(t.logprob)}`;
+  pop.append(head);
+  const list = document.createElement("ol");
+  list.className = "alts";
+  list.setAttribute("aria-label", "Most likely tokens here");
+  const why = branchNote();
+  for (const alt of t.top_logprobs) {
+    const li = document.createElement("li");
+    const label = `${JSON.stringify(alt.token)} ${pct(alt.logprob)}`;
+    if (why === null && state.branchFrom) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "alt";
+      button.textContent = label;
+      button.title = "Continue the answer with this token instead";
+      if (alt.token === t.token) button.classList.add("chosen");
+      button.addEventListener("click", () => branch(view, Number(span.dataset.i), alt.token));
+      button.addEventListener("keydown", (e) => {
+        if (e.key === "Escape") {
+          hideAlternatives();
+          quietFocus = true; // back to the token without opening the list again
+          span.focus();
+        }
+      });
+      li.append(button);
+    } else {
+      li.textContent = label;
+      li.tabIndex = -1;
+    }
+    const bar = document.createElement("span");
+    bar.className = "alt-bar";
+    bar.style.setProperty("--p", Math.exp(alt.logprob).toFixed(4));
+    li.append(bar);
+    list.append(li);
+  }
+  pop.append(list);
+  const note = document.createElement("p");
+  note.className = "hint";
+  note.textContent = why ?? (state.branchFrom ? "Pick one to branch: the answer continues from there." : "");
+  pop.append(note);
+  pop.dataset.pinned = String(pinned);
+  pop.hidden = false;
+  // Below the token, kept inside the answer column.
+  const box = span.getBoundingClientRect();
+  const host = pop.offsetParent?.getBoundingClientRect() ?? { left: 0, top: 0, width: innerWidth };
+  const left = Math.min(box.left - host.left, host.width - pop.offsetWidth - 4);
+  pop.style.left = `${Math.max(0, left)}px`;
+  pop.style.top = `${box.bottom - host.top + 4}px`;
+}
+
+let branches = 0;
+
+/** Continue choice `view` from token i with `token` instead: a new card next to the original. */
+async function branch(view, i, token) {
+  if (state.controller || !state.branchFrom) return;
+  hideAlternatives();
+  const prefix = view.textBefore(i) + token;
+  const original = view.el.closest(".choice");
+  branches += 1;
+  const card = document.createElement("article");
+  card.className = "choice branch";
+  card.dataset.index = `branch-${branches}`;
+  const label = `Branch ${branches}: ${original.querySelector("header span").textContent} at token ${i + 1}, “${token}”`;
+  card.setAttribute("aria-label", label);
+  card.innerHTML = `<header><span></span><span class="badge finish"></span></header><p class="text"></p>`;
+  card.querySelector("header span").textContent = label;
+  original.after(card);
+  const textEl = card.querySelector(".text");
+  const branchView = new TokenView(textEl, prefix);
+  textEl.tokenView = branchView;
+  const body = { ...state.branchFrom.request.body, n: 1, continue_from: prefix };
+  const request = { path: "/v1/generate", body };
+  state.lastSent = { ...request, mode: "generate" };
+  renderSnippet(state.lastSent, "curl");
+  await execute(request, {
+    onText: (_, text, logprobs) => (logprobs ? branchView.add(logprobs) : textEl.append(text)),
+    onResult: (result) => {
+      // The service numbers the branch's choice 0: the page shows it on the branch's card.
+      result.choices = result.choices.map((c) => ({ ...c, index: card.dataset.index }));
+      branchView.finish();
+    },
+  });
 }
 
 function stop() {
@@ -898,10 +1118,13 @@ function setMode(mode, { focus = false } = {}) {
     t.tabIndex = selected ? 0 : -1;
     if (selected && focus) t.focus();
   }
-  for (const m of ["generate", "preset", "chat"]) $(`#mode-${m}`).hidden = m !== mode;
+  for (const m of ["generate", "preset", "chat", "probe"]) $(`#mode-${m}`).hidden = m !== mode;
   $("#thread").hidden = mode !== "chat";
-  $("#choices").hidden = mode === "chat";
-  $("#send").textContent = mode === "chat" ? "Send message" : "Send";
+  $("#choices").hidden = mode === "chat" || mode === "probe";
+  $("#probe-result").hidden = mode !== "probe" || !$("#probe-report").childElementCount;
+  $("#send").textContent = { chat: "Send message", probe: "Run probe" }[mode] ?? "Send";
+  // Probabilities and branching are a view of /v1/generate answers.
+  $("#show-probs").closest("label").hidden = mode !== "generate";
   // A conversation keeps one reply per turn: n is always 1 there.
   for (const el of [$("#f-n"), $("#r-n")]) el.disabled = mode === "chat";
 }
@@ -951,11 +1174,14 @@ function onModelChange() {
 }
 
 async function detectFeatures() {
-  const [presets, conversations, feedback] = await Promise.allSettled([
+  const [presets, conversations, feedback, probeSuites] = await Promise.allSettled([
     optional("/v1/presets"),
     optional("/v1/conversations?limit=1"),
     optional("/v1/feedback/summary"),
+    probes.load(),
   ]);
+  state.features.probes = probeSuites.status === "fulfilled" && probeSuites.value === true;
+  $("#tab-probe").hidden = !state.features.probes;
   state.features.presets = presets.status === "fulfilled" && presets.value !== null;
   state.features.chat = conversations.status === "fulfilled" && conversations.value !== null;
   state.features.feedback = feedback.status === "fulfilled" && feedback.value !== null;
@@ -1023,6 +1249,8 @@ function initKey() {
   });
 }
 
+const probes = initProbes({ $, api, getJSON, serviceError, showError, clearError, setStatus, collectSampling });
+
 function init() {
   buildSamplingControls();
   // On a phone the sampling controls start folded, so the prompt and the answer stay close.
@@ -1047,6 +1275,13 @@ function init() {
   $("#stop-button").addEventListener("click", () => {
     stop();
     $("#send").focus();
+  });
+  $("#show-probs").addEventListener("change", () => {
+    $("#probs-legend").hidden = !$("#show-probs").checked;
+  });
+  $("#probs-legend").hidden = !$("#show-probs").checked;
+  document.addEventListener("click", (e) => {
+    if (!e.target.closest?.("#tok-pop, .tok")) hideAlternatives();
   });
   $("#copy-curl").addEventListener("click", () => copySnippet("curl"));
   $("#copy-python").addEventListener("click", () => copySnippet("python"));

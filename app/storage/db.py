@@ -10,7 +10,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from app.errors import ServiceUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -58,11 +61,48 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        async with self.sessions() as session:
-            yield session
+        """A session; a database that cannot be reached (down, restarting, the connection cut)
+        is `ServiceUnavailable` (503, Retry-After), never an unexplained 500."""
+        try:
+            async with self.sessions() as session:
+                yield session
+        except (DBAPIError, ConnectionError) as exc:
+            # The asyncpg dialect passes a refused connection through untranslated.
+            if isinstance(exc, DBAPIError) and not unreachable(exc):
+                raise
+            raise ServiceUnavailable(
+                "The database is unavailable; try again shortly.",
+                code="database_unavailable",
+                retry_after=DATABASE_RETRY_AFTER,
+                transient=True,
+            ) from exc
 
     async def aclose(self) -> None:
         await self.engine.dispose()
+
+
+DATABASE_RETRY_AFTER = 2.0
+"""Seconds a client is told to wait when the database cannot be reached (a restart takes a few)."""
+#: SQLSTATE classes of a lost or refused connection: 08 connection exception, 57 operator
+#: intervention (shutting down, starting up).
+_UNREACHABLE_SQLSTATES = ("08", "57")
+
+
+def unreachable(exc: DBAPIError) -> bool:
+    """Whether a database error means the server could not be reached, not that the statement
+    was wrong."""
+    if exc.connection_invalidated:
+        return True
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionError | TimeoutError):  # refused, reset, timed out
+            return True
+        if str(getattr(cause, "sqlstate", None) or "").startswith(_UNREACHABLE_SQLSTATES):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

@@ -92,6 +92,8 @@ class Feedback(Base):
 # Each feature's tables live in a module of their own; importing them here registers them on
 # `Base.metadata` (what Alembic compares migrations against).
 from app.storage import conversations as _conversations  # noqa: E402, F401
+from app.storage import probes as _probes  # noqa: E402, F401
+from app.storage import responses as _responses  # noqa: E402, F401
 
 # --- client keys and usage (issue 4) ---------------------------------------------------------
 

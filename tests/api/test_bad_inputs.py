@@ -14,7 +14,7 @@ from app.main import create_app
 from app.providers.openai import OpenAIProvider
 from app.settings import LOCAL_DEFAULT_MODEL
 from tests import openai_mock as mock
-from tests.conftest import LiveServer, _client, make_settings, serving
+from tests.conftest import LiveServer, _client, make_settings, openai_settings, serving
 
 GEN = "/v1/generate"
 CHAT = "/v1/chat/completions"
@@ -29,6 +29,18 @@ def chat(**fields: Any) -> dict[str, Any]:
 
 def gen(**fields: Any) -> dict[str, Any]:
     return {"json": {"prompt": "Hi", **fields}}
+
+
+def cmpl(**fields: Any) -> dict[str, Any]:
+    return {"json": {"model": LOCAL_DEFAULT_MODEL, "prompt": "Hi", **fields}}
+
+
+def resp(**fields: Any) -> dict[str, Any]:
+    return {"json": {"model": LOCAL_DEFAULT_MODEL, "input": "Hi", **fields}}
+
+
+CMPL = "/v1/completions"
+RESP = "/v1/responses"
 
 
 def raw(content: bytes, content_type: str = "application/json") -> dict[str, Any]:
@@ -639,8 +651,244 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None, str | Non
     ("oversized-body", "POST", GEN, gen(prompt="x" * 1_100_000), 413, INVALID, None, "payload_too_large"),
     ("get-on-post-route", "GET", GEN, {}, 405, INVALID, None, "method_not_allowed"),
     ("delete-on-models", "DELETE", "/v1/models", {}, 405, INVALID, None, "method_not_allowed"),
-    ("unknown-route", "POST", "/v1/completions", gen(), 404, "not_found_error", None, "not_found"),
+    ("unknown-route", "POST", "/v1/edits", gen(), 404, "not_found_error", None, "not_found"),
     ("unknown-model-retrieve", "GET", "/v1/models/gpt-9", {}, 404, INVALID, "model", "model_not_found"),
+    # -- legacy completions
+    ("cmpl-no-model", "POST", CMPL, {"json": {"prompt": "Hi"}}, 400, INVALID, "model", "invalid_value"),
+    (
+        "cmpl-no-prompt",
+        "POST",
+        CMPL,
+        {"json": {"model": LOCAL_DEFAULT_MODEL}},
+        400,
+        INVALID,
+        "prompt",
+        "invalid_value",
+    ),
+    ("cmpl-token-ids", "POST", CMPL, cmpl(prompt=[1, 2, 3]), 400, INVALID, "prompt", "invalid_value"),
+    ("cmpl-token-id-arrays", "POST", CMPL, cmpl(prompt=[[1, 2]]), 400, INVALID, "prompt", "invalid_value"),
+    ("cmpl-empty-prompt-list", "POST", CMPL, cmpl(prompt=[]), 400, INVALID, "prompt", "invalid_value"),
+    (
+        "cmpl-too-many-prompts",
+        "POST",
+        CMPL,
+        cmpl(prompt=["Hi"] * 17),
+        400,
+        INVALID,
+        "prompt",
+        "invalid_value",
+    ),
+    ("cmpl-suffix", "POST", CMPL, cmpl(suffix="the end"), 400, INVALID, "suffix", "invalid_value"),
+    ("cmpl-best-of", "POST", CMPL, cmpl(best_of=3), 400, INVALID, "best_of", "invalid_value"),
+    ("cmpl-best-of-vs-n", "POST", CMPL, cmpl(best_of=1, n=2), 400, INVALID, "best_of", "invalid_value"),
+    ("cmpl-logprobs-too-many", "POST", CMPL, cmpl(logprobs=6), 400, INVALID, "logprobs", "invalid_value"),
+    ("cmpl-echo-logprobs", "POST", CMPL, cmpl(echo=True, logprobs=1), 400, INVALID, "echo", "invalid_value"),
+    ("cmpl-echo-string", "POST", CMPL, cmpl(echo="maybe"), 400, INVALID, "echo", "invalid_value"),
+    ("cmpl-unknown-field", "POST", CMPL, cmpl(messages=USER), 400, INVALID, "messages", "unknown_parameter"),
+    ("cmpl-unknown-model", "POST", CMPL, cmpl(model="gpt-9"), 404, INVALID, "model", "model_not_found"),
+    (
+        "cmpl-prompt-too-many-tokens",
+        "POST",
+        CMPL,
+        cmpl(prompt=LONG_PROMPT, max_tokens=None),
+        400,
+        INVALID,
+        "prompt",
+        "context_length_exceeded",
+    ),
+    # -- the Responses API
+    ("resp-no-model", "POST", RESP, {"json": {"input": "Hi"}}, 400, INVALID, "model", "invalid_value"),
+    (
+        "resp-no-input",
+        "POST",
+        RESP,
+        {"json": {"model": LOCAL_DEFAULT_MODEL}},
+        400,
+        INVALID,
+        "input",
+        "invalid_value",
+    ),
+    ("resp-empty-input", "POST", RESP, resp(input=[]), 400, INVALID, "input", "invalid_value"),
+    (
+        "resp-bad-role",
+        "POST",
+        RESP,
+        resp(input=[{"role": "robot", "content": "Hi"}]),
+        400,
+        INVALID,
+        "input[0].role",
+        "invalid_value",
+    ),
+    (
+        "resp-image-part",
+        "POST",
+        RESP,
+        resp(input=[{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]),
+        400,
+        INVALID,
+        "input[0].content[0]",
+        "invalid_value",
+    ),
+    (
+        "resp-unknown-item",
+        "POST",
+        RESP,
+        resp(input=[{"type": "reasoning", "summary": []}]),
+        400,
+        INVALID,
+        "input[0]",
+        "invalid_value",
+    ),
+    (
+        "resp-orphan-output",
+        "POST",
+        RESP,
+        resp(input=[{"type": "function_call_output", "call_id": "call_1", "output": "{}"}]),
+        400,
+        INVALID,
+        "input[0].call_id",
+        "invalid_value",
+    ),
+    (
+        "resp-web-search",
+        "POST",
+        RESP,
+        resp(tools=[{"type": "web_search"}]),
+        400,
+        INVALID,
+        "tools",
+        "invalid_value",
+    ),
+    (
+        "resp-tool-no-name",
+        "POST",
+        RESP,
+        resp(tools=[{"type": "function", "parameters": {}}]),
+        400,
+        INVALID,
+        "tools[0].name",
+        "invalid_value",
+    ),
+    (
+        "resp-tool-choice",
+        "POST",
+        RESP,
+        resp(tool_choice="sometimes"),
+        400,
+        INVALID,
+        "tool_choice",
+        "invalid_value",
+    ),
+    (
+        "resp-max-output",
+        "POST",
+        RESP,
+        resp(max_output_tokens=0),
+        400,
+        INVALID,
+        "max_output_tokens",
+        "invalid_value",
+    ),
+    ("resp-temperature", "POST", RESP, resp(temperature=3), 400, INVALID, "temperature", "invalid_value"),
+    ("resp-store-string", "POST", RESP, resp(store="maybe"), 400, INVALID, "store", "invalid_value"),
+    (
+        "resp-metadata-nested",
+        "POST",
+        RESP,
+        resp(metadata={"a": {"b": 1}}),
+        400,
+        INVALID,
+        "metadata.a",
+        "invalid_value",
+    ),
+    (
+        "resp-metadata-17",
+        "POST",
+        RESP,
+        resp(metadata={str(i): "x" for i in range(17)}),
+        400,
+        INVALID,
+        "metadata",
+        "invalid_value",
+    ),
+    ("resp-unknown-field", "POST", RESP, resp(messages=USER), 400, INVALID, "messages", "unknown_parameter"),
+    (
+        "resp-unknown-previous",
+        "POST",
+        RESP,
+        resp(previous_response_id="resp-nope"),
+        404,
+        "not_found_error",
+        "previous_response_id",
+        "response_not_found",
+    ),
+    (
+        "resp-get-unknown",
+        "GET",
+        f"{RESP}/resp-nope",
+        {},
+        404,
+        "not_found_error",
+        "response_id",
+        "response_not_found",
+    ),
+    (
+        "resp-delete-unknown",
+        "DELETE",
+        f"{RESP}/resp-nope",
+        {},
+        404,
+        "not_found_error",
+        "response_id",
+        "response_not_found",
+    ),
+    (
+        "resp-items-unknown",
+        "GET",
+        f"{RESP}/resp-nope/input_items",
+        {},
+        404,
+        "not_found_error",
+        "response_id",
+        "response_not_found",
+    ),
+    (
+        "resp-items-limit",
+        "GET",
+        f"{RESP}/resp-nope/input_items?limit=0",
+        {},
+        400,
+        INVALID,
+        "limit",
+        "invalid_value",
+    ),
+    # Found by fuzzing (tests/api/test_fuzz.py): pydantic's lax mode took `true` for 1 and "0.5"
+    # for 0.5, where the OpenAPI document (and OpenAI) say number.
+    ("max-tokens-true", "POST", GEN, gen(max_tokens=True), 400, INVALID, "max_tokens", "invalid_value"),
+    ("n-numeric-string", "POST", CHAT, chat(n="2"), 400, INVALID, "n", "invalid_value"),
+    ("temperature-true", "POST", CHAT, chat(temperature=True), 400, INVALID, "temperature", "invalid_value"),
+    ("stream-zero", "POST", GEN, gen(stream=0), 400, INVALID, "stream", "invalid_value"),
+    (
+        "include-usage-string",
+        "POST",
+        CHAT,
+        chat(stream=True, stream_options={"include_usage": "yes"}),
+        400,
+        INVALID,
+        "stream_options.include_usage",
+        "invalid_value",
+    ),
+    ("usage-start-not-a-date", "GET", "/v1/usage?start=0", {}, 400, INVALID, "start", "invalid_value"),
+    (
+        "max-completion-tokens-false",
+        "POST",
+        CHAT,
+        chat(max_completion_tokens=False),
+        400,
+        INVALID,
+        "max_completion_tokens",
+        "invalid_value",
+    ),
 ]
 
 
@@ -776,6 +1024,73 @@ async def test_no_garbage_value_in_chat_is_a_server_error(
             assert set(r.json()["error"]) == {"message", "type", "param", "code"}
 
 
+COMPLETION_FIELDS = [
+    "prompt",
+    "model",
+    "max_tokens",
+    "n",
+    "best_of",
+    "echo",
+    "logprobs",
+    "suffix",
+    "logit_bias",
+    "stop",
+    "stream_options",
+    "seed",
+]
+RESPONSE_FIELDS = [
+    "input",
+    "model",
+    "instructions",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "previous_response_id",
+    "store",
+    "metadata",
+]
+ITEM_GARBAGE: list[Any] = [
+    [{"role": "user"}],
+    [{"type": "message", "role": "user", "content": [{"type": "input_text"}]}],
+    [{"type": "function_call", "name": "f"}],
+    [{"type": "function_call_output", "call_id": 5, "output": {}}],
+    [{"type": "function", "name": "f", "parameters": "x"}],
+    [{"type": "function"}],
+    {"type": "function"},
+    {"type": "function", "name": 3},
+    [{}],
+]
+
+
+@pytest.mark.parametrize("field", COMPLETION_FIELDS)
+async def test_no_garbage_value_in_completions_is_a_server_error(
+    openai_client: httpx.AsyncClient, upstream: respx.MockRouter, field: str
+) -> None:
+    upstream.post("/chat/completions").respond(json=mock.completion("ok"))
+    for value in [*GARBAGE, *ITEM_GARBAGE, [[1, 2], "a"], ["a", [1]]]:
+        body = {"model": "gpt-4o-mini", "prompt": "Hi", field: value}
+        r = await openai_client.post(CMPL, json=body)
+        assert r.status_code < 500, (body, r.text)
+        if r.status_code >= 400:
+            assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize("field", RESPONSE_FIELDS)
+async def test_no_garbage_value_in_responses_is_a_server_error(
+    openai_client: httpx.AsyncClient, upstream: respx.MockRouter, field: str
+) -> None:
+    upstream.post("/chat/completions").respond(json=mock.completion("ok"))
+    for value in [*GARBAGE, *ITEM_GARBAGE]:
+        body = {"model": "gpt-4o-mini", "input": "Hi", field: value}
+        r = await openai_client.post(RESP, json=body)
+        assert r.status_code < 500, (body, r.text)
+        if r.status_code >= 400:
+            assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
 # -- request ids ---------------------------------------------------------------------------------
 
 
@@ -817,6 +1132,37 @@ async def test_an_insane_incoming_request_id_is_replaced(
     assert r.headers["x-request-id"] != incoming
     assert r.headers["x-request-id"].isalnum()
     assert r.headers.get_list("x-request-id") == [r.headers["x-request-id"]]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/v1/conversations", "GET, POST"),
+        ("POST", "/v1/conversations/conv-1", "DELETE, GET"),
+        ("DELETE", "/v1/models", "GET"),
+    ],
+)
+async def test_a_405_names_every_method_the_path_has(
+    openai_client: httpx.AsyncClient, method: str, path: str, allow: str
+) -> None:
+    """Found by fuzzing: with two routes on one path, `Allow` named only the first one's method."""
+    r = await openai_client.request(method, path)
+    assert r.status_code == 405
+    assert r.headers.get_list("allow") == [allow]
+
+
+async def test_a_key_limit_must_be_a_number(upstream: respx.MockRouter) -> None:
+    """Found by fuzzing: `"tokens_per_month": true` made a key limited to 1 token a month."""
+    admin = "bad-inputs-admin-token-0123456789"
+    async with serving(create_app(openai_settings(auth_mode="keys", admin_token=admin))) as client:
+        for value in (True, "100"):
+            r = await client.post(
+                "/admin/keys",
+                json={"name": "x", "limits": {"tokens_per_month": value}},
+                headers={"authorization": f"Bearer {admin}"},
+            )
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["param"] == "limits.tokens_per_month"
 
 
 async def test_an_oversized_body_over_real_http_gets_the_json_413(live_server: LiveServer) -> None:

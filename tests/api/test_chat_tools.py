@@ -345,6 +345,7 @@ async def test_required_streams_a_call_the_sdk_helper_assembles(async_client: op
         "function": {"name": call.function.name, "arguments": ""},
     }
     assert "".join(f["function"].get("arguments", "") for f in fragments[1:]) == call.function.arguments
+    assert len(fragments) > 3, "the arguments arrive as the model writes them, not in one piece"
 
 
 @pytest.mark.slow
@@ -425,3 +426,67 @@ async def test_generate_returns_logprobs_per_choice(local_client: httpx.AsyncCli
         assert all(len(t["top_logprobs"]) == 2 for t in choice["logprobs"])
     plain = await local_client.post("/v1/generate", json={"prompt": "Hi", "max_tokens": 3})
     assert "logprobs" not in plain.json()["choices"][0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_auto_on_the_embedded_model_gives_text_or_a_valid_call(sync_client: openai.OpenAI, seed: int) -> None:
+    """With `auto` the model's first token chooses; either way the answer is well formed."""
+    choice = sync_client.chat.completions.create(
+        model=LOCAL, messages=ASK, tools=TOOLS, tool_choice="auto", max_tokens=40, seed=seed, temperature=1.0
+    ).choices[0]
+    if choice.message.tool_calls:
+        assert choice.finish_reason == "tool_calls"
+        [call] = choice.message.tool_calls
+        schema = ORDER_SCHEMA if call.function.name == "get_order" else TOOLS[1]["function"]["parameters"]
+        jsonschema.validate(json.loads(call.function.arguments), schema)
+    else:
+        assert choice.finish_reason in ("stop", "length")
+        assert choice.message.content
+        assert not choice.message.content.lstrip().startswith("{")
+
+
+@pytest.mark.slow
+def test_none_on_the_embedded_model_answers_in_text(sync_client: openai.OpenAI) -> None:
+    choice = sync_client.chat.completions.create(
+        model=LOCAL, messages=ASK, tools=TOOLS, tool_choice="none", max_tokens=20, seed=1
+    ).choices[0]
+    assert choice.message.tool_calls is None
+    assert choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [".", " the", "\n"])
+def test_embedded_logprobs_still_join_when_a_stop_sequence_cuts_the_text(
+    sync_client: openai.OpenAI, stop: str
+) -> None:
+    choice = sync_client.chat.completions.create(
+        model=LOCAL,
+        messages=[{"role": "user", "content": "Describe the sea in two sentences."}],
+        logprobs=True,
+        max_tokens=30,
+        seed=8,
+        stop=[stop],
+    ).choices[0]
+    assert choice.logprobs is not None
+    assert "".join(t.token for t in choice.logprobs.content or []) == choice.message.content
+    assert stop not in (choice.message.content or "")
+
+
+@pytest.mark.slow
+def test_embedded_logprobs_join_across_characters_split_between_tokens(sync_client: openai.OpenAI) -> None:
+    choice = sync_client.chat.completions.create(
+        model=LOCAL,
+        messages=[{"role": "user", "content": "Répète exactement : « 你好，世界 » et « crème brûlée »."}],
+        logprobs=True,
+        max_tokens=30,
+        seed=3,
+        temperature=0,
+    ).choices[0]
+    content = choice.message.content or ""
+    tokens = choice.logprobs.content or [] if choice.logprobs else []
+    assert any(ord(ch) > 127 for ch in content), content
+    assert "".join(t.token for t in tokens) == content
+    # Each token's own bytes, put together, are the text's UTF-8 bytes.
+    assert b"".join(bytes(t.bytes or []) for t in tokens).decode() == content

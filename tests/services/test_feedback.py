@@ -42,6 +42,17 @@ async def test_ratings_are_thumbs_or_one_to_five(
     assert r.json()["error"]["param"].startswith("rating")
 
 
+async def test_a_whole_number_of_stars_may_be_written_as_a_float(
+    openai_client: httpx.AsyncClient, upstream: respx.MockRouter
+) -> None:
+    """Found by fuzzing: JSON does not tell 5 from 5.0 (the OpenAPI document calls both an integer)."""
+    FakeUpstream().install(upstream)
+    answer = await generate(openai_client)
+    r = await openai_client.post("/v1/feedback", json={"generation_id": answer["id"], "rating": 5.0})
+    assert r.status_code == 200, r.text
+    assert r.json()["rating"] == 5
+
+
 async def test_a_second_rating_replaces_the_first(database_url: str, upstream: respx.MockRouter) -> None:
     FakeUpstream().install(upstream)
     async with serve(create_app(openai_settings(database_url=database_url))) as client:

@@ -14,17 +14,18 @@ from app.services.generation import Outcome
 def generate_body(outcome: Outcome) -> dict[str, object]:
     """The response body (and the final stream event) for an outcome."""
     c = outcome.completion
+    prefix = outcome.job.prefix or ""  # a branch's text begins with the text it continued
     return {
         "id": outcome.job.id,
         "object": "generation",
         "created": outcome.created,
         "model": outcome.job.model,
         "provider": outcome.job.provider.name,
-        "text": c.choices[0].text if c.choices else "",
+        "text": prefix + c.choices[0].text if c.choices else "",
         "choices": [
             {
                 "index": ch.index,
-                "text": ch.text,
+                "text": prefix + ch.text,
                 "finish_reason": ch.finish_reason,
                 **({} if ch.logprobs is None else {"logprobs": token_logprobs(ch.logprobs)}),
                 **({"tool_calls": tool_calls(ch.tool_calls)} if ch.tool_calls else {}),

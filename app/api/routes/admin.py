@@ -3,8 +3,6 @@ Admin token only."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 from fastapi import APIRouter, Depends, Query
 
 from app.api.access import require_admin
@@ -14,7 +12,7 @@ from app.errors import InvalidRequest
 from app.schemas.feedback import FeedbackSummary
 from app.schemas.keys import KeyCreate, KeyCreated, KeyInfo, KeyList, KeyUpdate
 from app.schemas.presets import TuningReport
-from app.schemas.usage import UsageReport
+from app.schemas.usage import IsoDate, UsageReport
 from app.services.auth import Limits
 from app.storage.records import EVERY_OWNER
 
@@ -74,8 +72,8 @@ async def all_usage(
     access: AccessDep,
     key_id: str | None = None,
     model: str | None = None,
-    start: dt.date | None = Query(default=None, description="First UTC day (inclusive)."),
-    end: dt.date | None = Query(default=None, description="Last UTC day (inclusive)."),
+    start: IsoDate | None = Query(default=None, description="First UTC day (inclusive)."),
+    end: IsoDate | None = Query(default=None, description="Last UTC day (inclusive)."),
 ) -> UsageReport:
     """Usage of every key, per model and day, with estimated cost; filter by key, model, dates."""
     rows = await access.usage.query(key_id=key_id, model=model, start=start, end=end)

@@ -6,10 +6,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.deps import CtxDep, GenerationDep
+from app.api.openapi import stream_responses
 from app.api.render.chat import chat_body, chat_stream
 from app.api.responses import json_response
 from app.api.streaming import sse_response, until_disconnected
-from app.schemas.chat import ChatCompletion, ChatCompletionRequest
+from app.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 
 router = APIRouter(tags=["chat"])
 
@@ -17,7 +18,7 @@ router = APIRouter(tags=["chat"])
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletion,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}},
+    responses=stream_responses(ChatCompletionChunk),
 )
 async def create_chat_completion(
     body: ChatCompletionRequest, ctx: CtxDep, service: GenerationDep, request: Request

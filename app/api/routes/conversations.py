@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from app.api.deps import ConversationsDep, CtxDep
+from app.api.openapi import stream_responses
 from app.api.render.conversations import (
     conversation_body,
     conversation_list,
@@ -26,6 +27,7 @@ from app.schemas.conversations import (
     ConversationWithMessages,
     MessageCreate,
 )
+from app.schemas.generate import GenerateChunk
 
 router = APIRouter(tags=["conversations"])
 
@@ -93,7 +95,7 @@ async def delete_conversation(
 @router.post(
     "/v1/conversations/{conversation_id}/messages",
     response_model=ConversationReply,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}},
+    responses=stream_responses(GenerateChunk, ConversationReply),
 )
 async def send_message(
     conversation_id: ConversationId,

@@ -6,11 +6,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.deps import CtxDep, GenerationDep
+from app.api.openapi import stream_responses
 from app.api.render.generate import generate_body, generate_stream
 from app.api.responses import json_response
 from app.api.streaming import sse_response, until_disconnected
 from app.providers.base import Message
-from app.schemas.generate import GenerateRequest, GenerateResponse
+from app.schemas.generate import GenerateChunk, GenerateRequest, GenerateResponse
 
 router = APIRouter(tags=["generate"])
 
@@ -18,7 +19,7 @@ router = APIRouter(tags=["generate"])
 @router.post(
     "/v1/generate",
     response_model=GenerateResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}},
+    responses=stream_responses(GenerateChunk, GenerateResponse),
 )
 async def generate(body: GenerateRequest, ctx: CtxDep, service: GenerationDep, request: Request) -> Response:
     """Generate text for a prompt. With `stream: true`, text deltas arrive as server-sent
@@ -34,6 +35,7 @@ async def generate(body: GenerateRequest, ctx: CtxDep, service: GenerationDep, r
         overrides=body.sampling_overrides(),
         message_params=["system", "prompt"][-len(messages) :],
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+        continue_from=body.continue_from,
     )
     if body.stream:
         return await sse_response(service.stream(job), generate_stream(job.id), request)

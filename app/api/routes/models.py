@@ -12,20 +12,27 @@ from app.settings import ModelRoute
 router = APIRouter(tags=["models"])
 
 
-def _card(name: str, route: ModelRoute, created: int) -> ModelCard:
+def _card(name: str, route: ModelRoute, created: int, why_not: str | None) -> ModelCard:
     return ModelCard(
         id=name,
         created=created,
         owned_by=route.provider,
         context_window=route.context_window,
         max_output_tokens=route.max_output_tokens,
+        continuation=why_not is None,
+        continuation_note=why_not,
     )
 
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(service: GenerationDep, state: StateDep) -> ModelList:
     """The models this service can route to."""
-    return ModelList(data=[_card(n, r, state.started_at) for n, r in service.model_table.items()])
+    return ModelList(
+        data=[
+            _card(n, r, state.started_at, service.continuation_unsupported(n))
+            for n, r in service.model_table.items()
+        ]
+    )
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard)
@@ -34,4 +41,4 @@ async def retrieve_model(model_id: str, service: GenerationDep, state: StateDep)
     route = service.model_table.get(model_id)
     if route is None:
         raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
-    return _card(model_id, route, state.started_at)
+    return _card(model_id, route, state.started_at, service.continuation_unsupported(model_id))

@@ -14,6 +14,7 @@ router = APIRouter(tags=["playground"], include_in_schema=False)
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
+    "probes.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.deps import ClientDep, CtxDep, GenerationDep, PresetsDep
+from app.api.openapi import stream_responses
 from app.api.render.generate import generate_body, generate_stream
 from app.api.streaming import sse_response, until_disconnected
-from app.schemas.generate import GenerateResponse
+from app.schemas.generate import GenerateChunk, GenerateResponse
 from app.schemas.presets import PresetGenerateRequest, PresetList, PresetOut, TuningReport
 
 router = APIRouter(tags=["presets"])
@@ -37,7 +38,7 @@ async def get_tuning(name: str, presets: PresetsDep, client: ClientDep) -> dict[
 @router.post(
     "/v1/presets/{name}/generate",
     response_model=GenerateResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE when stream=true"}},
+    responses=stream_responses(GenerateChunk, GenerateResponse),
 )
 async def generate_with_preset(
     name: str,

@@ -1,7 +1,7 @@
 """Generation records name the client key that made them (feedback and reports are per key).
 
-Revision ID: 0007
-Revises: 0006_tools
+Revision ID: 0009
+Revises: 0008_probes
 Create Date: 2026-12-02
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006_tools"
+revision = "0009"
+down_revision = "0008_probes"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,271 @@
+"""Wire models of the Responses API (`/v1/responses`), in OpenAI's shapes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Discriminator, Field, StrictBool, Tag, field_validator, model_validator
+
+from app.errors import InvalidRequest
+from app.providers.base import ToolChoice, ToolChoiceNamed, ToolSpec
+from app.schemas.common import EffectiveSampling, JsonNumber, Schema, Timings
+from app.schemas.generate import MAX_PROMPT_CHARS
+
+MAX_INPUT_ITEMS = 1000
+
+Text = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+
+
+def _kind(default: str | None) -> Any:
+    """The `type` of an item or part (`default` when absent), as the tag of its union member.
+    Tags are prefixed `tagged-union:` so that error messages name the client's own fields
+    (`input[0].role`), not the member tried (see `app.errors`)."""
+
+    def kind(value: Any) -> str | None:
+        found = value.get("type", default) if isinstance(value, dict) else getattr(value, "type", None)
+        return f"tagged-union:{found}" if isinstance(found, str) else None
+
+    return kind
+
+
+class _Strict(Schema):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class InputText(_Strict):
+    type: Literal["input_text"]
+    text: Text
+
+
+class OutputText(_Strict):
+    """An earlier answer's text, sent back as part of the input."""
+
+    type: Literal["output_text"]
+    text: Text
+    annotations: list[Any] = Field(default_factory=list, max_length=0)
+    logprobs: list[Any] | None = None
+
+
+ContentPart = Annotated[
+    Annotated[InputText, Tag("tagged-union:input_text")]
+    | Annotated[OutputText, Tag("tagged-union:output_text")],
+    Discriminator(
+        _kind(None),
+        custom_error_type="invalid_content_part",
+        custom_error_message=(
+            "a content part is input_text or output_text (images and files are not supported)"
+        ),
+    ),
+]
+
+
+class MessageItem(_Strict):
+    """A message of the conversation: the user's, a system or developer instruction, or an
+    earlier answer of the assistant."""
+
+    type: Literal["message"] = "message"
+    role: Literal["user", "system", "developer", "assistant"]
+    content: Text | Annotated[list[ContentPart], Field(max_length=100)]
+    id: str | None = Field(default=None, max_length=64)
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class FunctionCallItem(_Strict):
+    """A function call the model made earlier, sent back with its result."""
+
+    type: Literal["function_call"]
+    call_id: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=64)
+    arguments: Text
+    id: str | None = Field(default=None, max_length=64)
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+
+class FunctionCallOutputItem(_Strict):
+    """The result of a function call, for the model to read."""
+
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1, max_length=128)
+    output: Text
+    id: str | None = Field(default=None, max_length=64)
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+
+InputItem = Annotated[
+    Annotated[MessageItem, Tag("tagged-union:message")]
+    | Annotated[FunctionCallItem, Tag("tagged-union:function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("tagged-union:function_call_output")],
+    Discriminator(
+        _kind("message"),
+        custom_error_type="invalid_item",
+        custom_error_message="an input item is a message, a function_call or a function_call_output",
+    ),
+]
+
+
+class FunctionTool(_Strict):
+    """A function the model may call (the only kind of tool served here)."""
+
+    type: Literal["function"]
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = Field(default=None, max_length=8192)
+    parameters: dict[str, Any] | None = None
+    """The arguments' JSON Schema."""
+    strict: StrictBool | None = None
+
+
+class NamedFunction(_Strict):
+    type: Literal["function"]
+    name: str = Field(min_length=1, max_length=64)
+
+
+class CreateResponseRequest(_Strict):
+    """OpenAI's `POST /v1/responses` request."""
+
+    model: str = Field(min_length=1, max_length=200)
+    """The model to use (required)."""
+    input: (
+        Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+        | Annotated[list[InputItem], Field(min_length=1, max_length=MAX_INPUT_ITEMS)]
+    )
+    """Text (one user message), or message and function-call items."""
+    instructions: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    """A system message for this response only (not carried over by `previous_response_id`)."""
+    max_output_tokens: Annotated[int | None, JsonNumber] = Field(default=None, ge=1, le=1_000_000)
+    temperature: Annotated[float | None, JsonNumber] = Field(default=None, ge=0, le=2)
+    top_p: Annotated[float | None, JsonNumber] = Field(default=None, gt=0, le=1)
+    tools: list[FunctionTool] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None
+    parallel_tool_calls: StrictBool | None = None
+    previous_response_id: str | None = Field(default=None, min_length=1, max_length=64)
+    """Continue the conversation of this stored response."""
+    store: StrictBool | None = True
+    """Keep the response, to retrieve it or continue from it later (default true)."""
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = (
+        Field(default=None, max_length=16)
+    )
+    stream: StrictBool | None = False
+    user: str | None = Field(default=None, max_length=256)
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _function_tools_only(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for position, tool in enumerate(value):
+                kind = tool.get("type") if isinstance(tool, dict) else None
+                if isinstance(kind, str) and kind != "function":
+                    raise ValueError(
+                        f"the built-in tool '{kind}' (tools[{position}]) is not supported; "
+                        "only tools of type 'function' are"
+                    )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent_tools(self) -> CreateResponseRequest:
+        names = [tool.name for tool in self.tools or ()]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise InvalidRequest(
+                    f"Duplicate tool name '{name}' (tools[{i}]).", param="tools", code="invalid_value"
+                )
+        if isinstance(self.tool_choice, NamedFunction) and self.tool_choice.name not in names:
+            raise InvalidRequest(
+                f"tool_choice names the function '{self.tool_choice.name}', which is not among the tools.",
+                param="tool_choice",
+                code="invalid_value",
+            )
+        return self
+
+    def tool_specs(self) -> tuple[ToolSpec, ...]:
+        return tuple(
+            ToolSpec(t.name, t.description, t.parameters or {"type": "object", "properties": {}})
+            for t in self.tools or ()
+        )
+
+    def tool_choice_value(self) -> ToolChoice:
+        if isinstance(self.tool_choice, NamedFunction):
+            return ToolChoiceNamed(self.tool_choice.name)
+        return self.tool_choice or "auto"
+
+    @property
+    def items(self) -> list[MessageItem | FunctionCallItem | FunctionCallOutputItem]:
+        if isinstance(self.input, str):
+            return [MessageItem(role="user", content=self.input)]
+        return list(self.input)
+
+
+# -- what the API answers (documented for the OpenAPI document; bodies are built in
+# app/api/render/responses.py) ---------------------------------------------------------------
+
+
+class ResponseUsage(Schema):
+    input_tokens: int
+    input_tokens_details: dict[str, int]
+    output_tokens: int
+    output_tokens_details: dict[str, int]
+    total_tokens: int
+
+
+class ResponseObject(Schema):
+    """OpenAI's `response`, plus this service's `provider`, `sampling`, `timings` and
+    `service_metadata`."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    status: Literal["in_progress", "completed", "incomplete"]
+    error: None = None
+    incomplete_details: dict[str, str] | None = None
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    model: str
+    output: list[dict[str, Any]]
+    """Message and function_call items, in OpenAI's shapes."""
+    parallel_tool_calls: bool
+    previous_response_id: str | None = None
+    reasoning: dict[str, Any]
+    store: bool
+    temperature: float
+    text: dict[str, Any]
+    tool_choice: Literal["none", "auto", "required"] | dict[str, str]
+    tools: list[dict[str, Any]]
+    top_p: float
+    truncation: Literal["disabled", "auto"]
+    usage: ResponseUsage | None = None
+    """Absent while the response is in progress."""
+    user: str | None = None
+    metadata: dict[str, str]
+    provider: str | None = None
+    sampling: EffectiveSampling | None = None
+    timings: Timings | None = None
+    service_metadata: dict[str, Any] | None = None
+
+
+class ResponseStreamEvent(Schema):
+    """One event of a response's stream (`response.created` … `response.completed`); the
+    fields besides these depend on its `type`."""
+
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
+
+    type: str
+    sequence_number: int
+
+
+class ResponseDeleted(Schema):
+    id: str
+    object: Literal["response.deleted"] = "response.deleted"
+    deleted: bool
+
+
+class InputItemList(Schema):
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool

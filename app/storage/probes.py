@@ -1,0 +1,99 @@
+"""The probes table and the queries on it: one row per probe run, with its progress and report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Integer, String, Text, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.storage.tables import Base
+
+#: A probe in one of these states will not change any more.
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ProbeRow(Base):
+    """A probe: what was asked, how far it got, and its report once finished."""
+
+    __tablename__ = "probes"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    """The client key id that started it (`anonymous` without keys): only it sees the probe."""
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    """queued, running, succeeded, failed or cancelled."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The effective request: the suite's template and groups resolved, the base seed chosen."""
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+async def insert_probe(session: AsyncSession, row: ProbeRow) -> None:
+    row.created_at = row.updated_at = utcnow()
+    session.add(row)
+    await session.flush()
+
+
+async def get_probe(session: AsyncSession, probe_id: str, *, owner: str) -> ProbeRow | None:
+    query = select(ProbeRow).where(ProbeRow.id == probe_id, ProbeRow.owner == owner)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def list_probes(session: AsyncSession, *, owner: str, limit: int) -> Sequence[ProbeRow]:
+    """The owner's newest probes first."""
+    query = (
+        select(ProbeRow)
+        .where(ProbeRow.owner == owner)
+        .order_by(ProbeRow.created_at.desc(), ProbeRow.id.desc())
+        .limit(limit)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def count_active(session: AsyncSession, *, owner: str) -> int:
+    query = select(ProbeRow.id).where(ProbeRow.owner == owner, ProbeRow.status.in_(("queued", "running")))
+    return len(list((await session.execute(query)).scalars()))
+
+
+async def set_progress(session: AsyncSession, probe_id: str, *, done: int) -> bool:
+    """Record progress on a probe still running; False when it has been cancelled (or is gone)."""
+    result = await session.execute(
+        update(ProbeRow)
+        .where(ProbeRow.id == probe_id, ProbeRow.status.in_(("queued", "running")))
+        .values(status="running", done=done, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def finish(
+    session: AsyncSession,
+    probe_id: str,
+    *,
+    status: str,
+    report: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> bool:
+    """Move a probe that is not finished yet to a final state; False when it already was."""
+    now = utcnow()
+    result = await session.execute(
+        update(ProbeRow)
+        .where(ProbeRow.id == probe_id, ProbeRow.status.not_in(FINAL_STATES))
+        .values(status=status, report=report, error=error, updated_at=now, finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
