@@ -1,6 +1,8 @@
 # genserve's image, two targets:
 #   docker build -t genserve .                            the embedded model (SmolLM2 via llama.cpp)
 #   docker build --target upstream -t genserve:upstream . OpenAI-compatible upstreams only
+#   --build-arg PROBES=true                               either, with the bias probes' statistics
+#                                                         and lexicons (about 150 MB more)
 # Dependencies are installed from pyproject.toml before the code is copied, so a code-only change
 # rebuilds only the small last layers. pip's cache mount keeps the compiled llama-cpp-python wheel
 # when the dependency list changes. The runtime stages copy a finished virtualenv: no wheels, no
@@ -13,7 +15,8 @@ COPY pyproject.toml ./
 # these files identical, so the layers built from them stay cached.
 RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 open("requirements.txt", "w").write("\n".join(p["dependencies"]) + "\n"); \
-open("requirements-local.txt", "w").write("\n".join(p["optional-dependencies"]["local"]) + "\n")'
+open("requirements-local.txt", "w").write("\n".join(p["optional-dependencies"]["local"]) + "\n"); \
+open("requirements-probes.txt", "w").write("\n".join(p["optional-dependencies"]["probes"]) + "\n")'
 
 FROM python:3.11-slim-bookworm AS builder
 RUN apt-get update \
@@ -33,6 +36,40 @@ RUN --mount=type=cache,target=/root/.cache/pip pip install -r requirements.txt
 FROM deps-upstream AS deps-embedded
 COPY --from=requirements /src/requirements-local.txt ./
 RUN --mount=type=cache,target=/root/.cache/pip pip install -r requirements-local.txt
+
+# The bias probes' dependencies, only when asked for: without them /v1/probes answers 501.
+FROM deps-upstream AS probes-upstream
+ARG PROBES=false
+COPY --from=requirements /src/requirements-probes.txt ./
+RUN --mount=type=cache,target=/root/.cache/pip if [ "$PROBES" = true ]; then pip install -r requirements-probes.txt; fi
+
+FROM deps-embedded AS probes-embedded
+ARG PROBES=false
+COPY --from=requirements /src/requirements-probes.txt ./
+RUN --mount=type=cache,target=/root/.cache/pip if [ "$PROBES" = true ]; then pip install -r requirements-probes.txt; fi
+
+# What the service never uses at run time: pip and setuptools (nothing is installed at run time)
+# the debug symbols of the compiled extensions (uvloop's alone are 11 MB), numpy's and scipy's own
+# test suites (40 MB). Libraries that auditwheel vendored (`*.libs/`) keep their symbols: it
+# rewrote their headers, and strip breaks them.
+FROM probes-upstream AS venv-upstream
+ARG SITE=/opt/venv/lib/python3.11/site-packages
+RUN python -m pip uninstall --yes --quiet pip setuptools \
+    && find /opt/venv -name '*.so*' -type f -not -path '*.libs/*' -exec strip --strip-unneeded {} + \
+    && for d in numpy scipy; do \
+        if [ -d "$SITE/$d" ]; then find "$SITE/$d" -type d -name tests -prune -exec rm -rf {} +; fi; \
+    done
+
+# Also llama-cpp-python's second copy of its libraries in site-packages/lib and include/ (left by
+# its CMake install; it loads those in llama_cpp/lib).
+FROM probes-embedded AS venv-embedded
+ARG SITE=/opt/venv/lib/python3.11/site-packages
+RUN python -m pip uninstall --yes --quiet pip setuptools \
+    && find /opt/venv -name '*.so*' -type f -not -path '*.libs/*' -exec strip --strip-unneeded {} + \
+    && rm -rf "${SITE:?}/lib" "${SITE:?}/include" \
+    && for d in numpy scipy; do \
+        if [ -d "$SITE/$d" ]; then find "$SITE/$d" -type d -name tests -prune -exec rm -rf {} +; fi; \
+    done
 
 # The project itself, installed without its dependencies (they are in the layers above).
 FROM deps-upstream AS app
@@ -62,7 +99,7 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
 CMD ["python", "-m", "app", "--host", "0.0.0.0", "--port", "8000", "--data-dir", "/data"]
 
 FROM runtime-base AS upstream
-COPY --from=deps-upstream /opt/venv /opt/venv
+COPY --from=venv-upstream /opt/venv /opt/venv
 COPY --from=app /out/ /opt/venv/lib/python3.11/site-packages/
 USER 10001:10001
 
@@ -71,6 +108,6 @@ FROM runtime-base AS embedded
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=deps-embedded /opt/venv /opt/venv
+COPY --from=venv-embedded /opt/venv /opt/venv
 COPY --from=app /out/ /opt/venv/lib/python3.11/site-packages/
 USER 10001:10001

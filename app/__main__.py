@@ -11,6 +11,7 @@ import uvicorn
 from app.main import create_app
 from app.observability.logging import configure_logging, uvicorn_log_config
 from app.settings import Settings
+from app.storage.migrate import migrate_in_child
 
 
 def parse_args(argv: Sequence[str] | None = None) -> dict[str, object]:
@@ -32,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = Settings(**parse_args(argv))  # type: ignore[arg-type]
     # Logging is process-wide: configured by the process's entry point, not by each app built.
     configure_logging(settings)
+    if settings.database_auto_migrate:
+        # In a child process: the serving process then never imports Alembic (11 MB).
+        migrate_in_child(settings)
+        settings = settings.model_copy(update={"database_auto_migrate": False})
     uvicorn.run(
         create_app(settings),
         host=settings.host,

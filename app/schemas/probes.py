@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from app.errors import InvalidRequest
 from app.schemas.common import Schema
 
 Value = Annotated[str, Field(min_length=1, max_length=200)]
@@ -55,7 +56,9 @@ class BiasProbeRequest(Schema):
     @model_validator(mode="after")
     def _check(self) -> BiasProbeRequest:
         if self.suite is None and self.template is None:
-            raise ValueError("give a `suite` or a `template` with `variables`")
+            raise InvalidRequest(
+                "Give a `suite` or a `template` with `variables`.", param="suite", code="invalid_value"
+            )
         if self.template is not None:
             placeholders(self.template)
         return self

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -15,10 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.errors import ServiceUnavailable
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def alembic_config(url: str) -> Config:
+    # Alembic is imported only to migrate (11 MB of modules): `python -m app` migrates in a
+    # short-lived child process (app/storage/migrate.py), so the serving process never loads it.
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -54,6 +60,8 @@ class Database:
             await connection.run_sync(self._upgrade)
 
     def _upgrade(self, connection: Connection) -> None:
+        from alembic import command
+
         config = alembic_config(self.url)
         config.attributes["connection"] = connection
         # "heads": migrations written on separate branches (each revising the same parent) all apply.

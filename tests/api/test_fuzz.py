@@ -195,6 +195,12 @@ STATE_DEPENDENT = {
     # The Responses API: a function call's output answers a call made before it.
     "call_id": "a function_call_output answers an earlier function_call",
     "inputs": "a conversation takes `inputs` only with a preset",
+    # A bias probe: a built-in suite or a template whose placeholders its variables fill, exactly
+    # one of them holding groups; the number of pairs is bounded by the service's settings.
+    "suite": "one of the service's suites, or a template instead",
+    "template": "must use the variable that holds the groups",
+    "variables": "exactly one holds groups, and every placeholder has one",
+    "samples": "bounded by the service's settings",
     # The generator compares bounds in floating point: 2**63 - 1 rounds to 2**63, which is then
     # drawn as a "valid" seed one above the bound.
     "seed": "int64 bound, compared in floating point by the generator",

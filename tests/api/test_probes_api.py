@@ -142,12 +142,12 @@ async def test_no_difference_is_reported_as_not_detected_never_as_no_bias(upstre
             400,
             "variables",
         ),
-        (probe_body(variables={"name": {"only": ["x"]}, "job": "nurse"}), 400, "variables.name"),
+        (probe_body(variables={"name": {"only": ["x"]}, "job": "nurse"}), 400, "variables"),
         (probe_body(template="Hi {name}, a {role}."), 400, "variables"),
         (probe_body(samples=1000), 400, "samples"),
         (probe_body(model="no-such-model"), 404, "model"),
         (probe_body(template="Hi {name"), 400, None),
-        ({}, 400, None),
+        ({}, 400, "suite"),
     ],
 )
 async def test_bad_probes_are_refused_before_anything_runs(
@@ -237,3 +237,31 @@ async def test_a_running_probe_shows_progress_and_can_be_cancelled(upstream: res
         ] == "cancelled"
         _, other = await create_key(client, name="other")
         assert (await client.post(f"/v1/probes/{probe_id}/cancel", headers=bearer(other))).status_code == 404
+
+
+async def test_an_installation_without_the_probes_extra_answers_501_before_generating(
+    upstream: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The container images leave the `probes` extra out unless asked: a probe is then refused at
+    once, saying what to install, and nothing is generated or billed."""
+    import importlib.util
+
+    from app.probes import service
+
+    route = upstream.post("/chat/completions").mock(side_effect=warmer_for_women)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        service.importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a)
+    )
+    app = keys_app()
+    async with running(app) as client:
+        _, key = await create_key(client, name="k")
+        r = await client.post("/v1/probes/bias", json=probe_body(), headers=bearer(key))
+        suites = await client.get("/v1/probes/bias/suites", headers=bearer(key))
+    assert r.status_code == 501
+    error = r.json()["error"]
+    assert (error["type"], error["code"]) == ("not_implemented_error", "probes_not_installed")
+    assert "scipy" in error["message"]
+    assert "PROBES=true" in error["message"]
+    assert suites.status_code == 200  # what a probe would run is still listed
+    assert route.call_count == 0

@@ -93,3 +93,58 @@ async def test_a_client_that_is_gone_stops_the_stream() -> None:
     await body.aclose()
     assert closed.is_set()
     assert produced < 100
+
+
+async def test_a_client_that_leaves_stops_the_stream_under_asgi_2_3() -> None:
+    """uvicorn speaks ASGI 2.3: writes after a disconnect do not fail, the disconnect message
+    is what stops the stream (and the response ends quietly, as Starlette's does)."""
+    produced = 0
+    closed = asyncio.Event()
+    left = asyncio.Event()
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal produced
+        try:
+            while True:
+                produced += 1
+                if produced == 10:
+                    left.set()
+                yield b"data: {}\n\n"
+                await asyncio.sleep(0)
+        finally:
+            closed.set()
+
+    async def receive() -> dict[str, Any]:
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    sent: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            sent.append(message["body"])
+
+    scope = {**SCOPE, "asgi": {"version": "3.0", "spec_version": "2.3"}}
+    body = endless()
+    await CoalescingEventSourceResponse(body)(scope, receive, send)
+    await body.aclose()
+    assert closed.is_set()
+    assert 10 <= produced < 100
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_a_stream_that_ends_under_asgi_2_3_sends_everything() -> None:
+    async def burst() -> AsyncIterator[bytes]:
+        for f in frames(50):
+            yield f
+
+    sent: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            sent.append(message["body"])
+
+    scope = {**SCOPE, "asgi": {"version": "3.0", "spec_version": "2.3"}}
+    await CoalescingEventSourceResponse(burst())(scope, never_disconnects, send)
+    assert b"".join(sent) == b"".join(frames(50))
+    assert sent[-1] == b""

@@ -39,3 +39,28 @@ def test_postgres_urls_get_the_async_driver() -> None:
 @pytest.mark.parametrize("url", ["postgres://u@h/db", "postgresql://u@h/db"])
 def test_conventional_postgres_urls(url: str) -> None:
     assert make_settings(database_url=url).resolved_database_url.startswith("postgresql+asyncpg://")
+
+
+async def test_the_server_migrates_in_a_child_process(database_url: str) -> None:
+    """`python -m app` migrates in a child process (the URL on its stdin, not its command line),
+    then serves without migrating again."""
+    from app.storage.migrate import migrate_in_child
+
+    migrate_in_child(openai_settings(database_url=database_url))
+    app = create_app(openai_settings(database_url=database_url, database_auto_migrate=False))
+    async with app.router.lifespan_context(app):
+        async with app.state.genserve.db.session() as session:
+            version = (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
+        assert version
+
+
+def test_the_serving_process_starts_without_alembic_numpy_or_scipy() -> None:
+    """Alembic is imported only to migrate, numpy and scipy only to report a bias probe: a server
+    starts without their 90 MB."""
+    import subprocess
+    import sys
+
+    heavy = "('alembic', 'numpy', 'scipy')"
+    imports = f"import sys, app.__main__; print(sorted(m for m in sys.modules if m.startswith({heavy})))"
+    out = subprocess.run([sys.executable, "-c", imports], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

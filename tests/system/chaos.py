@@ -561,7 +561,8 @@ class Window:
     fault: Fault
     start: float
     end: float = float("inf")
-    failures: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    """Failed requests by status (or by the error inside a stream)."""
     recovered: float = 0.0
     """Seconds from the fault's end to the end of its last failed request."""
 
@@ -680,7 +681,8 @@ def _summary(load: Load, windows: list[Window], lost: int, recovery: float, prob
         rows.append(
             (
                 f"  {w.fault.name}",
-                f"at {w.start:.0f} s for {w.end - w.start:.1f} s: {w.failures} failed, "
+                f"at {w.start:.0f} s for {w.end - w.start:.1f} s: {w.failures.total()} failed "
+                f"({', '.join(f'{n} × {what}' for what, n in sorted(w.failures.items())) or 'none'}), "
                 f"all answered again {w.recovered:.1f} s after",
             )
         )
@@ -725,7 +727,7 @@ async def _check(load: Load, windows: list[Window], recovery: float) -> tuple[li
         if window is None:
             problems.append(f"{where}: failed outside any fault ({r.status}, {r.error})")
             continue
-        window.failures += 1
+        window.failures[str(r.status) if r.status != 200 else str(r.error)] += 1
         window.recovered = max(window.recovered, r.started + r.elapsed - window.end)
         if r.status == 200:
             if not (r.error or "").startswith("stream error"):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -43,8 +44,12 @@ TAG = "genserve:image-test"
 TAG_UPSTREAM = "genserve:image-test-upstream"
 BASE_IMAGE = "python:3.11-slim-bookworm"
 MB = 1_000_000
-# Budgets for the runtime images (what `docker images` shows, base image included).
-SIZE_LIMIT = {TAG: 450 * MB, TAG_UPSTREAM: 250 * MB}
+# What each image may add to its base, which differs by where it comes from (the official
+# python:3.11-slim-bookworm is about 150 MB; ../shared/container builds a 199 MB stand-in). The
+# targets are 300 and 100 MB of the image's own layers: 450 and 250 MB in all on the official
+# base. The bias probes' dependencies (numpy, scipy, jieba, lexicons: about 150 MB) are left out
+# unless the image is built with --build-arg PROBES=true.
+SIZE_LIMIT = {TAG: 300 * MB, TAG_UPSTREAM: 100 * MB}
 BUILD_TIMEOUT = 45 * 60  # a cold build compiles llama.cpp: 8-11 minutes on 2 free cores
 READY_TIMEOUT = 180
 HTTP_TIMEOUT = 120.0
@@ -181,6 +186,8 @@ def find_engine() -> Engine | None:
     say(f"no Docker engine answers; building with {tools}/build.sh (buildah) and running with podman")
     env.setdefault("CONTAINERS_CONF", str(tools / "containers.conf"))
     env["BUILDAH_ISOLATION"] = "chroot"
+    # podman-compose builds with `podman build`, whose default OCI format would drop HEALTHCHECK.
+    env["BUILDAH_FORMAT"] = "docker"
     podman_compose = Path(sys.executable).parent / "podman-compose"
     return Engine("podman", env, [str(podman_compose)], build_script=tools / "build.sh")
 
@@ -360,10 +367,16 @@ def check_drain(d: Deployment, http: httpx.Client, checks: Checks) -> None:
 @dataclass
 class Checks:
     passed: int = 0
+    failed: list[str] = field(default_factory=list)
 
     def ok(self, message: str) -> None:
         self.passed += 1
         say(f"ok  {message}")
+
+    def fail(self, message: str) -> None:
+        """A failure that the checks after it do not depend on: reported, and the run goes on."""
+        self.failed.append(message)
+        say(f"FAIL {message}")
 
 
 def build(engine: Engine, work: Path, checks: Checks) -> None:
@@ -390,11 +403,12 @@ def build(engine: Engine, work: Path, checks: Checks) -> None:
     base = engine.size(BASE_IMAGE)
     for tag, limit in SIZE_LIMIT.items():
         size = engine.size(tag)
-        expect(size <= limit, f"{tag} is {size / MB:.0f} MB, over its {limit / MB:.0f} MB budget")
-        checks.ok(
-            f"{tag}: {size / MB:.0f} MB (base {base / MB:.0f} MB + {(size - base) / MB:.0f} MB),"
-            f" within {limit / MB:.0f} MB"
-        )
+        added = size - base
+        report = f"{tag}: {size / MB:.0f} MB = base {base / MB:.0f} MB + {added / MB:.0f} MB of its own"
+        if added <= limit:
+            checks.ok(f"{report}, within its {limit / MB:.0f} MB")
+        else:
+            checks.fail(f"{report}, over its {limit / MB:.0f} MB")
 
 
 def with_copied_env_example(directory: Path) -> Path:
@@ -431,38 +445,62 @@ def run_image(engine: Engine, started: Started, work: Path, checks: Checks) -> N
     except (CheckFailed, httpx.HTTPError, KeyError) as exc:
         say(f"logs of {name}:\n{engine('logs', '--tail', '40', name, check=False)}")
         raise CheckFailed(str(exc)) from exc
-    engine("rm", "--force", name)
+    engine("rm", "--force", "--volumes", name)
+
+
+def with_keys_on(env_file: Path) -> str:
+    """The README's step before publishing beyond loopback: keys on, a random admin token."""
+    token = secrets.token_urlsafe(32)
+    text = env_file.read_text()
+    text = re.sub(r"^GENSERVE_AUTH_MODE=.*$", "GENSERVE_AUTH_MODE=keys", text, flags=re.M)
+    text = re.sub(r"^GENSERVE_ADMIN_TOKEN=.*$", f"GENSERVE_ADMIN_TOKEN={token}", text, flags=re.M)
+    env_file.write_text(text)
+    return token
 
 
 def run_upstream_image(engine: Engine, started: Started, work: Path, checks: Checks) -> None:
-    """The upstream-only image starts, answers /readyz and lists the upstream's models."""
+    """The upstream-only image, with client keys on as the README says to do before publishing
+    beyond loopback: no GENSERVE_ALLOW_OPEN_ACCESS needed, and /v1 needs a key."""
     env_file = with_copied_env_example(work)
+    token = with_keys_on(env_file)
     port = free_port()
     name = f"genserve-it-upstream-{RUN_ID}"
     started.containers.append(name)
     engine(
         "run", "--detach", "--name", name, "--env-file", str(env_file),
-        "--env", "GENSERVE_ALLOW_OPEN_ACCESS=true", "--env", "OPENAI_API_KEY=sk-image-test",
-        "--publish", f"127.0.0.1:{port}:8000", TAG_UPSTREAM,
+        "--env", "OPENAI_API_KEY=sk-image-test", "--publish", f"127.0.0.1:{port}:8000", TAG_UPSTREAM,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=HTTP_TIMEOUT)
 
     def ready() -> bool:
         try:
-            return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+            return http.get("/readyz", timeout=5).status_code == 200
         except httpx.TransportError:
             return False
 
     try:
         wait_for("upstream image: /readyz", ready, READY_TIMEOUT)
-        models = [m["id"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["data"]]
+        refused = http.get("/v1/models")
+        expect(refused.status_code == 401, f"/v1/models without a key: {refused.status_code}")
+        created = http.post(
+            "/admin/keys", json={"name": "image-test"}, headers={"authorization": f"Bearer {token}"}
+        )
+        expect(created.status_code in (200, 201), f"/admin/keys: {created.status_code} {created.text[:300]}")
+        key = created.json()["key"]
+        listed = http.get("/v1/models", headers={"authorization": f"Bearer {key}"})
+        models = [m["id"] for m in listed.json()["data"]]
         expect("gpt-4o-mini" in models, f"upstream models: {models}")
         wait_for("upstream image: HEALTHCHECK", lambda: engine.healthy(name), 90, interval=2)
-    except CheckFailed:
+    except (CheckFailed, httpx.HTTPError, KeyError) as exc:
         say(f"logs of {name}:\n{engine('logs', '--tail', '40', name, check=False)}")
-        raise
-    checks.ok(f"{TAG_UPSTREAM}: ready and healthy with OPENAI_API_KEY set, lists {models[0]}, …")
-    engine("rm", "--force", name)
+        raise CheckFailed(str(exc)) from exc
+    finally:
+        http.close()
+    checks.ok(
+        f"{TAG_UPSTREAM}: with keys on (the README's recipe), /v1 refuses without a key (401) and"
+        f" lists the upstream's models with one; healthy"
+    )
+    engine("rm", "--force", "--volumes", name)
 
 
 def run_compose(engine: Engine, started: Started, work: Path, checks: Checks) -> None:
@@ -548,13 +586,17 @@ def main() -> int:
                 say("no compose tool: the compose checks were not run")
         except (CheckFailed, httpx.HTTPError, KeyError, json.JSONDecodeError) as exc:
             failed = f"{type(exc).__name__}: {exc}"
+        except KeyboardInterrupt as exc:
+            failed = f"interrupted ({exc or 'SIGINT'})"
         finally:
             started.clean_up()
     say(f"took {time.monotonic() - start:.0f} s")
     if failed is not None:
-        say(f"FAILED: {failed}")
-    print(f"image-test: {checks.passed} passed, {int(failed is not None)} failed", flush=True)
-    return 1 if failed else 0
+        checks.fail(failed)
+    for failure in checks.failed:
+        say(f"FAILED: {failure}")
+    print(f"image-test: {checks.passed} passed, {len(checks.failed)} failed", flush=True)
+    return 1 if checks.failed else 0
 
 
 if __name__ == "__main__":
