@@ -63,9 +63,10 @@ def test_a_megabyte_of_adversarial_text_is_redacted_in_under_100_ms(unit: str) -
 
 @pytest.mark.parametrize("unit", DENSE.values(), ids=DENSE.keys())
 def test_text_dense_with_candidates_takes_linear_time(unit: str) -> None:
-    small, large = _redact_seconds(_fill(unit, MB // 8)), _redact_seconds(_fill(unit))
-    assert large < 12 * small + 0.05  # 8x the text, at most 12x the time: no quadratic term
-    assert large < 5.0
+    # Past the CPU caches (a small text runs faster per byte): 4x the text, at most 6x the time.
+    small, large = _redact_seconds(_fill(unit, MB // 2)), _redact_seconds(_fill(unit, 2 * MB))
+    assert large < 6 * small + 0.05, (small, large)
+    assert large < 10.0
 
 
 def test_personal_data_inside_a_megabyte_is_still_found() -> None:
