@@ -36,6 +36,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("genserve.errors")
@@ -306,6 +307,17 @@ def register_error_handlers(app: FastAPI) -> None:
             body = error_body(str(exc.detail), "api_error", None, None)
         return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
+    async def on_database_error(_: Request, exc: Exception) -> JSONResponse:
+        # The engine hides bound values from the message (a prompt never reaches the log).
+        log.error("database error", exc_info=exc)
+        return app_error_response(
+            ServiceUnavailable(
+                "The database is not available right now; try again shortly.",
+                code="database_unavailable",
+                retry_after=1,
+            )
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         # Starlette answers from outside every middleware here, so the request id middleware
@@ -322,4 +334,5 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(DBAPIError, on_database_error)
     app.add_exception_handler(Exception, on_unexpected)

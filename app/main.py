@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from app.api.access import authenticate_client
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.context import RequestContextMiddleware
+from app.api.json_depth import JsonDepthMiddleware
 from app.api.openapi import install_openapi
 from app.api.routes import (
     admin,
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             access = await stack.enter_async_context(open_access(settings, db, redis, clocks))
             # Closed before the database (the exit stack runs backwards): records are drained first.
             loop = await stack.enter_async_context(open_feedback_loop(settings, db, clocks))
+            metrics.watch_records(loop.records)
             safeguards = Safeguards.build(settings, providers, redis, clocks)
             metrics.watch_safeguards(safeguards)
             # Observability sees every job (refusals included, through on_error); then keys and
@@ -106,7 +108,11 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             hooks: list[JobHook] = [ObservabilityHook(metrics), access.hook, loop.record_hook]
             generation = GenerationService(settings, providers, hooks, runner=safeguards)
             preset_service = PresetService(
-                presets, generation, loop.tuning, map_concurrency=settings.summarize_concurrency
+                presets,
+                generation,
+                loop.tuning,
+                map_concurrency=settings.summarize_concurrency,
+                max_text_chars=settings.summarize_max_chars,
             )
             probe_service = ProbeService(settings, db, generation)
             stack.push_async_callback(probe_service.aclose)
@@ -124,7 +130,12 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                 presets=preset_service,
                 feedback=loop.feedback,
                 conversations=ConversationService(
-                    db, generation, preset_service, lock_timeout=settings.conversation_lock_timeout
+                    db,
+                    generation,
+                    preset_service,
+                    lock_timeout=settings.conversation_lock_timeout,
+                    # A claimed turn outlives any reply: the upstream deadline, and a margin.
+                    lease=settings.upstream_deadline + 60,
                 ),
                 responses=ResponseService(db, generation),
                 probes=probe_service,
@@ -137,6 +148,10 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
         summary="Text generation over HTTP: OpenAI-compatible, online or fully offline.",
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        # The interactive docs load their scripts from a CDN, on the origin where the playground
+        # keeps keys: off unless the operator asks (the schema stays at /openapi.json).
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
         # Every /v1 route, including routers added later, learns its caller here.
         dependencies=[Depends(authenticate_client)],
     )
@@ -159,6 +174,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
         app.include_router(router)
     app.include_router(usage.router)
     app.include_router(admin.router)
+    app.add_middleware(JsonDepthMiddleware)  # inside the body limit: it reads only what that allows
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(

@@ -35,6 +35,12 @@ class ModelRoute(BaseModel):
     """Estimated cost (in the operator's currency) per million prompt tokens."""
     output_price_per_mtok: float = Field(default=0.0, ge=0)
     """Estimated cost per million completion tokens."""
+    store: bool | None = None
+    """OpenAI's `store` sent on every request to this model (None: not sent, the upstream's default)."""
+    service_tier: str | None = Field(default=None, max_length=32)
+    """OpenAI's `service_tier` sent on every request to this model (None: not sent)."""
+    client_params: list[Literal["store", "service_tier"]] = Field(default_factory=list)
+    """Upstream terms a client may set itself on this model; any other client value is refused (400)."""
     completions: bool = False
     """The upstream serves legacy `/completions` for this model (raw text continuation); without
     it a raw prompt is sent to `/chat/completions` as one user message."""
@@ -88,19 +94,28 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     """TCP port to listen on."""
     environment: Literal["development", "production", "test"] = "development"
-    """production refuses unsafe defaults (placeholder secrets)."""
+    """production refuses unsafe settings: auth_mode=none (unless allow_open_access), `*` CORS
+    origins, the CDN-loading API docs."""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed to call the API from a browser (comma separated; `*` for any)."""
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     """Larger request bodies are refused with 413."""
-    max_prompt_chars: int = Field(default=200_000, ge=1)
-    """Longest prompt or message accepted, in characters."""
+    max_prompt_chars: int = Field(default=200_000, ge=1, le=10_000_000)
+    """Longest message (prompt, system prompt, chat message) accepted, in characters (400 beyond)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Least severe log level written."""
     log_format: Literal["json", "text"] = "json"
     """json: one structured line per event (for log shippers); text: for humans."""
-    log_prompts: bool = False
-    """Log prompt text (off by default: privacy)."""
+    api_docs: bool = False
+    """Serve the interactive API docs at /docs and /redoc (they load scripts from a CDN, on the
+    playground's origin); /openapi.json is always served."""
+    metrics_token: SecretStr | None = None
+    """When set, GET /metrics needs `Authorization: Bearer <token>`."""
+    stream_write_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds a stream waits for a client that stopped reading before it drops the stream (and
+    stops the generation)."""
+    stream_idle_timeout: float = Field(default=120.0, gt=0, le=3600)
+    """Seconds a stream may go without a new chunk from the model before it ends with an error event."""
     shutdown_timeout: int = Field(default=30, ge=1, le=3600)
     """Seconds in-flight requests and streams get to finish after SIGTERM before they are cut."""
 
@@ -164,6 +179,9 @@ class Settings(BaseSettings):
     """Prefix of every Redis key this service writes."""
     store_text: bool = False
     """Store prompt and output text in generation records (off by default: privacy)."""
+    records_max_pending: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Generation records held in memory while the database is slow or down; beyond that new
+    ones are dropped (counted in `genserve_records_dropped`), never making a response wait."""
     conversation_lock_timeout: float = Field(default=120.0, gt=0, le=3600)
     """Seconds a message waits for its conversation's previous reply before 409 (busy)."""
 
@@ -175,6 +193,9 @@ class Settings(BaseSettings):
     Feedback a replica receives itself applies at once."""
     summarize_concurrency: int = Field(default=4, ge=1, le=32)
     """Parts of a long text summarized at the same time (the summarize preset's map stage)."""
+    summarize_max_chars: int = Field(default=500_000, ge=1_000, le=50_000_000)
+    """Longest text the summarize preset accepts, in characters (400 beyond); each part costs
+    an upstream call."""
 
     # --- bias probes ---------------------------------------------------------------------
     probe_max_samples: int = Field(default=64, ge=1, le=1000)
@@ -196,6 +217,9 @@ class Settings(BaseSettings):
     """Bearer token for /admin/* (keys, usage); required with auth_mode=keys (16+ characters)."""
     allow_open_access: bool = False
     """Allow auth_mode=none on a non-loopback host (e.g. behind your own authenticating proxy)."""
+    auth_failures_per_minute: int = Field(default=20, ge=1, le=100_000)
+    """Failed authentications a client address may make per minute; beyond that it gets 429
+    (with Retry-After) without its key being checked."""
     key_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
     """Seconds a replica caches a key lookup; revocation still applies at once (0: no cache).
     Every lookup checks a version that each change bumps (in Redis when configured, so across
@@ -246,6 +270,9 @@ class Settings(BaseSettings):
     """Seconds a cached answer is served."""
     cache_max_entries: int = Field(default=1024, ge=1, le=1_000_000)
     """Answers kept by the in-process cache (least recently used go first); Redis uses its TTL."""
+    pseudonym_secret: SecretStr | None = None
+    """Key of the HMAC that replaces a personal `user` value sent upstream; unset: a random one
+    made on first start in data_dir/pseudonym.key (replicas that must agree share one)."""
     privacy_mode: Literal["off", "redact", "block"] = "off"
     """Personal data in prompts: off, redact (restored in the answer) or block (refused, 400).
     Requests (`x-privacy-mode`) and presets may only make it stricter."""
@@ -260,7 +287,7 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("openai_base_url", "admin_token", mode="before")
+    @field_validator("openai_base_url", "admin_token", "metrics_token", "pseudonym_secret", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -292,11 +319,31 @@ class Settings(BaseSettings):
                     "auth_mode=keys needs GENSERVE_ADMIN_TOKEN: a random secret of at least 16 "
                     "characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
                 )
+        elif self.environment == "production" and not self.allow_open_access:
+            raise ValueError(
+                "environment=production refuses auth_mode=none: set GENSERVE_AUTH_MODE=keys, or "
+                "GENSERVE_ALLOW_OPEN_ACCESS=true if something else authenticates callers"
+            )
         elif not _is_loopback(self.host) and not self.allow_open_access:
             raise ValueError(
                 f"auth_mode=none serves anyone who can reach {self.host}: set GENSERVE_AUTH_MODE=keys, "
                 "bind to 127.0.0.1, or set GENSERVE_ALLOW_OPEN_ACCESS=true if something else "
                 "authenticates callers"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        if "*" in self.cors_origins:
+            raise ValueError(
+                "environment=production refuses GENSERVE_CORS_ORIGINS=*: list the origins allowed"
+            )
+        if self.api_docs:
+            raise ValueError(
+                "environment=production refuses GENSERVE_API_DOCS=true: the docs pages load scripts "
+                "from a CDN on the playground's origin"
             )
         return self
 

@@ -15,15 +15,27 @@ runs in the request's task and one watcher task cancels it when the disconnect a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from typing import Any
 
 from fastapi.sse import EventSourceResponse
 from starlette.types import Receive, Scope, Send
+
+log = logging.getLogger("genserve.streaming")
 
 #: Above this many buffered bytes the producer waits for the writer (a slow client pushes back).
 MAX_BUFFERED = 256 * 1024
 
 
 class CoalescingEventSourceResponse(EventSourceResponse):
+    """`write_timeout`: seconds one write may wait for a client that stopped reading; then the
+    stream is dropped (its producer closed, so the generation ends) instead of parked."""
+
+    def __init__(self, *args: Any, write_timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.write_timeout = write_timeout
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         spec = scope.get("asgi", {}).get("spec_version", "2.0")
         if scope["type"] != "http" or tuple(map(int, spec.split("."))) >= (2, 4) or self.background:
@@ -51,7 +63,26 @@ class CoalescingEventSourceResponse(EventSourceResponse):
             watcher.cancel()
 
     async def stream_response(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        try:
+            await self._stream(send)
+        except TimeoutError:
+            log.warning("stream dropped: the client read nothing for %.1f s", self.write_timeout or 0)
+        finally:
+            closer = getattr(self.body_iterator, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
+
+    async def _stream(self, send: Send) -> None:
+        timeout = self.write_timeout
+
+        async def send_within(message: Any) -> None:
+            async with asyncio.timeout(timeout):
+                await send(message)
+
+        await send_within(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
         pending: list[bytes] = []
         buffered = 0
         wake = asyncio.Event()
@@ -68,7 +99,7 @@ class CoalescingEventSourceResponse(EventSourceResponse):
                         body = pending[0] if len(pending) == 1 else b"".join(pending)
                         pending.clear()
                         buffered = 0
-                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                        await send_within({"type": "http.response.body", "body": body, "more_body": True})
                         drained.set()
                     if finished:
                         return
@@ -86,7 +117,7 @@ class CoalescingEventSourceResponse(EventSourceResponse):
                     data = chunk.encode(self.charset) if isinstance(chunk, str) else bytes(chunk)
                 if first:
                     first = False
-                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                    await send_within({"type": "http.response.body", "body": data, "more_body": True})
                     writer = asyncio.ensure_future(write())
                     continue
                 assert writer is not None
@@ -98,6 +129,8 @@ class CoalescingEventSourceResponse(EventSourceResponse):
                 if buffered > MAX_BUFFERED:
                     drained.clear()
                     await drained.wait()
+                    if writer.done():
+                        writer.result()
             finished = True
             if writer is not None:
                 wake.set()
@@ -105,4 +138,4 @@ class CoalescingEventSourceResponse(EventSourceResponse):
         finally:
             if writer is not None and not writer.done():
                 writer.cancel()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await send_within({"type": "http.response.body", "body": b"", "more_body": False})

@@ -18,7 +18,7 @@ from fastapi import Request
 from fastapi.sse import EventSourceResponse
 
 from app.api.sse_response import CoalescingEventSourceResponse
-from app.errors import AppError, ClientDisconnected, error_body
+from app.errors import AppError, ClientDisconnected, UpstreamTimeout, error_body
 
 log = logging.getLogger("genserve.streaming")
 T = TypeVar("T")
@@ -55,20 +55,38 @@ async def sse_response(
         await items.aclose()  # type: ignore[attr-defined]
         raise
 
+    settings = request.app.state.genserve.settings if request is not None else None
+    idle = settings.stream_idle_timeout if settings is not None else None
+
     async def body() -> AsyncIterator[bytes]:
         async with aclosing(items):  # type: ignore[type-var]
             try:
                 if first is not None:
                     for chunk in render(first):
                         yield chunk
-                    async for item in items:
+                    while True:
+                        try:
+                            async with asyncio.timeout(idle):
+                                item = await anext(items)
+                        except StopAsyncIteration:
+                            break
                         for chunk in render(item):
                             yield chunk
+            except TimeoutError:
+                yield error_frame(
+                    UpstreamTimeout(
+                        f"The stream was idle for {idle:g} s and was ended.", code="stream_idle_timeout"
+                    )
+                )
             except Exception as exc:  # after headers: tell the client instead of cutting
                 yield error_frame(exc)
             yield DONE_FRAME
 
-    return CoalescingEventSourceResponse(body(), headers=SSE_HEADERS)
+    return CoalescingEventSourceResponse(
+        body(),
+        headers=SSE_HEADERS,
+        write_timeout=settings.stream_write_timeout if settings is not None else None,
+    )
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:

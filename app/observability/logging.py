@@ -70,6 +70,8 @@ def configure_logging(settings: Settings) -> None:
     handler.name = _HANDLER_NAME
     handler.setFormatter(formatter(settings))
     logger.addHandler(handler)
+    # aiosqlite's debug lines quote every statement's parameters (prompts, outputs): never those.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 def uvicorn_log_config(settings: Settings) -> dict[str, Any]:

@@ -115,6 +115,10 @@ class Metrics:
         """Read the embedded model's queue depth whenever the metrics are scraped."""
         self.local_queue_depth.set_function(depth)
 
+    def watch_records(self, writer: Any) -> None:
+        """Export the generation-record writer's queue (`app.services.records.RecordWriter`)."""
+        self.registry.register(_RecordsCollector(writer))
+
     def watch_safeguards(self, safeguards: Any) -> None:
         """Export the counters the cache, circuit breakers, retries and concurrency caps keep
         (`app.services.safeguards.Safeguards`), read at each scrape."""
@@ -169,6 +173,23 @@ class Metrics:
     def render(self) -> bytes:
         """The exposition text of every series."""
         return generate_latest(self.registry)
+
+
+class _RecordsCollector:
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "genserve_records_dropped",
+            "Generation records dropped because the queue to the database was full.",
+            value=self.writer.dropped_total,
+        )
+        yield GaugeMetricFamily(
+            "genserve_records_pending",
+            "Generation records waiting to be written to the database.",
+            value=self.writer.pending,
+        )
 
 
 class _SafeguardsCollector:

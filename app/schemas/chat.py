@@ -24,7 +24,7 @@ class TextPart(Schema):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["text"]
-    text: str = Field(max_length=MAX_PROMPT_CHARS)
+    text: str = Field()
 
 
 class ImageUrl(Schema):
@@ -74,9 +74,7 @@ class ChatMessageIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = Field(
-        default=None, max_length=MAX_PROMPT_CHARS, validate_default=True
-    )
+    content: str | list[ContentPart] | None = Field(default=None, validate_default=True)
     name: str | None = Field(default=None, max_length=64)
     tool_calls: list[ToolCallIn] | None = Field(default=None, min_length=1, max_length=128)
     tool_call_id: str | None = Field(default=None, min_length=1, max_length=256)

@@ -31,7 +31,7 @@ class ConversationCreate(BaseModel):
 
     model: str | None = None
     """A model from `GET /v1/models`; the default model when omitted. Fixed for the conversation."""
-    system: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    system: str | None = Field(default=None)
     """Instructions kept at the start of the context in every turn (or name a preset)."""
     preset: str | None = Field(default=None, max_length=100)
     """A preset from `GET /v1/presets` (e.g. `customer_service`): its system prompt, rendered
@@ -71,7 +71,7 @@ class MessageCreate(ConversationSampling):
     """The user's next message — or the results of the tools the last reply called — and
     optional sampling settings for this reply only."""
 
-    content: str | None = Field(default=None, min_length=1, max_length=MAX_PROMPT_CHARS)
+    content: str | None = Field(default=None, min_length=1)
     """What the user says."""
     tool_results: list[ToolResult] | None = Field(default=None, min_length=1, max_length=128)
     """Instead of `content`: the results of the calls the last reply made, one per call."""

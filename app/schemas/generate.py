@@ -11,14 +11,16 @@ from app.providers.base import FinishReason
 from app.schemas.common import EffectiveSampling, JsonNumber, SamplingFields, Schema, Timings, UsageOut
 
 MAX_PROMPT_CHARS = 200_000
+"""Ceiling of free-text fields besides the messages themselves (image URLs, tool arguments and
+descriptions); messages are bounded by the `max_prompt_chars` setting instead."""
 
 
 class GenerateRequest(SamplingFields):
     """A prompt, an optional system prompt, and sampling settings."""
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prompt: str = Field(min_length=1)
     """The text to respond to."""
-    system: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    system: str | None = Field(default=None)
     """Optional instructions placed before the prompt."""
     model: str | None = None
     """A model from `GET /v1/models`; the default model when omitted."""

@@ -26,6 +26,8 @@ class KeyLimits(BaseModel):
     """Token budget per UTC day."""
     tokens_per_month: Annotated[int | None, JsonNumber] = Field(default=None, ge=1, le=10**15)
     """Token budget per UTC calendar month."""
+    max_concurrent: int | None = Field(default=None, ge=1, le=100_000)
+    """Generations in flight at once (across replicas with Redis); one more gets 429."""
 
 
 def _future(value: datetime | None) -> datetime | None:

@@ -21,17 +21,33 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.clock import Clocks
-from app.errors import AuthenticationFailed, ClientDisconnected, PermissionDenied, ServiceUnavailable
+from app.errors import (
+    AuthenticationFailed,
+    ClientDisconnected,
+    PermissionDenied,
+    RateLimited,
+    ServiceUnavailable,
+)
 from app.providers.base import Usage, prompt_messages
-from app.services.auth import ANONYMOUS, Client, KeyStore
-from app.services.generation import Job, JobHook, Outcome
-from app.services.limits import Limiter, MemoryLimiter, RedisLimiter, Reservation
+from app.services.auth import ANONYMOUS, Client, KeyStore, Limits
+from app.services.context import RequestContext
+from app.services.generation import Job, JobHook, Outcome, Prepaid
+from app.services.limits import (
+    Concurrency,
+    Limiter,
+    LimitReached,
+    MemoryConcurrency,
+    MemoryLimiter,
+    RedisConcurrency,
+    RedisLimiter,
+    Reservation,
+)
 from app.services.usage import UsageRecorder, cost
 from app.settings import Settings
 from app.storage.db import Database
@@ -43,6 +59,8 @@ log = logging.getLogger("genserve.access")
 class _Open:
     client: Client
     reservation: Reservation | None
+    slot: bool = False
+    """It holds one of the key's `max_concurrent` slots."""
 
 
 _GONE = (asyncio.CancelledError, GeneratorExit, ClientDisconnected)
@@ -51,9 +69,16 @@ _GONE = (asyncio.CancelledError, GeneratorExit, ClientDisconnected)
 class AccessHook(JobHook):
     """Applies the caller's permissions and limits to every job and records its usage."""
 
-    def __init__(self, settings: Settings, limiter: Limiter, usage: UsageRecorder) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        limiter: Limiter,
+        usage: UsageRecorder,
+        concurrency: Concurrency | None = None,
+    ) -> None:
         self._keys_required = settings.auth_mode == "keys"
         self._limiter = limiter
+        self._concurrency: Concurrency = concurrency or MemoryConcurrency()
         self._usage = usage
         self._open: dict[str, _Open] = {}
 
@@ -68,8 +93,21 @@ class AccessHook(JobHook):
         job.allowed_models = client.allowed_models  # fallbacks, too, stay within the key's models
         if job.preset is not None:
             client.require_preset(job.preset)
+        slot = False
+        if client.limits.max_concurrent is not None and job.prepaid is None:
+            await self._take_slot(client)
+            slot = True
+        try:
+            reservation = await self._reserve(job, client)
+        except BaseException:
+            if slot:
+                await self._give_slot(client)
+            raise
+        self._open[job.id] = _Open(client, reservation, slot)
+
+    async def _reserve(self, job: Job, client: Client) -> Reservation | None:
         reservation = None
-        if client.limits.any:
+        if client.limits.meters and job.prepaid is None:  # a prepaid job draws on its request's
             s = job.request.sampling
             tokens = 0
             if client.limits.counts_tokens:
@@ -80,14 +118,41 @@ class AccessHook(JobHook):
                 log.error("rate limiter unavailable", exc_info=exc)
                 raise ServiceUnavailable("Rate limits cannot be checked right now.", retry_after=1) from exc
             job.ctx.headers.update(snapshot.headers())
-        self._open[job.id] = _Open(client, reservation)
+        return reservation
+
+    async def _take_slot(self, client: Client) -> None:
+        limit = client.limits.max_concurrent
+        assert limit is not None
+        try:
+            admitted = await self._concurrency.acquire(client.key_id, limit)
+        except RedisError as exc:
+            log.error("concurrency limit unavailable", exc_info=exc)
+            raise ServiceUnavailable("Rate limits cannot be checked right now.", retry_after=1) from exc
+        if not admitted:
+            raise LimitReached(
+                f"This API key already has {limit} generation{'s' if limit > 1 else ''} in flight "
+                "(its max_concurrent); try again when one finishes.",
+                limit="max_concurrent",
+                code="too_many_concurrent_requests",
+                retry_after=1,
+            )
+
+    async def _give_slot(self, client: Client) -> None:
+        try:
+            await self._concurrency.release(client.key_id)
+        except Exception:  # the count's lease lapses on its own
+            log.error("releasing a concurrency slot failed", exc_info=True)
 
     async def on_finish(self, outcome: Outcome) -> None:
         opened = self._open.pop(outcome.job.id, None)
         if opened is None:
             return
         usage = outcome.completion.usage
+        if opened.slot:
+            await self._give_slot(opened.client)
         await self._settle(opened, usage.total_tokens)
+        if outcome.job.prepaid is not None:
+            outcome.job.prepaid.used += usage.total_tokens
         self._record(opened.client, outcome.job, usage)
         await self._maybe_flush()
 
@@ -95,13 +160,40 @@ class AccessHook(JobHook):
         opened = self._open.pop(job.id, None)
         if opened is None:
             return
+        if opened.slot:
+            await self._give_slot(opened.client)
         if isinstance(exc, _GONE):
             usage = Usage(self._prompt_tokens(job), 0)
             await self._settle(opened, usage.total_tokens)
+            if job.prepaid is not None:
+                job.prepaid.used += usage.total_tokens
             self._record(opened.client, job, usage)
             await self._maybe_flush()
         else:
             await self._settle(opened, 0)
+
+    async def prepay(self, ctx: RequestContext, tokens: int) -> Prepaid | None:
+        """Reserve a multi-job request's tokens (and one request) against the caller's limits,
+        all at once: 429 before any of its jobs runs when the key cannot afford them all."""
+        client = ctx.caller
+        if self._keys_required and client is ANONYMOUS:
+            raise AuthenticationFailed("An API key is required.", code="missing_api_key")
+        if not client.limits.meters:
+            return None
+        try:
+            reservation, snapshot = await self._limiter.reserve(
+                client.key_id, client.limits, tokens if client.limits.counts_tokens else 0
+            )
+        except RedisError as exc:
+            log.error("rate limiter unavailable", exc_info=exc)
+            raise ServiceUnavailable("Rate limits cannot be checked right now.", retry_after=1) from exc
+        ctx.headers.update(snapshot.headers())
+        opened = _Open(client, reservation)
+
+        async def release(used: int) -> None:
+            await self._settle(opened, used)
+
+        return Prepaid(tokens, release=release)
 
     def _prompt_tokens(self, job: Job) -> int:
         if job.prompt_tokens is not None:
@@ -130,6 +222,9 @@ class AccessHook(JobHook):
                 log.warning("writing usage failed; will retry", exc_info=True)
 
 
+_AUTH_FAILURES = "auth-failures:"
+
+
 @dataclass(slots=True)
 class Access:
     """Keys, limits and usage, as the lifespan builds them."""
@@ -138,6 +233,55 @@ class Access:
     limiter: Limiter
     usage: UsageRecorder
     hook: AccessHook
+    auth_failures_per_minute: int = 20
+    """Failed authentications one client address may make per minute before it gets 429."""
+
+    suspects: dict[str, None] = field(default_factory=dict)
+    """Addresses that failed to authenticate on this replica (oldest forgotten past 10,000):
+    only their attempts pay for a look at the shared failure count first."""
+
+    async def check_address(self, address: str) -> None:
+        """429 when `address` has used its budget of failed authentications: while blocked, even
+        a right key is not checked, so a lucky guess cannot be told apart."""
+        if address not in self.suspects:
+            return
+        reservation = await self._reserve_failure(address)
+        with contextlib.suppress(Exception):
+            await self.limiter.settle(reservation, 0)  # a look, not a failure
+
+    async def count_failure(self, address: str) -> None:
+        """One failed authentication from `address` (429 instead of 401 once over budget)."""
+        self.suspects[address] = None
+        if len(self.suspects) > 10_000:
+            del self.suspects[next(iter(self.suspects))]
+        await self._reserve_failure(address)
+
+    async def _reserve_failure(self, address: str) -> Reservation:
+        limits = Limits(tokens_per_minute=self.auth_failures_per_minute)
+        try:
+            reservation, _ = await self.limiter.reserve(_AUTH_FAILURES + address, limits, 1)
+        except RedisError as exc:
+            log.error("rate limiter unavailable", exc_info=exc)
+            raise ServiceUnavailable("Rate limits cannot be checked right now.", retry_after=1) from exc
+        except RateLimited as exc:
+            raise RateLimited(
+                "Too many failed authentication attempts from this address; try again later.",
+                code="too_many_failed_attempts",
+                retry_after=exc.retry_after if exc.retry_after is not None else 60,
+            ) from None
+        return reservation
+
+    async def count_request(self, client: Client) -> None:
+        """One request against the key's request limit, for a route that runs no job (the
+        access hook meters those): 429 when the key has no request left."""
+        if not client.limits.requests_per_minute:
+            return
+        limits = Limits(requests_per_minute=client.limits.requests_per_minute)
+        try:
+            await self.limiter.reserve(client.key_id, limits, 0)
+        except RedisError as exc:
+            log.error("rate limiter unavailable", exc_info=exc)
+            raise ServiceUnavailable("Rate limits cannot be checked right now.", retry_after=1) from exc
 
 
 @contextlib.asynccontextmanager
@@ -153,7 +297,19 @@ async def open_access(
         RedisLimiter(redis, settings.redis_prefix) if redis is not None else MemoryLimiter(clocks.wall)
     )
     usage = UsageRecorder(db, settings.usage_flush_seconds)
-    access = Access(keys=keys, limiter=limiter, usage=usage, hook=AccessHook(settings, limiter, usage))
+    # A slot a crashed replica never gave back is freed once no generation could still be running.
+    concurrency: Concurrency = (
+        RedisConcurrency(redis, settings.redis_prefix, lease=settings.upstream_deadline + 60)
+        if redis is not None
+        else MemoryConcurrency()
+    )
+    access = Access(
+        keys=keys,
+        limiter=limiter,
+        usage=usage,
+        hook=AccessHook(settings, limiter, usage, concurrency),
+        auth_failures_per_minute=settings.auth_failures_per_minute,
+    )
     task = asyncio.create_task(usage.run(), name="usage-writer") if settings.usage_flush_seconds > 0 else None
     try:
         yield access

@@ -47,6 +47,8 @@ class Limits:
     tokens_per_minute: int | None = None
     tokens_per_day: int | None = None
     tokens_per_month: int | None = None
+    max_concurrent: int | None = None
+    """Generations of this key in flight at once."""
 
     @classmethod
     def of(cls, source: object) -> Limits:
@@ -61,6 +63,11 @@ class Limits:
         return any(v is not None for v in self.as_dict().values())
 
     @property
+    def meters(self) -> bool:
+        """Whether any per-minute or budget limit applies (what the limiter keeps)."""
+        return any(v is not None for k, v in self.as_dict().items() if k != "max_concurrent")
+
+    @property
     def counts_tokens(self) -> bool:
         return any(
             v is not None for v in (self.tokens_per_minute, self.tokens_per_day, self.tokens_per_month)
@@ -68,7 +75,7 @@ class Limits:
 
 
 LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
-"""The four limits, named alike in `Limits`, the wire models and the `api_keys` table."""
+"""The limits, named alike in `Limits`, the wire models and the `api_keys` table."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,12 @@
 """Conversations: stored turns, a history that fits the model's window, one reply at a time.
 
-A reply is produced under the conversation's lock — an in-process lock (one waiter per
-conversation per replica holds a database connection) and, on PostgreSQL, the conversation's
-row locked `FOR UPDATE` until the turns are committed, so replicas take turns as well. The
-user's message and the reply are stored together in one transaction, numbered after the turn
-the reply was generated from; if anything else appended meanwhile (two processes sharing one
-SQLite file) the reply is refused with 409 instead of being stored out of order.
+A reply is produced under the conversation's turn: an in-process lock (one waiter per
+conversation per replica), then a claim on the conversation's row — written and committed in a
+short transaction, with a lease that lapses if its replica dies — so replicas take turns as
+well. No database connection is held while the reply is generated: the history is read in one
+short session, and the user's message and the reply are stored together in another, numbered
+after the turn the reply was generated from; if anything else appended meanwhile the reply is
+refused with 409 instead of being stored out of order.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import anyio
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, InvalidRequest, NotFound
@@ -36,7 +36,7 @@ from app.providers.base import (
     tool_messages,
 )
 from app.services.context import RequestContext
-from app.services.generation import GenerationService, Job, Outcome, check_max_tokens
+from app.services.generation import GenerationService, Job, Outcome, check_max_tokens, check_prompt_chars
 from app.services.history import TokenCounter, fit_history
 from app.services.presets import PresetService, SamplingChoice
 from app.settings import ModelRoute
@@ -46,7 +46,6 @@ from app.storage.db import Database
 
 log = logging.getLogger("genserve.conversations")
 
-_PG_LOCK_NOT_AVAILABLE = "55P03"
 _HISTORY_BATCH = 64
 
 
@@ -131,11 +130,14 @@ class ConversationService:
         presets: PresetService,
         *,
         lock_timeout: float = 120.0,
+        lease: float = 300.0,
     ) -> None:
         self._db = db
         self._generation = generation
         self._presets = presets
         self._lock_timeout = lock_timeout
+        self._lease = lease
+        """Seconds a claimed turn stays claimed if its replica dies before releasing it."""
         self._locks = _KeyedLocks()
 
     # -- conversations -----------------------------------------------------------------------
@@ -160,6 +162,10 @@ class ConversationService:
             )
         if inputs and preset is None:
             raise InvalidRequest("`inputs` are a preset's: name the preset too.", param="inputs")
+        if preset is not None:
+            ctx.caller.require_preset(preset)  # before its template is rendered or returned
+        if system:
+            check_prompt_chars([Message("system", system)], self._generation.max_prompt_chars, ["system"])
         name, route, _ = self._generation.resolve(model)
         if preset is not None:
             # The preset's system prompt, rendered once: the conversation keeps its wording.
@@ -243,14 +249,13 @@ class ConversationService:
     ) -> Reply:
         """Answer the user's message (or the results of the tools the last reply called) and
         store the new turns with the reply (nothing is stored if it fails)."""
-        async with self._turn(ctx, conversation_id) as (session, row):
-            asked, job = await self._plan(
-                ctx, session, row, _NewTurn(content, tuple(tool_results)), overrides, tool_choice
+        async with self._turn(ctx, conversation_id) as row:
+            asked, job = await self._planned(
+                ctx, row, _NewTurn(content, tuple(tool_results)), overrides, tool_choice
             )
             outcome = await self._generation.complete(job)
             choice = outcome.completion.choices[0]
             turn = await self._store(
-                session,
                 row,
                 asked,
                 job,
@@ -275,9 +280,9 @@ class ConversationService:
 
         A failure stores nothing. A client that goes away after some text keeps what it was
         shown: both turns are stored, the reply marked `interrupted`."""
-        async with self._turn(ctx, conversation_id) as (session, row):
-            asked, job = await self._plan(
-                ctx, session, row, _NewTurn(content, tuple(tool_results)), overrides, tool_choice
+        async with self._turn(ctx, conversation_id) as row:
+            asked, job = await self._planned(
+                ctx, row, _NewTurn(content, tuple(tool_results)), overrides, tool_choice
             )
             shown: list[str] = []
             outcome: Outcome | None = None
@@ -296,12 +301,11 @@ class ConversationService:
                 # Cancelled or closed: the client is gone. Keep what it saw, if anything.
                 if shown:
                     with anyio.CancelScope(shield=True):
-                        await self._store_interrupted(session, row, asked, job, "".join(shown))
+                        await self._store_interrupted(row, asked, job, "".join(shown))
                 raise
             assert outcome is not None, "a finished stream ends with its outcome"
             choice = outcome.completion.choices[0]
             turn = await self._store(
-                session,
                 row,
                 asked,
                 job,
@@ -315,31 +319,58 @@ class ConversationService:
     # -- internals ---------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _turn(
-        self, ctx: RequestContext, conversation_id: str
-    ) -> AsyncIterator[tuple[AsyncSession, ConversationRow]]:
-        """Hold the conversation for one reply: this replica's lock, then (PostgreSQL) its row."""
+    async def _turn(self, ctx: RequestContext, conversation_id: str) -> AsyncIterator[ConversationRow]:
+        """Hold the conversation for one reply, without holding a database connection while the
+        reply is generated: this replica's lock, then a claim on the row written and committed
+        in a short transaction (other replicas wait for it), released in another at the end."""
         deadline = time.monotonic() + self._lock_timeout
-        async with self._locks.hold(conversation_id, self._lock_timeout), self._db.session() as session:
-            row = await self._lock_row(session, conversation_id, ctx.owner, deadline)
+        claim = uuid.uuid4().hex
+        async with self._locks.hold(conversation_id, self._lock_timeout):
+            row = await self._claim(conversation_id, ctx.owner, claim, deadline)
+            try:
+                yield row
+            finally:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        async with self._db.session() as session:
+                            await store.release_turn(session, conversation_id, claim)
+                            await session.commit()
+                    except Exception:  # the lease lapses on its own
+                        log.warning("could not release a conversation's turn", exc_info=True)
+
+    async def _claim(self, conversation_id: str, owner: str, claim: str, deadline: float) -> ConversationRow:
+        """Claim the turn, waiting (with backoff) while another replica holds it; 409 when the
+        wait runs out, 404 when there is no such conversation of `owner`'s."""
+        pause = 0.02
+        while True:
+            async with self._db.session() as session:
+                until = store.utcnow() + timedelta(seconds=self._lease)
+                claimed = await store.claim_turn(
+                    session, conversation_id, owner=owner, claim_id=claim, until=until
+                )
+                await session.commit()
+                row = await store.get_conversation(session, conversation_id, owner=owner)
             if row is None:
                 raise _not_found(conversation_id)
-            yield session, row
+            if claimed:
+                return row
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _busy(conversation_id, self._lock_timeout)
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.25)
 
-    async def _lock_row(
-        self, session: AsyncSession, conversation_id: str, owner: str, deadline: float
-    ) -> ConversationRow | None:
-        if self._db.is_sqlite:
-            # No row locks: the in-process lock serializes, the turn counter catches the rest.
-            return await store.get_conversation(session, conversation_id, owner=owner)
-        left_ms = max(1, int((deadline - time.monotonic()) * 1000))
-        await session.execute(text(f"SET LOCAL lock_timeout = '{left_ms}ms'"))
-        try:
-            return await store.get_conversation(session, conversation_id, owner=owner, lock=True)
-        except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE:
-                raise _busy(conversation_id, self._lock_timeout) from exc
-            raise
+    async def _planned(
+        self,
+        ctx: RequestContext,
+        row: ConversationRow,
+        new: _NewTurn,
+        overrides: Mapping[str, Any],
+        tool_choice: ToolChoice,
+    ) -> tuple[builtins.list[Message], Job]:
+        """The reply's job (and the new turns), its history read in a short session of its own."""
+        async with self._db.session() as session:
+            return await self._plan(ctx, session, row, new, overrides, tool_choice)
 
     def _preset_defaults(self, preset: str | None) -> dict[str, Any]:
         return self._presets.get(preset).defaults if preset is not None else {}
@@ -486,7 +517,6 @@ class ConversationService:
 
     async def _store(
         self,
-        session: AsyncSession,
         row: ConversationRow,
         asked: builtins.list[Message],
         job: Job,
@@ -498,44 +528,48 @@ class ConversationService:
         tool_calls: tuple[ToolCall, ...] = (),
     ) -> int:
         """Append the user's message (or the tools' results) and the reply as the next turns,
-        atomically."""
+        atomically, in a short transaction of its own (redacted when the privacy mode redacted the
+        request: the placeholders are kept, not the values)."""
+        conceal = job.conceal or (lambda text: text)
         questions = [
-            MessageRow(role=m.role, content=m.content, interrupted=False, tool_call_id=m.tool_call_id)
+            MessageRow(
+                role=m.role, content=conceal(m.content), interrupted=False, tool_call_id=m.tool_call_id
+            )
             for m in asked
         ]
         answer = MessageRow(
             role="assistant",
-            content=text,
+            content=conceal(text),
             generation_id=job.id,
             finish_reason=finish_reason,
             interrupted=interrupted,
             usage=usage,
-            tool_calls=[{"id": c.id, "name": c.name, "arguments": c.arguments} for c in tool_calls] or None,
+            tool_calls=[{"id": c.id, "name": c.name, "arguments": conceal(c.arguments)} for c in tool_calls]
+            or None,
         )
-        conversation_id = row.id  # a rollback expires `row`
-        if not await store.append_turns(session, row, [*questions, answer]):
-            await session.rollback()
-            if await store.get_conversation(session, conversation_id) is None:
-                raise NotFound(
-                    f"The conversation '{conversation_id}' was deleted while the reply was generated.",
-                    param="conversation_id",
-                    code="conversation_not_found",
+        conversation_id, row_owner = row.id, row.owner
+        async with self._db.session() as session:
+            if not await store.append_turns(session, row, [*questions, answer]):
+                await session.rollback()
+                if await store.get_conversation(session, conversation_id, owner=row_owner) is None:
+                    raise NotFound(
+                        f"The conversation '{conversation_id}' was deleted while the reply was generated.",
+                        param="conversation_id",
+                        code="conversation_not_found",
+                    )
+                raise Conflict(
+                    f"Another message was added to conversation '{conversation_id}' while this reply "
+                    "was generated; it was not stored. Send the message again.",
+                    code="conversation_changed",
                 )
-            raise Conflict(
-                f"Another message was added to conversation '{conversation_id}' while this reply "
-                "was generated; it was not stored. Send the message again.",
-                code="conversation_changed",
-            )
-        await session.commit()
+            await session.commit()
         return answer.seq
 
     async def _store_interrupted(
-        self, session: AsyncSession, row: ConversationRow, asked: builtins.list[Message], job: Job, shown: str
+        self, row: ConversationRow, asked: builtins.list[Message], job: Job, shown: str
     ) -> None:
         try:
-            await self._store(
-                session, row, asked, job, text=shown, finish_reason=None, usage=None, interrupted=True
-            )
+            await self._store(row, asked, job, text=shown, finish_reason=None, usage=None, interrupted=True)
         except Exception:
             # Nobody is left to tell; the turn is simply not kept.
             log.warning("could not store an interrupted reply", exc_info=True)

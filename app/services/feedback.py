@@ -12,6 +12,7 @@ from typing import Any
 
 from app.clock import as_utc
 from app.errors import NotFound
+from app.services.context import RequestContext
 from app.services.records import RecordWriter
 from app.services.tuning import TuningService
 from app.storage import records as record_rows
@@ -42,19 +43,23 @@ class FeedbackService:
         self._records = records
         self._tuning = tuning
 
-    async def rate(self, generation_id: str, rating: Rating, comment: str | None) -> dict[str, Any]:
-        """Store (or replace) the rating of a generation; `NotFound` for an unknown id."""
-        record = await self._record(generation_id)
+    async def rate(
+        self, ctx: RequestContext, generation_id: str, rating: Rating, comment: str | None
+    ) -> dict[str, Any]:
+        """Store (or replace) the rating of a generation the caller's key made; `NotFound` for
+        an unknown id and for another key's generation alike."""
+        owner = ctx.owner
+        record = await self._record(generation_id, owner)
         if record is None:
             # It may still be waiting in this replica's queue of records...
             await self._records.flush(within=5.0)
-            record = await self._record(generation_id)
+            record = await self._record(generation_id, owner)
         for delay in _GRACE:
             if record is not None:
                 break
             # ...or in another replica's, for a few milliseconds more.
             await asyncio.sleep(delay)
-            record = await self._record(generation_id)
+            record = await self._record(generation_id, owner)
         if record is None:
             raise NotFound(
                 f"No generation with id '{generation_id}'.",
@@ -87,14 +92,15 @@ class FeedbackService:
             "updated_at": int(now.timestamp()),
         }
 
-    async def _record(self, generation_id: str) -> tuple[str | None, str | None] | None:
+    async def _record(self, generation_id: str, owner: str) -> tuple[str | None, str | None] | None:
         async with self._db.session() as session:
-            return await record_rows.preset_and_variant(session, generation_id)
+            return await record_rows.preset_and_variant(session, generation_id, owner=owner)
 
-    async def summary(self) -> dict[str, Any]:
-        """Count, mean score and time range of the ratings, per preset and per variant."""
+    async def summary(self, owner: str | None) -> dict[str, Any]:
+        """Count, mean score and time range of `owner`'s ratings (`EVERY_OWNER`: everyone's, for
+        the admin), per preset and per variant."""
         async with self._db.session() as session:
-            rows = await record_rows.rating_groups(session)
+            rows = await record_rows.rating_groups(session, owner=owner)
         groups: dict[str | None, list[dict[str, Any]]] = {}
         for preset, variant, count, total, first, last in rows:
             groups.setdefault(preset, []).append(_stats(count, total, first, last) | {"variant": variant})

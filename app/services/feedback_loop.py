@@ -32,7 +32,9 @@ async def open_feedback_loop(
     settings: Settings, db: Database, clocks: Clocks | None = None
 ) -> AsyncIterator[FeedbackLoop]:
     """Start the record writer; at exit, drain it (before the database closes)."""
-    records = RecordWriter(db, linger=settings.records_flush_seconds)
+    records = RecordWriter(
+        db, linger=settings.records_flush_seconds, max_pending=settings.records_max_pending
+    )
     records.start()
     clocks = clocks or Clocks()
     tuning = TuningService(db, refresh_seconds=settings.tuning_refresh_seconds, clock=clocks.monotonic)

@@ -10,7 +10,7 @@ import asyncio
 import secrets
 import time
 import uuid
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -61,6 +61,11 @@ class Job:
     """Models the caller may use (set by the access hook); fallbacks outside it are skipped."""
     prompt_tokens: int | None = None
     """The prompt's size as counted when planning (quotas reserve it without counting again)."""
+    prepaid: Prepaid | None = None
+    """Tokens reserved up front for this job's request (it draws on them instead of reserving)."""
+    conceal: Callable[[str], str] | None = None
+    """What stored text must become under the job's privacy mode (set by the privacy step when
+    it redacted something): turns and records keep the placeholders, not the values."""
     prefix: str | None = None
     """The start of the answer the client gave (`continue_from`): the model continued after it,
     and the answer's text begins with it."""
@@ -88,6 +93,23 @@ class Outcome:
         return {"ttft_ms": round(self.ttft_ms, 2), "total_ms": round(self.total_ms, 2)}
 
 
+@dataclass(slots=True)
+class Prepaid:
+    """Tokens reserved up front for a request that runs several jobs (the summarize preset's
+    map stages): its jobs draw on this reservation instead of each reserving, and `settle`
+    replaces it with what they used."""
+
+    tokens: int
+    used: int = 0
+    release: Callable[[int], Awaitable[None]] | None = None
+
+    async def settle(self) -> None:
+        """Settle the reservation with the tokens used (once; later calls do nothing)."""
+        release, self.release = self.release, None
+        if release is not None:
+            await release(self.used)
+
+
 class JobHook:
     """Sees every job the service runs. Subclass and override what you need; hooks run in
     order. `on_start` may refuse a job by raising an `AppError` (quotas) or add metadata."""
@@ -101,6 +123,11 @@ class JobHook:
 
     async def on_error(self, job: Job, exc: BaseException) -> None:
         """When the job failed before producing an outcome."""
+        return None
+
+    async def prepay(self, ctx: RequestContext, tokens: int) -> Prepaid | None:
+        """Reserve `tokens` for a request's several jobs before any of them starts (a hook that
+        keeps limits may refuse here); None when this hook keeps no reservation."""
         return None
 
 
@@ -143,6 +170,10 @@ class GenerationService:
     # -- planning ----------------------------------------------------------------------------
 
     @property
+    def max_prompt_chars(self) -> int:
+        return self._settings.max_prompt_chars
+
+    @property
     def model_table(self) -> dict[str, ModelRoute]:
         return self._table
 
@@ -176,6 +207,7 @@ class GenerationService:
         extra: Mapping[str, Any] | None = None,
         user: str | None = None,
         id_prefix: str = "gen",
+        message_params: Sequence[str] | None = None,
         tools: Sequence[ToolSpec] = (),
         tool_choice: ToolChoice = "auto",
         parallel_tool_calls: bool = True,
@@ -188,13 +220,21 @@ class GenerationService:
         client's own sampling values and always win; `defaults` (a preset's or a tuning
         variant's) come next. With a `prompt` (and no messages) the model continues that raw
         text. `text_param` names the request field that held the text, for errors (`messages`,
-        or `prompt`). With `continue_from`, the answer to `messages` resumes after that text."""
+        or `prompt`). With `continue_from`, the answer to `messages` resumes after that text.
+        `message_params` name each message's field in the request, for errors about one message
+        (default `messages[i].content`)."""
         name, route, provider = self.resolve(model)
+        if prompt is not None:
+            check_prompt_chars(
+                [Message("user", prompt)], self._settings.max_prompt_chars, [text_param or "prompt"]
+            )
+        check_prompt_chars(messages, self._settings.max_prompt_chars, message_params)
         if continue_from is not None:
             prompt = self._continuation(name, route, provider, tuple(messages), continue_from)
             messages = []
         extra = dict(extra or {})
         check_extra_params(provider, name, extra)
+        extra = apply_upstream_terms(name, route, extra)
         merged: dict[str, Any] = {**(defaults or {}), **overrides}
         if prompt is not None and messages:
             raise ValueError("a generation continues either messages or a raw prompt, not both")
@@ -325,6 +365,14 @@ class GenerationService:
 
     # -- running -----------------------------------------------------------------------------
 
+    async def prepay(self, ctx: RequestContext, tokens: int) -> Prepaid:
+        """Reserve `tokens` up front for jobs that will carry the returned `Prepaid`."""
+        for hook in self.hooks:
+            prepaid = await hook.prepay(ctx, tokens)
+            if prepaid is not None:
+                return prepaid
+        return Prepaid(tokens)
+
     async def complete(self, job: Job) -> Outcome:
         await self._start(job)
         started = time.perf_counter()
@@ -426,6 +474,38 @@ def tokens_at_most(messages: tuple[Message, ...]) -> int:
         + sum(len(c.name.encode()) + len(c.arguments.encode()) + _FRAMING_PER_MESSAGE for c in m.tool_calls)
         for m in messages
     )
+
+
+def check_prompt_chars(messages: Sequence[Message], limit: int, params: Sequence[str] | None = None) -> None:
+    """Refuse a message longer than the operator's `max_prompt_chars`."""
+    for i, message in enumerate(messages):
+        if len(message.content) > limit:
+            raise InvalidRequest(
+                f"A message is {len(message.content)} characters long; this service accepts at most "
+                f"{limit} characters per message.",
+                param=params[i] if params is not None else f"messages[{i}].content",
+                code="prompt_too_long",
+            )
+
+
+UPSTREAM_TERMS = ("store", "service_tier")
+"""Parameters that change the operator's terms with the upstream (retention, billing tier)."""
+
+
+def apply_upstream_terms(model: str, route: ModelRoute, extra: dict[str, Any]) -> dict[str, Any]:
+    """The route's `store` and `service_tier`; a client's own value only where the route allows it."""
+    for param in UPSTREAM_TERMS:
+        if param in extra and param not in route.client_params:
+            raise InvalidRequest(
+                f"The parameter '{param}' is set by this service's operator for model '{model}'; "
+                "clients may not change it.",
+                param=param,
+                code="parameter_not_allowed",
+            )
+        operator_value = getattr(route, param)
+        if param not in extra and operator_value is not None:
+            extra[param] = operator_value
+    return extra
 
 
 def check_extra_params(provider: Provider, model: str, extra: Mapping[str, Any]) -> None:

@@ -351,3 +351,69 @@ class RedisLimiter:
             keys=[tok, day, month],
             args=[reservation.limits.tokens_per_minute or 0, delta],
         )
+
+
+class Concurrency(Protocol):
+    """Generations in flight per key (`max_concurrent`)."""
+
+    async def acquire(self, key_id: str, limit: int) -> bool:
+        """Take a slot; False when `limit` are already taken."""
+        ...
+
+    async def release(self, key_id: str) -> None:
+        """Give a slot back."""
+        ...
+
+
+class MemoryConcurrency:
+    """Slots counted in this process (a single instance)."""
+
+    def __init__(self) -> None:
+        self._in_flight: dict[str, int] = {}
+
+    async def acquire(self, key_id: str, limit: int) -> bool:
+        taken = self._in_flight.get(key_id, 0)
+        if taken >= limit:
+            return False
+        self._in_flight[key_id] = taken + 1
+        return True
+
+    async def release(self, key_id: str) -> None:
+        taken = self._in_flight.get(key_id, 0) - 1
+        if taken > 0:
+            self._in_flight[key_id] = taken
+        else:
+            self._in_flight.pop(key_id, None)
+
+
+_ACQUIRE_LUA = """
+local taken = redis.call('INCR', KEYS[1])
+if taken > tonumber(ARGV[1]) then
+  redis.call('DECR', KEYS[1])
+  return 0
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_RELEASE_LUA = """
+if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
+class RedisConcurrency:
+    """Slots shared by every replica. The count expires `lease` seconds after the last
+    acquisition, so slots a crashed replica never gave back do not stay taken forever."""
+
+    def __init__(self, redis: Redis, prefix: str, lease: float) -> None:
+        self._prefix = f"{prefix}inflight:"
+        self._lease = max(1, math.ceil(lease))
+        self._acquire = redis.register_script(_ACQUIRE_LUA)
+        self._release = redis.register_script(_RELEASE_LUA)
+
+    async def acquire(self, key_id: str, limit: int) -> bool:
+        return bool(await self._acquire(keys=[self._prefix + key_id], args=[limit, self._lease]))
+
+    async def release(self, key_id: str) -> None:
+        await self._release(keys=[self._prefix + key_id])

@@ -13,11 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.errors import NotFound
+import anyio
+
+from app.errors import InvalidRequest, NotFound
 from app.presets import Preset
 from app.providers.base import Message
 from app.services.context import RequestContext
-from app.services.generation import GenerationService, Job
+from app.services.generation import GenerationService, Job, Prepaid
 from app.services.summarize import PartResult, reduce_to_fit, user_message_counter
 from app.services.tuning import TuningService
 
@@ -53,11 +55,13 @@ class PresetService:
         tuning: TuningService,
         *,
         map_concurrency: int = 4,
+        max_text_chars: int = 500_000,
     ) -> None:
         self._presets = dict(presets)
         self._generation = generation
         self.tuning = tuning
         self._map_concurrency = map_concurrency
+        self._max_text_chars = max_text_chars
 
     def all(self) -> list[Preset]:
         return list(self._presets.values())
@@ -152,7 +156,19 @@ class PresetService:
         user: str | None,
         endpoint: str,
     ) -> tuple[list[Message], dict[str, Any] | None]:
-        """Summarize `values[key]` in stages until the final prompt fits the context window."""
+        """Summarize `values[key]` in stages until the final prompt fits the context window.
+
+        The whole map-reduce's tokens (every part's prompt and summary, and the final stage) are
+        reserved against the caller's limits before the first part is sent; the parts draw on
+        that reservation, which is settled with what they used before the final stage runs."""
+        original = values[key]
+        if len(original) > self._max_text_chars:
+            raise InvalidRequest(
+                f"The text is {len(original)} characters long; this service summarizes at most "
+                f"{self._max_text_chars} characters.",
+                param=f"inputs.{key}",
+                code="text_too_long",
+            )
         name, route, provider = self._generation.resolve(model)
         upstream = route.upstream_model or name
 
@@ -168,7 +184,6 @@ class PresetService:
             merged.get("max_tokens") or self._generation.default_max_tokens(route), route.max_output_tokens
         )
         window = route.context_window
-        original = values[key]
 
         def fits(text: str) -> bool:
             stage = "single" if text is original else "final"
@@ -193,6 +208,7 @@ class PresetService:
             )
             job.preset = preset.name
             job.privacy = preset.spec.privacy
+            job.prepaid = prepaid
             job.metadata["summarize_stage"] = {"stage": "map", "part": part, "parts": parts}
             outcome = await self._generation.complete(job)
             c = outcome.completion
@@ -203,14 +219,27 @@ class PresetService:
                 c.usage.completion_tokens,
             )
 
-        text, reduction = await reduce_to_fit(
-            original,
-            fits=fits,
-            budget=budget,
-            count=user_message_counter(count_messages),
-            summarize_part=summarize_part,
-            concurrency=self._map_concurrency,
-        )
+        count = user_message_counter(count_messages)
+        prepaid: Prepaid | None = None
+        if not await anyio.to_thread.run_sync(fits, original):
+            tokens = await anyio.to_thread.run_sync(count, original)
+            parts = -(-tokens // max(1, budget))
+            # Every part's prompt and summary (later stages take fewer), and the final stage.
+            prepaid = await self._generation.prepay(
+                ctx, tokens + parts * (overhead + 2 * part_answer) + window
+            )
+        try:
+            text, reduction = await reduce_to_fit(
+                original,
+                fits=fits,
+                budget=budget,
+                count=count,
+                summarize_part=summarize_part,
+                concurrency=self._map_concurrency,
+            )
+        finally:
+            if prepaid is not None:
+                await prepaid.settle()
         if reduction is None:
             return messages_for(text, "single"), None
         return messages_for(text, "final"), reduction.metadata()

@@ -2,9 +2,10 @@
 
 The hook only queues the row; one writer task inserts queued rows in batches: a row waits up to
 `records_flush_seconds` for the ones after it, so that under load one INSERT and one commit carry
-hundreds of rows. Nothing is dropped: a failing database is retried with backoff while rows
-wait in memory, a full queue makes the next generation wait rather than forget, and shutdown
-drains the queue. Feedback on an id still in the queue flushes it first (`RecordWriter.flush`).
+hundreds of rows. A failing database is retried with backoff while rows wait in memory, up to
+`max_pending` of them; past that, new rows are dropped (counted, with a warning) rather than
+making a response wait for the database. Shutdown drains the queue. Feedback on an id still in
+the queue flushes it first (`RecordWriter.flush`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +40,7 @@ def record_row(outcome: Outcome, *, store_text: bool) -> dict[str, Any]:
         # When the generation started (outcome.created is only whole seconds).
         "created_at": datetime.now(UTC) - timedelta(milliseconds=outcome.total_ms),
         "endpoint": job.endpoint,
+        "owner": job.ctx.owner,
         "preset": job.preset,
         "model": job.model,
         "provider": job.provider.name,
@@ -52,7 +55,8 @@ def record_row(outcome: Outcome, *, store_text: bool) -> dict[str, Any]:
         "aborted": outcome.aborted,
         "meta": dict(job.metadata),
         "prompt": [_message(m) for m in job.request.as_messages()] if store_text else None,
-        "output": [_output(c) for c in completion.choices] if store_text else None,
+        # The prompt was redacted in place; the answer was restored for the client: conceal it.
+        "output": [_output(c, job.conceal) for c in completion.choices] if store_text else None,
     }
 
 
@@ -65,12 +69,14 @@ def _message(m: Message) -> dict[str, Any]:
     return out
 
 
-def _output(choice: Choice) -> str | dict[str, Any]:
-    """A choice's text; a choice that called tools as its text and its calls."""
+def _output(choice: Choice, conceal: Callable[[str], str] | None) -> str | dict[str, Any]:
+    """A choice's text (concealed as the privacy mode asks); a choice that called tools as its
+    text and its calls."""
+    text = conceal(choice.text) if conceal is not None else choice.text
     if not choice.tool_calls:
-        return choice.text
+        return text
     return {
-        "text": choice.text,
+        "text": text,
         "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in choice.tool_calls],
     }
 
@@ -85,13 +91,27 @@ class RecordWriter:
         self._hurry = asyncio.Event()
         """Set when waiting for more rows would only delay someone: a full batch, a flush."""
         self._task: asyncio.Task[None] | None = None
+        self.dropped_total = 0
+        """Rows dropped because `max_pending` rows were already waiting."""
+        self._dropping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="genserve-record-writer")
 
-    async def put(self, row: dict[str, Any]) -> None:
-        """Queue a row; waits only when `max_pending` rows are already waiting (backpressure)."""
-        await self._queue.put(row)
+    def put(self, row: dict[str, Any]) -> None:
+        """Queue a row, or drop it when `max_pending` rows are already waiting: a response
+        never waits for the database."""
+        try:
+            self._queue.put_nowait(row)
+        except asyncio.QueueFull:
+            self.dropped_total += 1
+            if not self._dropping:  # once per episode, not once per request
+                log.warning(
+                    "generation records dropped: %d are waiting for the database", self._queue.maxsize
+                )
+            self._dropping = True
+            return
+        self._dropping = False
         if self._queue.qsize() >= _BATCH:
             self._hurry.set()
 
@@ -164,4 +184,4 @@ class RecordHook(JobHook):
         self._store_text = store_text
 
     async def on_finish(self, outcome: Outcome) -> None:
-        await self._writer.put(record_row(outcome, store_text=self._store_text))
+        self._writer.put(record_row(outcome, store_text=self._store_text))

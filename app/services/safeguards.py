@@ -19,6 +19,7 @@ from app.services.generation import Job
 from app.services.privacy import PrivacyGuard
 from app.services.resilience import Resilience
 from app.settings import Settings
+from app.storage.secrets import pseudonym_secret
 
 
 @dataclass(slots=True)
@@ -40,7 +41,8 @@ class Safeguards:
         clocks = clocks or Clocks()
         resilience = Resilience(settings, providers, clock=clocks.monotonic)
         cache = ResponseCache.build(settings, resilience, redis, clocks.monotonic)
-        return cls(privacy=PrivacyGuard(settings, cache), cache=cache, resilience=resilience)
+        privacy = PrivacyGuard(settings, cache, secret=pseudonym_secret(settings))
+        return cls(privacy=privacy, cache=cache, resilience=resilience)
 
     async def complete(self, job: Job) -> Completion:
         return await self.privacy.complete(job)

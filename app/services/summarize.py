@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from app.errors import InvalidRequest
 from app.providers.base import Message
 
@@ -130,8 +132,9 @@ async def reduce_to_fit(
     concurrency: int,
 ) -> tuple[str, Reduction | None]:
     """Summarize `text` in stages until `fits(text)`; returns the text for the final stage and
-    what was done (None when the text fit from the start)."""
-    if fits(text):
+    what was done (None when the text fit from the start). Counting and splitting a long text
+    take a tokenizer pass over all of it: they run on a worker thread, off the event loop."""
+    if await anyio.to_thread.run_sync(fits, text):
         return text, None
     if budget < MIN_PART_TOKENS:
         raise InvalidRequest(
@@ -140,17 +143,17 @@ async def reduce_to_fit(
             param="max_tokens",
             code="context_length_exceeded",
         )
-    reduction = Reduction(input_tokens=count(text))
+    reduction = Reduction(input_tokens=await anyio.to_thread.run_sync(count, text))
     limit = asyncio.Semaphore(concurrency)
-    while not fits(text):
+    while not await anyio.to_thread.run_sync(fits, text):
         if len(reduction.stages) == MAX_STAGES:
             raise InvalidRequest(
                 f"The text is still too long after {MAX_STAGES} stages of summarizing.",
                 param="inputs",
                 code="context_length_exceeded",
             )
-        parts = split_text(text, budget, count)
-        stage = Stage(parts=len(parts), input_tokens=count(text))
+        parts = await anyio.to_thread.run_sync(split_text, text, budget, count)
+        stage = Stage(parts=len(parts), input_tokens=await anyio.to_thread.run_sync(count, text))
 
         async def one(index: int, part: str, total: int = len(parts)) -> PartResult:
             async with limit:
@@ -169,7 +172,7 @@ async def reduce_to_fit(
             reduction.prompt_tokens += r.prompt_tokens
             reduction.completion_tokens += r.completion_tokens
         shorter = "\n\n".join(f"[Part {i + 1}] {r.text.strip()}" for i, r in enumerate(results))
-        if count(shorter) >= count(text):
+        if await anyio.to_thread.run_sync(count, shorter) >= stage.input_tokens:
             raise InvalidRequest(
                 "Summarizing the text in parts did not make it shorter; try a smaller max_tokens.",
                 param="max_tokens",

@@ -111,11 +111,15 @@ class TuningService:
             rows = await record_rows.variant_ratings(session, preset)
         return {variant: Evidence(n, total) for variant, (n, total) in rows.items()}
 
-    async def report(self, preset: Preset, *, recent: int = 100) -> dict[str, object]:
-        """Each variant's posterior and how often it was chosen (overall and lately)."""
-        evidence = await self._read(preset.name)
+    async def report(self, preset: Preset, *, owner: str | None, recent: int = 100) -> dict[str, object]:
+        """Each variant's posterior and how often it was chosen (overall and lately), from
+        `owner`'s generations and ratings (`EVERY_OWNER`: everyone's, for the admin)."""
         async with self._db.session() as session:
-            chosen, latest = await record_rows.variant_choices(session, preset.name, recent=recent)
+            rows = await record_rows.variant_ratings(session, preset.name, owner=owner)
+            chosen, latest = await record_rows.variant_choices(
+                session, preset.name, recent=recent, owner=owner
+            )
+        evidence = {variant: Evidence(n, total) for variant, (n, total) in rows.items()}
         total = sum(chosen.get(name, 0) for name in preset.variants)
         variants = []
         for name, sampling in preset.variants.items():

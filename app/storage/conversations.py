@@ -51,6 +51,10 @@ class ConversationRow(Base):
     """The client key id that created it (`anonymous` without keys): only it sees the conversation."""
     tools: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     """Functions the assistant may call, in OpenAI's chat `tools` shape."""
+    claim_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    """Who is answering a message now (see `claim_turn`)."""
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """When that claim lapses if its holder never releases it (a crashed replica)."""
 
 
 class MessageRow(Base):
@@ -79,28 +83,26 @@ class MessageRow(Base):
 
 
 async def get_conversation(
-    session: AsyncSession, conversation_id: str, *, owner: str | None = None, lock: bool = False
+    session: AsyncSession, conversation_id: str, *, owner: str, lock: bool = False
 ) -> ConversationRow | None:
-    """The conversation, or None (also when `owner` is given and is not its owner). With
+    """`owner`'s conversation, or None (also when it is someone else's). With
     `lock`, its row stays locked (PostgreSQL `FOR UPDATE`) until the session's transaction
     ends; SQLite has no row locks and ignores it."""
     query = select(ConversationRow).where(ConversationRow.id == conversation_id)
-    if owner is not None:
-        query = query.where(ConversationRow.owner == owner)
+    query = query.where(ConversationRow.owner == owner)
     if lock:
         query = query.with_for_update()
     return (await session.execute(query)).scalar_one_or_none()
 
 
 async def list_conversations(
-    session: AsyncSession, *, limit: int, after: str | None, owner: str | None = None
+    session: AsyncSession, *, limit: int, after: str | None, owner: str
 ) -> tuple[list[ConversationRow], bool] | None:
     """Newest first, `limit` at a time, starting after the conversation `after` (None when
-    that conversation does not exist); only `owner`'s when given. Returns the page and whether
+    that conversation does not exist); only `owner`'s (never everyone's). Returns the page and whether
     more follow."""
     query = select(ConversationRow)
-    if owner is not None:
-        query = query.where(ConversationRow.owner == owner)
+    query = query.where(ConversationRow.owner == owner)
     if after is not None:
         anchor = await get_conversation(session, after, owner=owner)
         if anchor is None:
@@ -140,6 +142,35 @@ async def newest_messages(
     return list((await session.execute(query)).scalars())
 
 
+async def claim_turn(
+    session: AsyncSession, conversation_id: str, *, owner: str, claim_id: str, until: datetime
+) -> bool:
+    """Claim `owner`'s conversation for one reply until `until`, unless someone else holds an
+    unexpired claim. The caller commits at once: no lock outlives this short transaction."""
+    now = utcnow()
+    result = await session.execute(
+        update(ConversationRow)
+        .where(
+            ConversationRow.id == conversation_id,
+            ConversationRow.owner == owner,
+            or_(ConversationRow.claimed_until.is_(None), ConversationRow.claimed_until < now),
+        )
+        .values(claim_id=claim_id, claimed_until=until)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def release_turn(session: AsyncSession, conversation_id: str, claim_id: str) -> None:
+    """Give the claim back (only if it is still this one: a lapsed claim may be someone else's)."""
+    await session.execute(
+        update(ConversationRow)
+        .where(ConversationRow.id == conversation_id, ConversationRow.claim_id == claim_id)
+        .values(claim_id=None, claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def append_turns(
     session: AsyncSession, conversation: ConversationRow, messages: Sequence[MessageRow]
 ) -> bool:
@@ -166,13 +197,10 @@ async def append_turns(
     return True
 
 
-async def delete_conversation(
-    session: AsyncSession, conversation_id: str, *, owner: str | None = None
-) -> bool:
-    """Delete the conversation (only if `owner`'s, when given) and its turns; False if none."""
+async def delete_conversation(session: AsyncSession, conversation_id: str, *, owner: str) -> bool:
+    """Delete `owner`'s conversation and its turns; False if there is none."""
     query = delete(ConversationRow).where(ConversationRow.id == conversation_id)
-    if owner is not None:
-        query = query.where(ConversationRow.owner == owner)
+    query = query.where(ConversationRow.owner == owner)
     if (await session.execute(query)).rowcount != 1:  # type: ignore[attr-defined]
         return False
     # The foreign key cascades where it is enforced; SQLite enforces it only when asked to.

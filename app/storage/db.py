@@ -32,7 +32,10 @@ def alembic_config(url: str) -> Config:
 
 
 class Database:
-    """Owns the engine and hands out sessions."""
+    """Owns the engine and hands out sessions.
+
+    Engines hide bound parameters from their error messages: those are prompts, outputs and
+    conversation turns, and an error message ends up in a log line."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -41,10 +44,14 @@ class Database:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: AsyncEngine = create_async_engine(url, connect_args={"timeout": 30})
+            self.engine: AsyncEngine = create_async_engine(
+                url, connect_args={"timeout": 30}, hide_parameters=True
+            )
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            self.engine = create_async_engine(
+                url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+            )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def migrate(self) -> None:

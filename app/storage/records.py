@@ -20,14 +20,23 @@ async def insert_records(session: AsyncSession, rows: list[dict[str, Any]]) -> N
     await session.commit()
 
 
+EVERY_OWNER = None
+"""`owner=EVERY_OWNER`: the admin's views, over every key's records."""
+
+
+def _of(owner: str | None) -> tuple[Any, ...]:
+    return () if owner is EVERY_OWNER else (GenerationRecord.owner == owner,)
+
+
 async def preset_and_variant(
-    session: AsyncSession, generation_id: str
+    session: AsyncSession, generation_id: str, *, owner: str
 ) -> tuple[str | None, str | None] | None:
-    """The preset and tuning variant a generation ran with; None when there is no such record."""
+    """The preset and tuning variant `owner`'s generation ran with; None when `owner` has no
+    such record (someone else's is no different from a missing one)."""
     row = (
         await session.execute(
             select(GenerationRecord.preset, GenerationRecord.variant).where(
-                GenerationRecord.id == generation_id
+                GenerationRecord.id == generation_id, GenerationRecord.owner == owner
             )
         )
     ).first()
@@ -53,9 +62,10 @@ async def upsert_rating(session: AsyncSession, values: dict[str, Any]) -> dateti
 
 
 async def rating_groups(
-    session: AsyncSession,
+    session: AsyncSession, *, owner: str | None
 ) -> list[tuple[str | None, str | None, int, float, datetime, datetime]]:
-    """Per preset and variant: count, sum of scores, first and last rating time."""
+    """Per preset and variant of `owner`'s generations: count, sum of scores, first and last
+    rating time."""
     query = (
         select(
             GenerationRecord.preset,
@@ -66,6 +76,7 @@ async def rating_groups(
             func.max(Feedback.updated_at),
         )
         .join(GenerationRecord, GenerationRecord.id == Feedback.generation_id)
+        .where(*_of(owner))
         .group_by(GenerationRecord.preset, GenerationRecord.variant)
     )
     return [
@@ -74,12 +85,15 @@ async def rating_groups(
     ]
 
 
-async def variant_ratings(session: AsyncSession, preset: str) -> dict[str, tuple[int, float]]:
-    """Per tuning variant of `preset`: how many tuned generations were rated, and their scores' sum."""
+async def variant_ratings(
+    session: AsyncSession, preset: str, *, owner: str | None = EVERY_OWNER
+) -> dict[str, tuple[int, float]]:
+    """Per tuning variant of `preset`: how many tuned generations were rated, and their scores'
+    sum (every key's: the tuning learns from all of them; a key's report passes its own)."""
     query = (
         select(GenerationRecord.variant, func.count(), func.sum(Feedback.score))
         .join(Feedback, Feedback.generation_id == GenerationRecord.id)
-        .where(GenerationRecord.preset == preset, GenerationRecord.tuned.is_(True))
+        .where(GenerationRecord.preset == preset, GenerationRecord.tuned.is_(True), *_of(owner))
         .group_by(GenerationRecord.variant)
     )
     rows = (await session.execute(query)).all()
@@ -87,10 +101,10 @@ async def variant_ratings(session: AsyncSession, preset: str) -> dict[str, tuple
 
 
 async def variant_choices(
-    session: AsyncSession, preset: str, *, recent: int
+    session: AsyncSession, preset: str, *, recent: int, owner: str | None
 ) -> tuple[dict[str | None, int], list[str | None]]:
-    """How often each variant of `preset` was chosen, and the `recent` newest choices."""
-    tuned = (GenerationRecord.preset == preset, GenerationRecord.tuned.is_(True))
+    """How often each variant of `preset` was chosen for `owner`, and the `recent` newest choices."""
+    tuned = (GenerationRecord.preset == preset, GenerationRecord.tuned.is_(True), *_of(owner))
     counts = (
         await session.execute(
             select(GenerationRecord.variant, func.count()).where(*tuned).group_by(GenerationRecord.variant)

@@ -47,6 +47,8 @@ class GenerationRecord(Base):
     """The response's `id`, which clients send back with their feedback."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     endpoint: Mapped[str] = mapped_column(String(32))
+    owner: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    """The client key that made the generation (`anonymous` without keys)."""
     preset: Mapped[str | None] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(128))
     provider: Mapped[str] = mapped_column(String(32))
@@ -111,6 +113,7 @@ class ApiKey(Base):
     allowed_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     allowed_presets: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_concurrent: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tokens_per_minute: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     tokens_per_day: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     tokens_per_month: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

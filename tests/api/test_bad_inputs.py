@@ -91,7 +91,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str, str | None, str | Non
         400,
         INVALID,
         "prompt",
-        "invalid_value",
+        "prompt_too_long",
     ),
     (
         "prompt-too-many-tokens",

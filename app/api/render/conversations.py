@@ -7,18 +7,22 @@ from app.api.streaming import frame
 from app.clock import unix
 from app.schemas.chat import FunctionCallOut, ToolCallOut
 from app.schemas.conversations import MessageOut
+from app.services.auth import Client
 from app.services.conversations import History, Reply, ReplyChunk
 from app.storage.conversations import ConversationRow, MessageRow
 
 
-def conversation_body(row: ConversationRow) -> dict[str, object]:
+def conversation_body(row: ConversationRow, caller: Client) -> dict[str, object]:
+    """A preset's rendered system prompt is the operator's template: shown only to a key that
+    may use that preset (a key restricted after creating the conversation sees `null`)."""
+    shows_system = row.preset is None or caller.may_use_preset(row.preset)
     return {
         "id": row.id,
         "object": "conversation",
         "created_at": unix(row.created_at),
         "updated_at": unix(row.updated_at),
         "model": row.model,
-        "system": row.system,
+        "system": row.system if shows_system else None,
         "preset": row.preset,
         "inputs": row.inputs,
         "sampling": row.sampling,
@@ -28,10 +32,10 @@ def conversation_body(row: ConversationRow) -> dict[str, object]:
     }
 
 
-def conversation_list(rows: list[ConversationRow], has_more: bool) -> dict[str, object]:
+def conversation_list(rows: list[ConversationRow], has_more: bool, caller: Client) -> dict[str, object]:
     return {
         "object": "list",
-        "data": [conversation_body(row) for row in rows],
+        "data": [conversation_body(row, caller) for row in rows],
         "first_id": rows[0].id if rows else None,
         "last_id": rows[-1].id if rows else None,
         "has_more": has_more,
@@ -58,9 +62,9 @@ def message_body(row: MessageRow) -> MessageOut:
     )
 
 
-def history_body(page: History) -> dict[str, object]:
+def history_body(page: History, caller: Client) -> dict[str, object]:
     return {
-        **conversation_body(page.conversation),
+        **conversation_body(page.conversation, caller),
         "messages": [message_body(m) for m in page.messages],
         "has_more": page.has_more,
     }

@@ -1,16 +1,20 @@
-"""`/admin/*`: client keys (create, list, update, revoke) and everyone's usage. Admin token only."""
+"""`/admin/*`: client keys (create, list, update, revoke), everyone's usage, feedback and tuning.
+Admin token only."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 
 from app.api.access import require_admin
-from app.api.deps import AccessDep, GenerationDep
+from app.api.deps import AccessDep, FeedbackDep, GenerationDep, PresetsDep
 from app.api.render.keys import key_info, usage_report
 from app.errors import InvalidRequest
+from app.schemas.feedback import FeedbackSummary
 from app.schemas.keys import KeyCreate, KeyCreated, KeyInfo, KeyList, KeyUpdate
+from app.schemas.presets import TuningReport
 from app.schemas.usage import IsoDate, UsageReport
 from app.services.auth import Limits
+from app.storage.records import EVERY_OWNER
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -74,3 +78,15 @@ async def all_usage(
     """Usage of every key, per model and day, with estimated cost; filter by key, model, dates."""
     rows = await access.usage.query(key_id=key_id, model=model, start=start, end=end)
     return usage_report(rows, start, end)
+
+
+@router.get("/feedback/summary", response_model=FeedbackSummary)
+async def feedback_summary(feedback: FeedbackDep) -> dict[str, object]:
+    """Every key's ratings, per preset and per tuning variant."""
+    return await feedback.summary(EVERY_OWNER)
+
+
+@router.get("/presets/{name}/tuning", response_model=TuningReport)
+async def preset_tuning(name: str, presets: PresetsDep) -> dict[str, object]:
+    """A preset's tuning from every key's generations and ratings."""
+    return await presets.tuning.report(presets.get(name), owner=EVERY_OWNER)

@@ -50,7 +50,7 @@ async def create_conversation(
         inputs=body.inputs,
         tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
     )
-    return conversation_body(row)
+    return conversation_body(row, ctx.caller)
 
 
 @router.get("/v1/conversations", response_model=ConversationList)
@@ -64,7 +64,7 @@ async def list_conversations(
 ) -> dict[str, object]:
     """Conversations, newest first (by creation), `limit` at a time; page on with `after`."""
     rows, has_more = await service.list(ctx, limit=limit, after=after)
-    return conversation_list(rows, has_more)
+    return conversation_list(rows, has_more, ctx.caller)
 
 
 @router.get("/v1/conversations/{conversation_id}", response_model=ConversationWithMessages)
@@ -74,12 +74,13 @@ async def get_conversation(
     service: ConversationsDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Messages per page.")] = 50,
     before: Annotated[
-        int | None, Query(ge=1, description="A message's `seq`: return the messages before it.")
+        int | None,
+        Query(ge=1, le=2**31 - 1, description="A message's `seq`: return the messages before it."),
     ] = None,
 ) -> dict[str, object]:
     """The conversation's settings and its newest `limit` messages, oldest first; older pages
     with `before` set to the first message's `seq`."""
-    return history_body(await service.history(ctx, conversation_id, limit=limit, before=before))
+    return history_body(await service.history(ctx, conversation_id, limit=limit, before=before), ctx.caller)
 
 
 @router.delete("/v1/conversations/{conversation_id}", response_model=ConversationDeleted)

@@ -33,6 +33,7 @@ async def generate(body: GenerateRequest, ctx: CtxDep, service: GenerationDep, r
         model=body.model,
         messages=messages,
         overrides=body.sampling_overrides(),
+        message_params=["system", "prompt"][-len(messages) :],
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         continue_from=body.continue_from,
     )

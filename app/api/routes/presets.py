@@ -29,9 +29,10 @@ async def get_preset(name: str, presets: PresetsDep, client: ClientDep) -> dict[
 
 @router.get("/v1/presets/{name}/tuning", response_model=TuningReport)
 async def get_tuning(name: str, presets: PresetsDep, client: ClientDep) -> dict[str, object]:
-    """Each tuning variant's Beta posterior (from the feedback so far) and how often it is chosen."""
+    """Each tuning variant's Beta posterior and how often it was chosen, from your key's
+    generations and ratings (the admin's `/admin/presets/{name}/tuning` shows everyone's)."""
     client.require_preset(name)
-    return await presets.tuning.report(presets.get(name))
+    return await presets.tuning.report(presets.get(name), owner=client.key_id)
 
 
 @router.post(
