@@ -49,16 +49,15 @@ COPY --from=requirements /src/requirements-probes.txt ./
 RUN --mount=type=cache,target=/root/.cache/pip if [ "$PROBES" = true ]; then pip install -r requirements-probes.txt; fi
 
 # What the service never uses at run time: pip and setuptools (nothing is installed at run time)
-# the debug symbols of the compiled extensions (uvloop's alone are 11 MB), numpy's and scipy's own
-# test suites (40 MB). Libraries that auditwheel vendored (`*.libs/`) keep their symbols: it
+# the debug symbols of the compiled extensions (uvloop's alone are 11 MB), the packages' own test
+# suites and test helpers (numpy's and scipy's are 40 MB; SQLAlchemy's, Alembic's and the rest 4 MB). Libraries that auditwheel vendored (`*.libs/`) keep their symbols: it
 # rewrote their headers, and strip breaks them.
 FROM probes-upstream AS venv-upstream
 ARG SITE=/opt/venv/lib/python3.11/site-packages
 RUN python -m pip uninstall --yes --quiet pip setuptools \
     && find /opt/venv -name '*.so*' -type f -not -path '*.libs/*' -exec strip --strip-unneeded {} + \
-    && for d in numpy scipy; do \
-        if [ -d "$SITE/$d" ]; then find "$SITE/$d" -type d -name tests -prune -exec rm -rf {} +; fi; \
-    done
+    && find "$SITE" -type d -name tests -prune -exec rm -rf {} + \
+    && rm -rf "${SITE:?}/sqlalchemy/testing" "${SITE:?}/alembic/testing" "${SITE:?}/mako/testing"
 
 # Also llama-cpp-python's second copy of its libraries in site-packages/lib and include/ (left by
 # its CMake install; it loads those in llama_cpp/lib).
@@ -67,9 +66,8 @@ ARG SITE=/opt/venv/lib/python3.11/site-packages
 RUN python -m pip uninstall --yes --quiet pip setuptools \
     && find /opt/venv -name '*.so*' -type f -not -path '*.libs/*' -exec strip --strip-unneeded {} + \
     && rm -rf "${SITE:?}/lib" "${SITE:?}/include" \
-    && for d in numpy scipy; do \
-        if [ -d "$SITE/$d" ]; then find "$SITE/$d" -type d -name tests -prune -exec rm -rf {} +; fi; \
-    done
+    && find "$SITE" -type d -name tests -prune -exec rm -rf {} + \
+    && rm -rf "${SITE:?}/sqlalchemy/testing" "${SITE:?}/alembic/testing" "${SITE:?}/mako/testing"
 
 # The project itself, installed without its dependencies (they are in the layers above).
 FROM deps-upstream AS app
