@@ -6,7 +6,7 @@ published schemas."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -63,27 +63,6 @@ DOCUMENTED_ORDER = [
 def server() -> Iterator[LiveServer]:
     with serve_in_thread(create_app(mixed_settings())) as live:
         yield live
-
-
-@pytest.fixture
-def client(server: LiveServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture
-async def async_client(server: LiveServer) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60
-    ) as c:
-        yield c
-
-
-@pytest.fixture
-def remote() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False) as router:
-        router.route(host="127.0.0.1").pass_through()
-        yield router
 
 
 def checked(raw: Any) -> Response:
