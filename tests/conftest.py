@@ -23,6 +23,7 @@ import pytest  # noqa: E402
 import respx  # noqa: E402
 import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
+from redis.asyncio import Redis  # noqa: E402
 
 from app.main import create_app  # noqa: E402
 from app.settings import LOCAL_DEFAULT_MODEL, Settings  # noqa: E402
@@ -202,3 +203,16 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: object) -> Asyn
 def redis_prefix() -> str:
     """A key prefix of this test's own on the shared real Redis."""
     return f"genserve-test:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+async def redis(redis_prefix: str) -> AsyncIterator[Redis]:
+    """A client of the shared real Redis; this test's keys are deleted afterwards."""
+    client = Redis.from_url(REDIS)
+    try:
+        yield client
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{redis_prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()

@@ -3,7 +3,6 @@ and through the real Redis shared by two instances."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -32,18 +31,6 @@ def settings(**overrides: Any) -> Any:
 
 def chat(content: str = "What is the capital of France?", **more: Any) -> dict[str, Any]:
     return {"model": "primary", "messages": [{"role": "user", "content": content}], "temperature": 0, **more}
-
-
-@pytest.fixture
-async def redis(redis_prefix: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS)
-    try:
-        yield client
-    finally:
-        keys = [key async for key in client.scan_iter(match=f"{redis_prefix}*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 async def test_a_repeated_temperature_0_request_is_answered_from_the_cache(

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -251,18 +250,6 @@ async def test_a_preset_can_set_the_mode_of_its_jobs(upstream: respx.MockRouter)
     assert outcome.completion.choices[0].text == f"You said: {PERSONAL}"
     assert calls.call_count == 1
     assert EMAIL not in sent_upstream(calls)
-
-
-@pytest.fixture
-async def redis(redis_prefix: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS)
-    try:
-        yield client
-    finally:
-        keys = [key async for key in client.scan_iter(match=f"{redis_prefix}*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 async def test_the_cache_holds_no_personal_data_and_restores_each_callers_own(
