@@ -5,7 +5,6 @@ and its deadline. The API layer builds it; services and job hooks receive it as 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -60,10 +59,10 @@ class RequestContext:
     """Response headers the services want sent (the caller's rate-limit state)."""
 
     @classmethod
-    def internal(cls, caller: Client = ANONYMOUS, *, timeout: float | None = None) -> RequestContext:
-        """A context for work started by the service itself (and for tests)."""
-        deadline = time.monotonic() + timeout if timeout is not None else None
-        return cls(caller=caller, deadline=deadline)
+    def internal(cls, caller: Client = ANONYMOUS) -> RequestContext:
+        """A context for work started by the service itself (and for tests): no deadline but
+        the settings' default."""
+        return cls(caller=caller)
 
     @property
     def owner(self) -> str:
