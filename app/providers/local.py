@@ -160,7 +160,7 @@ class LocalProvider:
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         if self._llm is None:
             raise ServiceUnavailable("The local model is not loaded.")
-        grammar = _tool_grammar(request)
+        grammar = _grammar(request)
         if self._pending >= self._max_queue + 1:
             raise QueueFull(
                 "The local model is busy; try again shortly.",
@@ -231,8 +231,6 @@ class LocalProvider:
                 # A fresh context per choice: cached state would make seeds irreproducible.
                 llm.reset()
                 kwargs: dict[str, Any] = {}
-                if "response_format" in request.extra:
-                    kwargs["response_format"] = _llama_response_format(request.extra["response_format"])
                 processors: list[Any] = [count]
                 recorder: local_tools.LogprobRecorder | None = None
                 if request.logprobs is not None:
@@ -412,6 +410,32 @@ class _ChoiceOutput:
 _CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"([A-Za-z0-9_-]{1,64})"\s*,\s*"arguments"\s*:\s*')
 
 
+def _grammar(request: GenerationRequest) -> str | None:
+    """The grammar that shapes the answer: a call of the request's tools when it may call one,
+    else the JSON its `response_format` asks for; None for free text."""
+    if local_tools.calls_allowed(request):
+        return _tool_grammar(request)
+    fmt = request.extra.get("response_format") or {}
+    if fmt.get("type") == "json_object":
+        from llama_cpp.llama_grammar import JSON_GBNF
+
+        return JSON_GBNF
+    if fmt.get("type") != "json_schema":
+        return None
+    spec = fmt.get("json_schema") or {}
+    schema = spec.get("schema") or {}
+    try:
+        # A strict schema is enforced whole or refused, as OpenAI does; a loose one, as far as
+        # the grammar goes.
+        return local_tools.json_grammar(local_tools.enforceable(schema) if spec.get("strict") else schema)
+    except Exception as exc:
+        raise InvalidRequest(
+            f"The embedded model cannot constrain its answer to this schema: {exc}.",
+            param="response_format",
+            code="unsupported_schema",
+        ) from exc
+
+
 def _tool_grammar(request: GenerationRequest) -> str | None:
     """The grammar of the request's tool calls; 400 naming the tool whose schema cannot be
     turned into one."""
@@ -444,16 +468,6 @@ def _end_tokens(llm: Any) -> list[int]:
 
     vocab = llm._model.vocab
     return [t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)]
-
-
-def _llama_response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
-    """OpenAI's `response_format` in llama-cpp-python's dialect, which knows only `json_object`
-    (with an optional `schema`) and would silently ignore OpenAI's `json_schema` type."""
-    if fmt.get("type") == "json_schema":
-        return {"type": "json_object", "schema": fmt.get("json_schema", {}).get("schema", {})}
-    if fmt.get("type") == "json_object":
-        return {"type": "json_object"}
-    return None
 
 
 def build(settings: Settings) -> LocalProvider:

@@ -23,7 +23,7 @@ import codecs
 import json
 import math
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -145,13 +145,31 @@ def call_schema(tools: Sequence[ToolSpec]) -> dict[str, Any]:
     return options[0] if len(options) == 1 else {"oneOf": options}
 
 
+#: JSON's own rules for a character inside a string, in place of two of llama-cpp-python's
+#: converter that admit what JSON forbids: its `char` takes raw control characters (a newline
+#: written inside an argument left it unparseable) and a pattern's `.` (`dot`) takes `"` and `\`.
+_JSON_STRING_RULES = {
+    "char": r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])',
+    "dot": r'[^"\\\x7F\x00-\x1F]',
+}
+
+
+def json_grammar(schema: Mapping[str, Any]) -> str:
+    """The GBNF of the JSON documents that `schema` admits, every string one JSON can parse."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    rules = []
+    for line in json_schema_to_gbnf(json.dumps(schema)).splitlines():
+        name, _, _ = line.partition(" ::= ")
+        rules.append(f"{name} ::= {_JSON_STRING_RULES[name]}" if name in _JSON_STRING_RULES else line)
+    return "\n".join(rules)
+
+
 def tool_grammar(request: GenerationRequest) -> str | None:
     """The GBNF that shapes the answer, or None when the answer is free text."""
     if not calls_allowed(request):
         return None
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    call = json_schema_to_gbnf(json.dumps(call_schema(callable_tools(request))))
+    call = json_grammar(call_schema(callable_tools(request)))
     # The converter names its top rule `root`; rename it, so that `auto` can offer text beside it.
     rules = [
         ("call ::=" + line[len("root ::=") :]) if line.startswith("root ::=") else line

@@ -212,6 +212,7 @@ def test_a_named_tool_call_has_arguments_that_validate(client: openai.OpenAI) ->
         tools=[ORDER_TOOL],  # type: ignore[list-item]
         tool_choice={"type": "function", "name": "get_order"},
         max_output_tokens=200,
+        temperature=0,
     )
     [call] = response.output
     assert call.type == "function_call"

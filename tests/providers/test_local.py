@@ -257,6 +257,25 @@ async def test_a_json_schema_response_format_constrains_the_answer(local_client:
     assert isinstance(answer["a"], int)
 
 
+async def test_a_strict_schema_the_model_cannot_enforce_is_400(local_client: httpx.AsyncClient) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "number", "multipleOf": 3}}}
+    r = await local_client.post(
+        CHAT,
+        json={
+            "model": LOCAL_DEFAULT_MODEL,
+            "messages": [{"role": "user", "content": "A number."}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "n", "schema": schema, "strict": True},
+            },
+        },
+    )
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "response_format"
+    assert "multipleOf" in error["message"]
+
+
 async def test_a_prompt_beyond_the_context_window_is_400(local_client: httpx.AsyncClient) -> None:
     for stream in (False, True):
         r = await local_client.post(GEN, json={"prompt": "hello " * 2500, "stream": stream})
