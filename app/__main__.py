@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -37,19 +38,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         # In a child process: the serving process then never imports Alembic (11 MB).
         migrate_in_child(settings)
         settings = settings.model_copy(update={"database_auto_migrate": False})
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level.lower(),
-        log_config=uvicorn_log_config(settings),
-        access_log=False,  # the service writes its own access line (app.observability.requests)
+    uvicorn.run(create_app(settings), **server_options(settings))
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """How uvicorn serves the app: the settings' address, the fast loop and parser, no access log
+    of its own (the service writes one: app.observability.requests), and the proxies it trusts."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": settings.log_level.lower(),
+        "log_config": uvicorn_log_config(settings),
+        "access_log": False,
+        # The client's address from X-Forwarded-For, only when the peer is a trusted proxy.
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
         # On SIGTERM uvicorn stops accepting, lets in-flight requests and streams finish for up
         # to this long, then runs the lifespan's shutdown (upstream clients, model, database).
-        timeout_graceful_shutdown=settings.shutdown_timeout,
-    )
+        "timeout_graceful_shutdown": settings.shutdown_timeout,
+    }
 
 
 if __name__ == "__main__":

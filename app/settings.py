@@ -220,6 +220,11 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(default=20, ge=1, le=100_000)
     """Failed authentications a client address may make per minute; beyond that it gets 429
     (with Retry-After) without its key being checked."""
+    forwarded_allow_ips: str = Field(default="127.0.0.1", max_length=4096)
+    """Proxies whose X-Forwarded-For names the client: addresses or networks, comma-separated.
+    `*` trusts any peer. The client address decides whose failed logins are throttled, so behind
+    a proxy that is not on loopback (compose's nginx) name it here, and list nothing a client can
+    reach directly: a trusted peer can claim to be any address."""
     key_cache_seconds: float = Field(default=60.0, ge=0, le=3600)
     """Seconds a replica caches a key lookup; revocation still applies at once (0: no cache).
     Every lookup checks a version that each change bumps (in Redis when configured, so across

@@ -130,15 +130,22 @@ class LiveServer:
 
 
 @contextmanager
-def serve_in_thread(app: FastAPI) -> Iterator[LiveServer]:
-    """Run `app` (lifespan included) under uvicorn on a free loopback port in a background thread."""
+def serve_in_thread(app: FastAPI, **options: object) -> Iterator[LiveServer]:
+    """Run `app` (lifespan included) under uvicorn on a free loopback port in a background thread;
+    `options` are uvicorn's, over a plain default."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="on", loop="asyncio", http="h11", ws="none"
-    )
+    defaults: dict[str, object] = {
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "on",
+        "loop": "asyncio",
+        "http": "h11",
+        "ws": "none",
+    }
+    config = uvicorn.Config(app, **{**defaults, **options})  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
