@@ -125,6 +125,46 @@ class NamedFunction(_Strict):
     name: str = Field(min_length=1, max_length=64)
 
 
+class PlainTextFormat(_Strict):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(_Strict):
+    type: Literal["json_object"]
+
+
+class JsonSchemaTextFormat(_Strict):
+    """Structured output: the answer is JSON that follows `schema` (what the SDK's
+    `responses.parse(text_format=...)` sends)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+
+    type: Literal["json_schema"]
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = Field(default=None, max_length=8192)
+    schema_: dict[str, Any] = Field(alias="schema")
+    """The JSON Schema itself (`schema` on the wire)."""
+    strict: StrictBool | None = None
+
+
+TextFormat = Annotated[
+    Annotated[PlainTextFormat, Tag("tagged-union:text")]
+    | Annotated[JsonObjectFormat, Tag("tagged-union:json_object")]
+    | Annotated[JsonSchemaTextFormat, Tag("tagged-union:json_schema")],
+    Discriminator(
+        _kind(None),
+        custom_error_type="invalid_format",
+        custom_error_message="text.format.type is text, json_object or json_schema",
+    ),
+]
+
+
+class TextOptions(_Strict):
+    """How the answer's text is shaped."""
+
+    format: TextFormat
+
+
 class CreateResponseRequest(_Strict):
     """OpenAI's `POST /v1/responses` request."""
 
@@ -143,6 +183,8 @@ class CreateResponseRequest(_Strict):
     tools: list[FunctionTool] | None = Field(default=None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None
     parallel_tool_calls: StrictBool | None = None
+    text: TextOptions | None = None
+    """Plain text (the default), any JSON object, or JSON that follows a schema."""
     previous_response_id: str | None = Field(default=None, min_length=1, max_length=64)
     """Continue the conversation of this stored response."""
     store: StrictBool | None = True
@@ -181,6 +223,23 @@ class CreateResponseRequest(_Strict):
                 code="invalid_value",
             )
         return self
+
+    def text_format(self) -> dict[str, Any]:
+        """`text.format` as OpenAI echoes it in the response."""
+        if self.text is None:
+            return {"type": "text"}
+        return self.text.format.model_dump(by_alias=True, exclude_none=True)
+
+    def response_format(self) -> dict[str, Any] | None:
+        """`text.format` in chat completions' `response_format` shape (what providers take), or
+        None for plain text."""
+        fmt = self.text.format if self.text is not None else None
+        if isinstance(fmt, JsonObjectFormat):
+            return {"type": "json_object"}
+        if isinstance(fmt, JsonSchemaTextFormat):
+            spec = fmt.model_dump(by_alias=True, exclude_none=True, exclude={"type"})
+            return {"type": "json_schema", "json_schema": spec}
+        return None
 
     def tool_specs(self) -> tuple[ToolSpec, ...]:
         return tuple(

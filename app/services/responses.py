@@ -52,7 +52,7 @@ class StoredResponse:
     previous_response_id: str | None
     params: dict[str, Any]
     """The request's settings as served: instructions, effective temperature and top_p,
-    max_output_tokens, tools, tool_choice, parallel_tool_calls, metadata, store, user."""
+    max_output_tokens, tools, tool_choice, parallel_tool_calls, text, metadata, store, user."""
     output: list[dict[str, Any]] = field(default_factory=list)
     usage: Usage | None = None
     details: dict[str, Any] = field(default_factory=dict)
@@ -259,6 +259,7 @@ class ResponseService:
             tools=request.tool_specs(),
             tool_choice=request.tool_choice_value(),
             parallel_tool_calls=request.parallel_tool_calls is not False,
+            extra={"response_format": fmt} if (fmt := request.response_format()) is not None else None,
         )
         job.metadata.update(metadata)
         params = {
@@ -282,6 +283,7 @@ class ResponseService:
                 else request.tool_choice or "auto"
             ),
             "parallel_tool_calls": request.parallel_tool_calls is not False,
+            "text": {"format": request.text_format()},
             "metadata": dict(request.metadata or {}),
             "store": request.store is not False,
             "user": request.user,

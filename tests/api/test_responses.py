@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import jsonschema
 import openai
+import pydantic
 import pytest
 import respx
 from openai.types.responses import Response
@@ -229,6 +230,75 @@ def test_a_named_tool_call_has_arguments_that_validate(client: openai.OpenAI) ->
     )
     assert answer.output_text
     assert answer.previous_response_id == response.id
+
+
+class Order(pydantic.BaseModel):
+    order_id: str
+    shipped: bool
+
+
+def test_the_sdk_parse_helper_gets_structured_output_from_the_embedded_model(client: openai.OpenAI) -> None:
+    raw = client.responses.with_raw_response.parse(
+        model=LOCAL,
+        input="Order 42 has shipped. Give its number and whether it shipped.",
+        text_format=Order,
+        max_output_tokens=60,
+        temperature=0,
+    )
+    body = raw.http_response.json()
+    response_conforms(body)
+    assert body["text"]["format"]["type"] == "json_schema"
+    assert body["text"]["format"]["name"] == "Order"
+    assert body["text"]["format"]["strict"] is True
+    parsed = raw.parse()
+    assert isinstance(parsed.output_parsed, Order)
+    # Stored, it keeps the format it was asked for.
+    assert client.responses.retrieve(parsed.id).text.format.type == "json_schema"
+
+
+def test_a_json_object_format_gives_a_json_object(client: openai.OpenAI) -> None:
+    response = client.responses.create(
+        model=LOCAL,
+        input="Give a JSON object with a cat's name and age.",
+        text={"format": {"type": "json_object"}},
+        max_output_tokens=60,
+        temperature=0,
+    )
+    assert response.status == "completed"
+    assert isinstance(json.loads(response.output_text), dict)
+    assert response.text.format.type == "json_object"
+
+
+def test_a_text_format_goes_upstream_as_response_format(
+    client: openai.OpenAI, remote: respx.MockRouter
+) -> None:
+    route = remote.post(f"{UPSTREAM}/chat/completions").respond(
+        json=mock.completion('{"order_id": "42", "shipped": true}')
+    )
+    parsed = client.responses.parse(model=REMOTE, input="Order 42?", text_format=Order)
+    assert parsed.output_parsed == Order(order_id="42", shipped=True)
+    sent = json.loads(route.calls.last.request.content)["response_format"]
+    assert sent["type"] == "json_schema"
+    assert sent["json_schema"]["name"] == "Order"
+    assert sent["json_schema"]["strict"] is True
+    assert sent["json_schema"]["schema"]["required"] == ["order_id", "shipped"]
+    client.responses.create(model=REMOTE, input="Hi", text={"format": {"type": "text"}})
+    assert "response_format" not in json.loads(route.calls.last.request.content)
+
+
+@pytest.mark.parametrize(
+    ("text", "param"),
+    [
+        ({"format": {"type": "xml"}}, "text.format"),
+        ({"format": {"type": "json_schema", "schema": {}}}, "text.format.name"),
+        ({"format": {"type": "text"}, "tone": "warm"}, "text.tone"),
+    ],
+)
+def test_a_bad_text_format_is_400_naming_it(client: openai.OpenAI, text: dict[str, Any], param: str) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=LOCAL, input="Hi", text=text)  # type: ignore[arg-type]
+    error_conforms(caught.value.response.json())
+    assert caught.value.param == param
 
 
 def test_built_in_tools_are_refused_by_name(client: openai.OpenAI) -> None:

@@ -19,7 +19,9 @@ async def test_every_preset_answers_from_the_embedded_model(
     name: str, local_client: httpx.AsyncClient
 ) -> None:
     inputs, _ = EXAMPLES[name]
-    r = await local_client.post(f"/v1/presets/{name}/generate", json={"inputs": inputs, "max_tokens": 12, "seed": 1})
+    r = await local_client.post(
+        f"/v1/presets/{name}/generate", json={"inputs": inputs, "max_tokens": 12, "seed": 1}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["provider"] == "local"

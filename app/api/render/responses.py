@@ -39,7 +39,8 @@ def response_body(response: StoredResponse) -> dict[str, Any]:
         "reasoning": {"effort": None, "summary": None},
         "store": params["store"],
         "temperature": params["temperature"],
-        "text": {"format": {"type": "text"}},
+        # Responses stored before `text` was served have none: they were plain text.
+        "text": params.get("text", {"format": {"type": "text"}}),
         "tool_choice": params["tool_choice"],
         "tools": params["tools"],
         "top_p": params["top_p"],
