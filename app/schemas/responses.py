@@ -185,6 +185,9 @@ class CreateResponseRequest(_Strict):
     parallel_tool_calls: StrictBool | None = None
     text: TextOptions | None = None
     """Plain text (the default), any JSON object, or JSON that follows a schema."""
+    truncation: Literal["auto", "disabled"] | None = None
+    """With `previous_response_id`: `auto` (the default here) keeps the newest exchanges that fit
+    the context window; `disabled` sends the whole chain or refuses with 400."""
     previous_response_id: str | None = Field(default=None, min_length=1, max_length=64)
     """Continue the conversation of this stored response."""
     store: StrictBool | None = True

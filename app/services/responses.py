@@ -52,7 +52,8 @@ class StoredResponse:
     previous_response_id: str | None
     params: dict[str, Any]
     """The request's settings as served: instructions, effective temperature and top_p,
-    max_output_tokens, tools, tool_choice, parallel_tool_calls, text, metadata, store, user."""
+    max_output_tokens, tools, tool_choice, parallel_tool_calls, text, truncation, metadata,
+    store, user."""
     output: list[dict[str, Any]] = field(default_factory=list)
     usage: Usage | None = None
     details: dict[str, Any] = field(default_factory=dict)
@@ -174,6 +175,22 @@ def _row_chain_calls(row: ResponseRow) -> set[str]:
     }
 
 
+async def _whole_history(
+    counter: TokenCounter, newest_first: AsyncGenerator[Message, None], *, budget: int
+) -> list[Message] | None:
+    """Every message of the chain, oldest first, or None as soon as they cost more than `budget`
+    tokens (so a long chain is not read whole only to be refused)."""
+    kept: list[Message] = []
+    async with aclosing(newest_first) as turns:
+        async for message in turns:
+            budget -= counter.cost(message)
+            if budget < 0:
+                return None
+            kept.append(message)
+    kept.reverse()
+    return kept
+
+
 def _from_row(row: ResponseRow) -> StoredResponse:
     return StoredResponse(
         id=row.id,
@@ -237,14 +254,30 @@ class ResponseService:
                         param="input",
                         code="context_length_exceeded",
                     )
-                kept = await fit_history(
-                    counter,
-                    self._chain(session, previous, owner),
-                    head=system,
-                    tail=tail,
-                    budget=window - reserve - fixed,
-                    room=window - reserve,
-                )
+                if request.truncation == "disabled":
+                    kept = await _whole_history(
+                        counter,
+                        self._chain(session, previous, owner),
+                        budget=window - reserve - fixed,
+                    )
+                    if kept is None or counter.total([*system, *kept, *tail]) > window - reserve:
+                        raise InvalidRequest(
+                            f"The conversation of '{request.previous_response_id}' with this input "
+                            f"does not fit model '{name}''s context window of {window} tokens with room "
+                            f"for a reply of {reserve} tokens, and truncation is 'disabled'; "
+                            "with 'auto' the oldest exchanges are left out.",
+                            param="input",
+                            code="context_length_exceeded",
+                        )
+                else:
+                    kept = await fit_history(
+                        counter,
+                        self._chain(session, previous, owner),
+                        head=system,
+                        tail=tail,
+                        budget=window - reserve - fixed,
+                        room=window - reserve,
+                    )
             messages = [*system, *kept, *tail]
             metadata = {"turns_in_context": len(kept)}
         job = self._generation.plan(
@@ -284,6 +317,7 @@ class ResponseService:
             ),
             "parallel_tool_calls": request.parallel_tool_calls is not False,
             "text": {"format": request.text_format()},
+            "truncation": request.truncation or "auto",
             "metadata": dict(request.metadata or {}),
             "store": request.store is not False,
             "user": request.user,

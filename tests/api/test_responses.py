@@ -562,3 +562,39 @@ async def test_a_long_chain_is_fitted_into_the_context_window() -> None:
     assert len(messages) == kept + 1
     assert messages[0]["role"] == "user"
     assert messages[-1]["content"].startswith("Turn 7:")
+
+
+async def test_truncation_disabled_sends_the_whole_chain_or_refuses() -> None:
+    with respx.mock(base_url=UPSTREAM, assert_all_called=False) as upstream:
+        route = upstream.post("/chat/completions").respond(json=mock.completion("word " * 60))
+        app = create_app(openai_settings(models={REMOTE: {"provider": "openai", "context_window": 512}}))
+        async with serving(app) as http:
+            body: dict[str, Any] = {
+                "model": REMOTE,
+                "input": "Turn 0: " + "word " * 120,
+                "max_output_tokens": 64,
+            }
+            first = await http.post("/v1/responses", json=body)
+            assert first.json()["truncation"] == "auto"  # what is done when the client does not say
+            previous = first.json()["id"]
+            body |= {
+                "input": "Turn 1: " + "word " * 120,
+                "previous_response_id": previous,
+                "truncation": "disabled",
+            }
+            whole = await http.post("/v1/responses", json=body)
+            assert whole.status_code == 200, whole.text
+            response_conforms(whole.json())
+            assert whole.json()["truncation"] == "disabled"
+            assert [m["content"][:7] for m in sent_messages(route)] == ["Turn 0:", "word wo", "Turn 1:"]
+            previous = whole.json()["id"]
+            body |= {"input": "Turn 2: " + "word " * 120, "previous_response_id": previous}
+            refused = await http.post("/v1/responses", json=body)
+            assert refused.status_code == 400, refused.text
+            error_conforms(refused.json())
+            assert refused.json()["error"]["code"] == "context_length_exceeded"
+            assert "truncation" in refused.json()["error"]["message"]
+            # The same turn with `auto` leaves the oldest exchange out instead.
+            fitted = await http.post("/v1/responses", json={**body, "truncation": "auto"})
+            assert fitted.status_code == 200, fitted.text
+            assert sent_messages(route)[0]["content"].startswith("Turn 1:")

@@ -39,12 +39,13 @@ def response_body(response: StoredResponse) -> dict[str, Any]:
         "reasoning": {"effort": None, "summary": None},
         "store": params["store"],
         "temperature": params["temperature"],
-        # Responses stored before `text` was served have none: they were plain text.
+        # Responses stored before `text` and `truncation` were served have neither: they were
+        # plain text, and their history was fitted.
         "text": params.get("text", {"format": {"type": "text"}}),
         "tool_choice": params["tool_choice"],
         "tools": params["tools"],
         "top_p": params["top_p"],
-        "truncation": "disabled",
+        "truncation": params.get("truncation", "auto"),
         "metadata": params["metadata"],
     }
     if usage is not None:  # absent while in progress: the schema has no null usage
