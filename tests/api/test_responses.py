@@ -121,6 +121,7 @@ async def test_async_items_instructions_and_metadata(async_client: openai.AsyncO
         ],
         max_output_tokens=16,
         metadata={"ticket": "T-1"},
+        temperature=0,
     )
     response_conforms(json.loads(raw.http_response.content))
     response = raw.parse()
@@ -224,6 +225,7 @@ def test_a_named_tool_call_has_arguments_that_validate(client: openai.OpenAI) ->
         previous_response_id=response.id,
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": '{"status": "shipped"}'}],
         max_output_tokens=24,
+        temperature=0,
     )
     assert answer.output_text
     assert answer.previous_response_id == response.id
