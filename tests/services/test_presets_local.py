@@ -19,9 +19,8 @@ async def test_every_preset_answers_from_the_embedded_model(
     name: str, local_client: httpx.AsyncClient
 ) -> None:
     inputs, _ = EXAMPLES[name]
-    r = await local_client.post(
-        f"/v1/presets/{name}/generate", json={"inputs": inputs, "max_tokens": 12, "seed": 1}
-    )
+    request = {"inputs": inputs, "max_tokens": 12, "seed": 1, "temperature": 0}
+    r = await local_client.post(f"/v1/presets/{name}/generate", json=request)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["provider"] == "local"
@@ -37,7 +36,12 @@ async def test_summarize_a_text_beyond_the_embedded_models_window() -> None:
     async with serve(app) as client:
         r = await client.post(
             "/v1/presets/summarize/generate",
-            json={"inputs": {"text": long_text(25), "words": 20}, "max_tokens": 16, "seed": 1},
+            json={
+                "inputs": {"text": long_text(25), "words": 20},
+                "max_tokens": 16,
+                "seed": 1,
+                "temperature": 0,
+            },
         )
     assert r.status_code == 200, r.text
     body = r.json()
