@@ -8,6 +8,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 import respx
 from alembic import command
 from sqlalchemy import text
@@ -17,6 +18,7 @@ from app.storage.db import Database, alembic_config
 from tests.access_helpers import bearer, create_key, keys_app, running
 from tests.api.test_probes_api import probe_body, warmer_for_women
 from tests.clock import ManualClock
+from tests.conftest import openai_settings
 from tests.waiting import eventually
 
 
@@ -151,3 +153,9 @@ async def test_the_migration_gives_existing_probes_a_lease(database_url: str) ->
             assert (row.status, row.error) == ("failed", repo.INTERRUPTED)
     finally:
         await db.engine.dispose()
+
+
+def test_a_heartbeat_must_fit_twice_in_the_lease() -> None:
+    with pytest.raises(ValueError, match="probe_heartbeat_seconds"):
+        openai_settings(probe_lease_seconds=10, probe_heartbeat_seconds=6)
+    assert openai_settings().probe_heartbeat_seconds * 2 <= openai_settings().probe_lease_seconds
