@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                 map_concurrency=settings.summarize_concurrency,
                 max_text_chars=settings.summarize_max_chars,
             )
-            probe_service = ProbeService(settings, db, generation)
+            probe_service = ProbeService(settings, db, generation, clocks)
             stack.push_async_callback(probe_service.aclose)
             app.state.genserve = AppState(
                 settings=settings,

@@ -208,6 +208,11 @@ class Settings(BaseSettings):
     """Generations one probe runs at the same time (they are queued like any other request)."""
     probe_max_active: int = Field(default=2, ge=1, le=100)
     """Probes one key may have queued or running at once; more get 429."""
+    probe_lease_seconds: float = Field(default=60.0, ge=5.0, le=3600.0)
+    """A probe whose replica has not renewed its heartbeat for this long is failed as interrupted
+    (the replica crashed or was killed), so its owner sees an end and may start another."""
+    probe_heartbeat_seconds: float = Field(default=10.0, gt=0.0, le=600.0)
+    """How often the replica running a probe renews its heartbeat; under half the lease."""
 
     # --- client keys, limits and usage ----------------------------------------------------
     auth_mode: Literal["none", "keys"] = "none"
@@ -313,6 +318,13 @@ class Settings(BaseSettings):
                     raise ValueError(f"model {name!r} names unknown fallback {fallback!r}")
         if self.default_model is not None and self.default_model not in table:
             raise ValueError(f"default_model {self.default_model!r} is not in the model table")
+        return self
+
+    @model_validator(mode="after")
+    def _check_probe_lease(self) -> Settings:
+        # Two renewals fit in a lease, so one slow write never makes a live probe look abandoned.
+        if self.probe_heartbeat_seconds * 2 > self.probe_lease_seconds:
+            raise ValueError("probe_heartbeat_seconds must be at most half of probe_lease_seconds")
         return self
 
     @model_validator(mode="after")

@@ -4,6 +4,12 @@ A probe's generations go through `GenerationService` like any request's, so the 
 limits, usage and cost apply to them. The row in the `probes` table is the truth every replica
 reads: progress is written after each generation, and a cancellation is a state change that the
 replica running the probe sees at its next write (and at once when it is the same replica).
+
+The replica running a probe holds a lease on it: it renews the row's heartbeat every
+`probe_heartbeat_seconds`. A replica that dies (killed, out of memory, a deploy) stops renewing;
+once the heartbeat is older than `probe_lease_seconds` the probe is failed as interrupted, the
+next time its owner reads their probes or starts one. No replica ever fails a probe by itself at
+start-up: another one may be running it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 
 import anyio
 
+from app.clock import Clocks
 from app.errors import AppError, NotFound, NotInstalled, RateLimited
 from app.probes import bias
 from app.probes.measures import Lexicons
@@ -99,8 +106,11 @@ Progress = Callable[[int], Awaitable[bool]]
 class ProbeService:
     """Starts, tracks and cancels probes; one per app."""
 
-    def __init__(self, settings: Settings, db: Database, generation: GenerationService) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, generation: GenerationService, clocks: Clocks | None = None
+    ) -> None:
         self._settings = settings
+        self._clocks = clocks or Clocks()
         self._db = db
         self._generation = generation
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -132,6 +142,7 @@ class ProbeService:
         require_probe_dependencies()
         plan = self.plan_bias(ctx, request)
         caller = ctx.caller
+        await self._fail_abandoned(caller.key_id)
         async with self._db.session() as session, session.begin():
             active = await repo.count_active(session, owner=caller.key_id)
             if active >= self._settings.probe_max_active:
@@ -149,7 +160,7 @@ class ProbeService:
                 total=plan.total,
                 request=plan.as_dict(),
             )
-            await repo.insert_probe(session, row)
+            await repo.insert_probe(session, row, now=self._now())
             view = ProbeView.of(row)
         # The probe outlives the request: it keeps the caller (whose key pays) and the request's
         # options, not its deadline.
@@ -168,6 +179,7 @@ class ProbeService:
         return view
 
     async def get(self, ctx: RequestContext, probe_id: str) -> ProbeView:
+        await self._fail_abandoned(ctx.owner)
         async with self._db.session() as session:
             row = await repo.get_probe(session, probe_id, owner=ctx.owner)
         if row is None:
@@ -175,6 +187,7 @@ class ProbeService:
         return ProbeView.of(row)
 
     async def list(self, ctx: RequestContext, limit: int = 20) -> list[ProbeView]:
+        await self._fail_abandoned(ctx.owner)
         async with self._db.session() as session:
             rows = await repo.list_probes(session, owner=ctx.owner, limit=limit)
         return [ProbeView.of(r) for r in rows]
@@ -207,9 +220,46 @@ class ProbeService:
             async with self._db.session() as session, session.begin():
                 await repo.finish(session, probe_id, status="failed", error="The service stopped.")
 
+    # -- the lease ---------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clocks.wall(), UTC)
+
+    async def _fail_abandoned(self, owner: str) -> None:
+        """Fail the owner's probes whose replica stopped renewing them (on any replica)."""
+        async with self._db.session() as session, session.begin():
+            failed = await repo.fail_abandoned(
+                session, owner=owner, now=self._now(), lease=self._settings.probe_lease_seconds
+            )
+        if failed:
+            log.warning("probes interrupted: their replica stopped renewing them", extra={"count": failed})
+
+    async def _renew(self, probe_id: str) -> None:
+        """Renew the probe's heartbeat until it ends (or this task is cancelled with its run).
+        A failed or slow renewal is retried at the next beat; each write is bounded by a beat."""
+        beat = self._settings.probe_heartbeat_seconds
+        while True:
+            await asyncio.sleep(beat)
+            try:
+                async with asyncio.timeout(beat):
+                    async with self._db.session() as session, session.begin():
+                        if not await repo.renew(session, probe_id, now=self._now()):
+                            return
+            except Exception:  # a timeout included: the next beat tries again
+                log.warning("probe heartbeat not renewed", extra={"probe_id": probe_id}, exc_info=True)
+
     # -- running -----------------------------------------------------------------------------
 
     async def _run(self, ctx: RequestContext, probe_id: str, plan: bias.BiasPlan) -> None:
+        renewer = asyncio.create_task(self._renew(probe_id), name=f"probe {probe_id} heartbeat")
+        try:
+            await self._run_leased(ctx, probe_id, plan)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def _run_leased(self, ctx: RequestContext, probe_id: str, plan: bias.BiasPlan) -> None:
         async def progress(done: int) -> bool:
             async with self._db.session() as session, session.begin():
                 return await repo.set_progress(session, probe_id, done=done)

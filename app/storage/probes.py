@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text, select, update
+from sqlalchemy import JSON, DateTime, Integer, String, Text, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -40,10 +40,21 @@ class ProbeRow(Base):
     """The effective request: the suite's template and groups resolved, the base seed chosen."""
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """Renewed by the replica running the probe while it is queued or running: a heartbeat older
+    than the lease means that replica is gone. Rows from before the lease have none (`updated_at`
+    stands in)."""
 
 
-async def insert_probe(session: AsyncSession, row: ProbeRow) -> None:
+#: What the owner reads on a probe whose replica stopped without finishing it.
+INTERRUPTED = "Interrupted: the replica running this probe stopped before it finished; start it again."
+ACTIVE_STATES = ("queued", "running")
+
+
+async def insert_probe(session: AsyncSession, row: ProbeRow, *, now: datetime) -> None:
+    """Store a new probe; `now` (the service's clock) starts its heartbeat."""
     row.created_at = row.updated_at = utcnow()
+    row.heartbeat_at = now
     session.add(row)
     await session.flush()
 
@@ -65,7 +76,7 @@ async def list_probes(session: AsyncSession, *, owner: str, limit: int) -> Seque
 
 
 async def count_active(session: AsyncSession, *, owner: str) -> int:
-    query = select(ProbeRow.id).where(ProbeRow.owner == owner, ProbeRow.status.in_(("queued", "running")))
+    query = select(ProbeRow.id).where(ProbeRow.owner == owner, ProbeRow.status.in_(ACTIVE_STATES))
     return len(list((await session.execute(query)).scalars()))
 
 
@@ -73,7 +84,7 @@ async def set_progress(session: AsyncSession, probe_id: str, *, done: int) -> bo
     """Record progress on a probe still running; False when it has been cancelled (or is gone)."""
     result = await session.execute(
         update(ProbeRow)
-        .where(ProbeRow.id == probe_id, ProbeRow.status.in_(("queued", "running")))
+        .where(ProbeRow.id == probe_id, ProbeRow.status.in_(ACTIVE_STATES))
         .values(status="running", done=done, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
@@ -97,3 +108,31 @@ async def finish(
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def renew(session: AsyncSession, probe_id: str, *, now: datetime) -> bool:
+    """Renew the heartbeat of a probe still queued or running; False once it has ended."""
+    result = await session.execute(
+        update(ProbeRow)
+        .where(ProbeRow.id == probe_id, ProbeRow.status.in_(ACTIVE_STATES))
+        .values(heartbeat_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def fail_abandoned(session: AsyncSession, *, owner: str, now: datetime, lease: float) -> int:
+    """Fail the owner's probes whose heartbeat is older than the lease; how many were failed.
+
+    One conditional UPDATE: a probe still active *and* still stale at the moment of writing, so a
+    replica that renews in between keeps its probe, and two replicas sweeping at once fail it once.
+    """
+    stale = now - timedelta(seconds=lease)
+    heartbeat = func.coalesce(ProbeRow.heartbeat_at, ProbeRow.updated_at)
+    result = await session.execute(
+        update(ProbeRow)
+        .where(ProbeRow.owner == owner, ProbeRow.status.in_(ACTIVE_STATES), heartbeat < stale)
+        .values(status="failed", error=INTERRUPTED, updated_at=utcnow(), finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
