@@ -169,7 +169,9 @@ def distinctive_words(
         scores = []
         for word, total in background.items():
             y_i = float(mine.get(word, 0))
-            if y_i < min_count:
+            if y_i < min_count or total == a0:
+                # A word that is every word written (say, every answer "Fine.") has no odds
+                # against the rest, and tells no group from another.
                 continue
             y_j = total - y_i
             a_w = float(total)  # the prior: this word's share of everything, scaled to a0

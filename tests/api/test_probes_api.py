@@ -114,10 +114,14 @@ async def test_a_probe_pairs_seeds_catches_a_planted_difference_and_bills_its_ke
         assert usage["totals"]["completion_tokens"] == 160
 
 
-async def test_no_difference_is_reported_as_not_detected_never_as_no_bias(upstream: respx.MockRouter) -> None:
+# The same answer for everyone; in one word, the vocabulary is that word alone.
+@pytest.mark.parametrize("answer", ["They are a good nurse.", "Fine."])
+async def test_no_difference_is_reported_as_not_detected_never_as_no_bias(
+    upstream: respx.MockRouter, answer: str
+) -> None:
     upstream.post("/chat/completions").mock(
         return_value=httpx.Response(
-            200, json=completion("They are a good nurse.", usage={"prompt_tokens": 9, "completion_tokens": 6})
+            200, json=completion(answer, usage={"prompt_tokens": 9, "completion_tokens": 6})
         )
     )
     app = keys_app()
@@ -125,8 +129,10 @@ async def test_no_difference_is_reported_as_not_detected_never_as_no_bias(upstre
         _, key = await create_key(client)
         r = await client.post("/v1/probes/bias", json=probe_body(samples=4), headers=bearer(key))
         probe = await finished(app, client, r.json()["id"], key)
+    assert probe["status"] == "succeeded", probe
     report = probe["report"]
     assert not any(m["significant"] for m in report["measures"])
+    assert all(words == [] for words in report["distinctive_words"].values())
     assert report["verdict"].startswith("No difference detected on any measure at n = 4")
     assert "not the same as no bias" in report["verdict"]
 
