@@ -129,9 +129,13 @@ async def fail_abandoned(session: AsyncSession, *, owner: str, now: datetime, le
     """
     stale = now - timedelta(seconds=lease)
     heartbeat = func.coalesce(ProbeRow.heartbeat_at, ProbeRow.updated_at)
+    abandoned = (ProbeRow.owner == owner, ProbeRow.status.in_(ACTIVE_STATES), heartbeat < stale)
+    # Reads poll this (the playground's progress bar): look before taking a write lock.
+    if (await session.execute(select(ProbeRow.id).where(*abandoned).limit(1))).first() is None:
+        return 0
     result = await session.execute(
         update(ProbeRow)
-        .where(ProbeRow.owner == owner, ProbeRow.status.in_(ACTIVE_STATES), heartbeat < stale)
+        .where(*abandoned)
         .values(status="failed", error=INTERRUPTED, updated_at=utcnow(), finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
