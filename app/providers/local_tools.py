@@ -154,14 +154,20 @@ _JSON_STRING_RULES = {
 }
 
 
-def json_grammar(schema: Mapping[str, Any]) -> str:
-    """The GBNF of the JSON documents that `schema` admits, every string one JSON can parse."""
+def json_grammar(schema: Mapping[str, Any], *, root: str = "root") -> str:
+    """The GBNF of the JSON documents that `schema` admits, every string one JSON can parse;
+    its top rule is named `root` (another name lets a grammar offer something beside it)."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     rules = []
     for line in json_schema_to_gbnf(json.dumps(schema)).splitlines():
-        name, _, _ = line.partition(" ::= ")
-        rules.append(f"{name} ::= {_JSON_STRING_RULES[name]}" if name in _JSON_STRING_RULES else line)
+        name, sep, body = line.partition(" ::= ")
+        if not sep:
+            rules.append(line)
+            continue
+        if name in _JSON_STRING_RULES:
+            body = _JSON_STRING_RULES[name]
+        rules.append(f"{root if name == 'root' else name} ::= {body}")
     return "\n".join(rules)
 
 
@@ -169,13 +175,7 @@ def tool_grammar(request: GenerationRequest) -> str | None:
     """The GBNF that shapes the answer, or None when the answer is free text."""
     if not calls_allowed(request):
         return None
-    call = json_grammar(call_schema(callable_tools(request)))
-    # The converter names its top rule `root`; rename it, so that `auto` can offer text beside it.
-    rules = [
-        ("call ::=" + line[len("root ::=") :]) if line.startswith("root ::=") else line
-        for line in call.splitlines()
-    ]
-    call = "\n".join(rules)
+    call = json_grammar(call_schema(callable_tools(request)), root="call")
     if request.tool_choice == "auto":
         return call + "\n" + _TEXT_RULES
     return call + "\nroot ::= call\n"
