@@ -8,6 +8,7 @@ from pydantic import ConfigDict, Discriminator, Field, StrictBool, Tag, field_va
 
 from app.errors import InvalidRequest
 from app.providers.base import ToolChoice, ToolChoiceNamed, ToolSpec
+from app.schemas.chat import JsonSchemaFormat
 from app.schemas.common import EffectiveSampling, JsonNumber, Schema, Timings
 from app.schemas.generate import MAX_PROMPT_CHARS
 
@@ -133,18 +134,11 @@ class JsonObjectFormat(_Strict):
     type: Literal["json_object"]
 
 
-class JsonSchemaTextFormat(_Strict):
-    """Structured output: the answer is JSON that follows `schema` (what the SDK's
-    `responses.parse(text_format=...)` sends)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+class JsonSchemaTextFormat(JsonSchemaFormat):
+    """Structured output: chat's `json_schema` spec with its type beside it, as the Responses
+    API flattens it (what the SDK's `responses.parse(text_format=...)` sends)."""
 
     type: Literal["json_schema"]
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    description: str | None = Field(default=None, max_length=8192)
-    schema_: dict[str, Any] = Field(alias="schema")
-    """The JSON Schema itself (`schema` on the wire)."""
-    strict: StrictBool | None = None
 
 
 TextFormat = Annotated[
