@@ -76,3 +76,20 @@ async def fit_history(
         while kept and kept[0].role != "user":
             del kept[0]
     return kept
+
+
+async def whole_history(
+    counter: TokenCounter, newest_first: AsyncGenerator[Message, None], *, budget: int
+) -> list[Message] | None:
+    """Every message of `newest_first`, oldest first (what `fit_history` gives when nothing may be
+    left out), or None as soon as they cost more than `budget` tokens (so a long chain is not
+    read whole only to be refused)."""
+    kept: list[Message] = []
+    async with aclosing(newest_first) as turns:
+        async for message in turns:
+            budget -= counter.cost(message)
+            if budget < 0:
+                return None
+            kept.append(message)
+    kept.reverse()
+    return kept

@@ -30,7 +30,7 @@ from app.schemas.responses import (
 )
 from app.services.context import RequestContext
 from app.services.generation import GenerationService, Job, Outcome
-from app.services.history import TokenCounter, fit_history
+from app.services.history import TokenCounter, fit_history, whole_history
 from app.storage import responses as store
 from app.storage.db import Database
 from app.storage.responses import ResponseRow
@@ -175,22 +175,6 @@ def _row_chain_calls(row: ResponseRow) -> set[str]:
     }
 
 
-async def _whole_history(
-    counter: TokenCounter, newest_first: AsyncGenerator[Message, None], *, budget: int
-) -> list[Message] | None:
-    """Every message of the chain, oldest first, or None as soon as they cost more than `budget`
-    tokens (so a long chain is not read whole only to be refused)."""
-    kept: list[Message] = []
-    async with aclosing(newest_first) as turns:
-        async for message in turns:
-            budget -= counter.cost(message)
-            if budget < 0:
-                return None
-            kept.append(message)
-    kept.reverse()
-    return kept
-
-
 def _from_row(row: ResponseRow) -> StoredResponse:
     return StoredResponse(
         id=row.id,
@@ -255,7 +239,7 @@ class ResponseService:
                         code="context_length_exceeded",
                     )
                 if request.truncation == "disabled":
-                    kept = await _whole_history(
+                    kept = await whole_history(
                         counter,
                         self._chain(session, previous, owner),
                         budget=window - reserve - fixed,
