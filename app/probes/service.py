@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 
-from app.clock import Clocks
+from app.clock import Clocks, as_utc
 from app.errors import AppError, NotFound, NotInstalled, RateLimited
 from app.probes import bias
 from app.probes.measures import Lexicons
@@ -81,19 +81,14 @@ class ProbeView:
             id=row.id,
             kind=row.kind,
             status=row.status,
-            created_at=_utc(row.created_at),
-            finished_at=None if row.finished_at is None else _utc(row.finished_at),
+            created_at=as_utc(row.created_at),
+            finished_at=as_utc(row.finished_at),
             done=row.done,
             total=row.total,
             request=row.request,
             report=row.report,
             error=row.error,
         )
-
-
-def _utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything is stored in UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class _Stopped(Exception):

@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.clock import utcnow
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.providers.base import (
     Chunk,
@@ -182,7 +183,7 @@ class ConversationService:
                     param="inputs" if preset else "system",
                     code="context_length_exceeded",
                 )
-        now = store.utcnow()
+        now = utcnow()
         row = ConversationRow(
             id=f"conv_{uuid.uuid4().hex}",
             created_at=now,
@@ -344,7 +345,7 @@ class ConversationService:
         pause = 0.02
         while True:
             async with self._db.session() as session:
-                until = store.utcnow() + timedelta(seconds=self._lease)
+                until = utcnow() + timedelta(seconds=self._lease)
                 claimed = await store.claim_turn(
                     session, conversation_id, owner=owner, claim_id=claim, until=until
                 )
