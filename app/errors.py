@@ -22,7 +22,7 @@ every transient 502, carries `Retry-After` (the cause's own hint, else one secon
 an outage is always told when to come back; a 502 that will not heal by waiting (the upstream
 refusing this service's credentials) is not. An error marked
 `transient` (a timeout, a dropped connection, an upstream 429 or 5xx) may succeed if the same
-request is sent again; the retry policy (`app/services/resilience.py`) retries only those.
+request is sent again; the retry policy (`app/services/gateway/resilience.py`) retries only those.
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
-from app.api.access import authenticate_client
-from app.api.body_limit import BodyLimitMiddleware
-from app.api.context import RequestContextMiddleware
-from app.api.json_depth import JsonDepthMiddleware
+from app.api.admission import authenticate_client
+from app.api.middleware.body_limit import BodyLimitMiddleware
+from app.api.middleware.context import RequestContextMiddleware
+from app.api.middleware.json_depth import JsonDepthMiddleware
 from app.api.openapi import install_openapi
 from app.api.routes import (
     admin,
@@ -35,19 +35,20 @@ from app.api.routes import metrics as metrics_endpoint
 from app.clock import Clocks
 from app.errors import register_error_handlers
 from app.observability.metrics import Metrics
-from app.observability.requests import ObservabilityHook, ObservabilityMiddleware
-from app.presets import load_presets
-from app.probes.service import ProbeService
+from app.observability.requests import ObservabilityMiddleware
 from app.providers.base import Provider
 from app.schemas.errors import ERROR_RESPONSES
-from app.services.access import open_access
-from app.services.conversations import ConversationService
-from app.services.feedback_loop import open_feedback_loop
-from app.services.generation import GenerationService, JobHook
-from app.services.limits import RATE_LIMIT_HEADERS
-from app.services.presets import PresetService
-from app.services.responses import ResponseService
-from app.services.safeguards import Safeguards
+from app.services.apps.conversations import ConversationService
+from app.services.apps.feedback_loop import open_feedback_loop
+from app.services.apps.presets import load_presets
+from app.services.apps.presets.service import PresetService
+from app.services.apps.probes.service import ProbeService
+from app.services.apps.responses import ResponseService
+from app.services.gateway.access import open_access
+from app.services.gateway.limits import RATE_LIMIT_HEADERS
+from app.services.gateway.observe import ObservabilityHook
+from app.services.gateway.safeguards import Safeguards
+from app.services.generation.pipeline import GenerationService, JobHook
 from app.settings import Settings
 from app.state import AppState
 from app.storage.db import Database

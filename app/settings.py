@@ -257,7 +257,7 @@ class Settings(BaseSettings):
     )
     """Retries per request of timeouts, connection errors, 429 and 5xx, fallbacks included, for
     every provider (GENSERVE_OPENAI_MAX_RETRIES is the older name). The service's own policy
-    (app/services/resilience.py); the SDK never retries on its own."""
+    (app/services/gateway/resilience.py); the SDK never retries on its own."""
     upstream_deadline: float = Field(default=120.0, gt=0)
     """Seconds one request may spend on upstream attempts, retries and fallbacks (504 after)."""
     retry_backoff: float = Field(default=0.5, ge=0, le=60)

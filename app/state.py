@@ -7,16 +7,16 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from app.observability.metrics import Metrics
-from app.probes.service import ProbeService
 from app.providers.base import Provider
-from app.services.access import Access
-from app.services.conversations import ConversationService
-from app.services.feedback import FeedbackService
-from app.services.generation import GenerationService
-from app.services.presets import PresetService
-from app.services.records import RecordWriter
-from app.services.responses import ResponseService
-from app.services.safeguards import Safeguards
+from app.services.apps.conversations import ConversationService
+from app.services.apps.feedback import FeedbackService
+from app.services.apps.presets.service import PresetService
+from app.services.apps.probes.service import ProbeService
+from app.services.apps.records import RecordWriter
+from app.services.apps.responses import ResponseService
+from app.services.gateway.access import Access
+from app.services.gateway.safeguards import Safeguards
+from app.services.generation.pipeline import GenerationService
 from app.settings import Settings
 from app.storage.db import Database
 

@@ -46,7 +46,13 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("metrics (prometheus-client)", ("prometheus_client/",)),
     (
         "records and usage (SQLAlchemy, aiosqlite)",
-        ("sqlalchemy/", "aiosqlite/", "app/services/records.py", "app/services/usage.py", "sqlite3/"),
+        (
+            "sqlalchemy/",
+            "aiosqlite/",
+            "app/services/apps/records.py",
+            "app/services/gateway/usage.py",
+            "sqlite3/",
+        ),
     ),
     (
         "request body parsing and validation (pydantic)",
@@ -58,8 +64,8 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "app/observability/request_id.py",
             "app/observability/requests.py",
             "app/api/request_options.py",
-            "app/api/access.py",
-            "app/api/body_limit.py",
+            "app/api/admission.py",
+            "app/api/middleware/body_limit.py",
             "app/api/middleware.py",
         ),
     ),

@@ -9,19 +9,19 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.access import authenticate_client
-from app.api.context import OPTIONS, RESPONSE_HEADERS
+from app.api.admission import authenticate_client
+from app.api.middleware.context import OPTIONS, RESPONSE_HEADERS
 from app.errors import AuthenticationFailed
 from app.observability.metrics import Metrics
-from app.probes.service import ProbeService
-from app.services.access import Access
-from app.services.auth import Client
-from app.services.context import RequestContext, RequestOptions
-from app.services.conversations import ConversationService
-from app.services.feedback import FeedbackService
-from app.services.generation import GenerationService
-from app.services.presets import PresetService
-from app.services.responses import ResponseService
+from app.services.apps.conversations import ConversationService
+from app.services.apps.feedback import FeedbackService
+from app.services.apps.presets.service import PresetService
+from app.services.apps.probes.service import ProbeService
+from app.services.apps.responses import ResponseService
+from app.services.gateway.access import Access
+from app.services.generation.caller import Client
+from app.services.generation.context import RequestContext, RequestOptions
+from app.services.generation.pipeline import GenerationService
 from app.settings import Settings
 from app.state import AppState
 

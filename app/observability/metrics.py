@@ -116,12 +116,12 @@ class Metrics:
         self.local_queue_depth.set_function(depth)
 
     def watch_records(self, writer: Any) -> None:
-        """Export the generation-record writer's queue (`app.services.records.RecordWriter`)."""
+        """Export the generation-record writer's queue (`app.services.apps.records.RecordWriter`)."""
         self.registry.register(_RecordsCollector(writer))
 
     def watch_safeguards(self, safeguards: Any) -> None:
         """Export the counters the cache, circuit breakers, retries and concurrency caps keep
-        (`app.services.safeguards.Safeguards`), read at each scrape."""
+        (`app.services.gateway.safeguards.Safeguards`), read at each scrape."""
         self.registry.register(_SafeguardsCollector(safeguards))
 
     # -- used by the request middleware and the job hook --------------------------------------

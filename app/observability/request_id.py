@@ -1,5 +1,5 @@
 """Request ids: keep a sane incoming `x-request-id`, mint one otherwise (echoed on every response
-by `app.api.context.RequestContextMiddleware`)."""
+by `app.api.middleware.context.RequestContextMiddleware`)."""
 
 from __future__ import annotations
 

@@ -208,7 +208,7 @@ class OpenAIProvider:
             api_key=api_key or "unused",
             base_url=settings.openai_base_url,
             timeout=settings.openai_timeout,
-            # The service owns retries (app/services/resilience.py): one budget and one deadline
+            # The service owns retries (app/services/gateway/resilience.py): one budget and one deadline
             # per request across fallbacks, counted in metrics. SDK retries would multiply them.
             max_retries=0,
             http_client=http_client,

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.clock import utcnow
-from app.storage.tables import Base
+from app.storage.base import Base
 
 
 class ConversationRow(Base):

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.clock import utcnow
-from app.storage.tables import Base
+from app.storage.base import Base
 
 #: A probe in one of these states will not change any more.
 FINAL_STATES = ("succeeded", "failed", "cancelled")

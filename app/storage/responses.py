@@ -13,7 +13,7 @@ from sqlalchemy import JSON, DateTime, String, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.storage.tables import Base
+from app.storage.base import Base
 
 
 class ResponseRow(Base):

@@ -15,24 +15,12 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
-
+from app.storage.base import Base
 
 # --- generation records and feedback (issue 3) ------------------------------------------------
 
@@ -88,12 +76,6 @@ class Feedback(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
-
-# Each feature's tables live in a module of their own; importing them here registers them on
-# `Base.metadata` (what Alembic compares migrations against).
-from app.storage import conversations as _conversations  # noqa: E402, F401
-from app.storage import probes as _probes  # noqa: E402, F401
-from app.storage import responses as _responses  # noqa: E402, F401
 
 # --- client keys and usage (issue 4) ---------------------------------------------------------
 

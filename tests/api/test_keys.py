@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import text
 
 from app.observability.logging import JsonFormatter
-from app.storage.tables import Base
+from app.storage.schema import Base
 from tests.access_helpers import (
     ADMIN,
     bearer,

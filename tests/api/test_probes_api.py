@@ -252,7 +252,7 @@ async def test_an_installation_without_the_probes_extra_answers_501_before_gener
     once, saying what to install, and nothing is generated or billed."""
     import importlib.util
 
-    from app.probes import service
+    from app.services.apps.probes import service
 
     route = upstream.post("/chat/completions").mock(side_effect=warmer_for_women)
     real = importlib.util.find_spec

@@ -10,7 +10,7 @@ from app.api.render.logprobs import choice_logprobs
 from app.api.render.tools import tool_calls
 from app.api.streaming import frame
 from app.providers.base import Choice, Chunk, ToolCallDelta
-from app.services.generation import Job, Outcome
+from app.services.generation.pipeline import Job, Outcome
 
 
 def _message(ch: Choice) -> dict[str, object]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from app.api.streaming import frame
 from app.providers.base import Chunk, FinishReason, TokenLogprob
-from app.services.completions import Batch, BatchOutcome
+from app.services.apps.completions import Batch, BatchOutcome
 
 
 def _finish(reason: FinishReason) -> str:

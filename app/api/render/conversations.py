@@ -7,8 +7,8 @@ from app.api.streaming import frame
 from app.clock import unix
 from app.schemas.chat import FunctionCallOut, ToolCallOut
 from app.schemas.conversations import MessageOut
-from app.services.auth import Client
-from app.services.conversations import History, Reply, ReplyChunk
+from app.services.apps.conversations import History, Reply, ReplyChunk
+from app.services.generation.caller import Client
 from app.storage.conversations import ConversationRow, MessageRow
 
 

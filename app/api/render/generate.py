@@ -8,7 +8,7 @@ from app.api.render.logprobs import token_logprobs
 from app.api.render.tools import tool_calls
 from app.api.streaming import frame
 from app.providers.base import Chunk
-from app.services.generation import Outcome
+from app.services.generation.pipeline import Outcome
 
 
 def generate_body(outcome: Outcome) -> dict[str, object]:

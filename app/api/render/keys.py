@@ -9,7 +9,8 @@ from datetime import datetime
 from app.clock import as_utc
 from app.schemas.keys import KeyInfo, KeyLimits
 from app.schemas.usage import UsageReport, UsageRow, UsageTotals
-from app.services.auth import Limits, key_status
+from app.services.gateway.keys import key_status
+from app.services.generation.caller import Limits
 from app.storage.tables import ApiKey, UsageDaily
 
 

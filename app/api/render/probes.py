@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from app.probes.bias import Suite
-from app.probes.service import ProbeView
+from app.services.apps.probes.bias import Suite
+from app.services.apps.probes.service import ProbeView
 
 
 def _unix(moment: datetime | None) -> int | None:

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from app.providers.base import Chunk
-from app.services.responses import Draft, InputItemsPage, StoredResponse
+from app.services.apps.responses import Draft, InputItemsPage, StoredResponse
 
 
 def response_body(response: StoredResponse) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 
-from app.api.access import require_admin
+from app.api.admission import require_admin
 from app.api.deps import AccessDep, FeedbackDep, GenerationDep, PresetsDep
 from app.api.render.keys import key_info, usage_report
 from app.errors import InvalidRequest
@@ -13,7 +13,7 @@ from app.schemas.feedback import FeedbackSummary
 from app.schemas.keys import KeyCreate, KeyCreated, KeyInfo, KeyList, KeyUpdate
 from app.schemas.presets import TuningReport
 from app.schemas.usage import IsoDate, UsageReport
-from app.services.auth import Limits
+from app.services.generation.caller import Limits
 from app.storage.records import EVERY_OWNER
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])

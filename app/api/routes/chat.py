@@ -6,9 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.deps import CtxDep, GenerationDep
+from app.api.http import json_response
 from app.api.openapi import stream_responses
 from app.api.render.chat import chat_body, chat_stream
-from app.api.responses import json_response
 from app.api.streaming import sse_response, until_disconnected
 from app.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 

@@ -6,12 +6,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.deps import CtxDep, GenerationDep
+from app.api.http import json_response
 from app.api.openapi import stream_responses
 from app.api.render.completions import completion_body, completion_stream
-from app.api.responses import json_response
 from app.api.streaming import sse_response, until_disconnected
 from app.schemas.completions import CompletionRequest, TextCompletion, TextCompletionChunk
-from app.services import completions
+from app.services.apps import completions
 
 router = APIRouter(tags=["completions"])
 

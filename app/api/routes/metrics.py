@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
-from app.api.access import require_metrics_token
+from app.api.admission import require_metrics_token
 from app.api.deps import MetricsDep
 from app.observability.metrics import CONTENT_TYPE
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Path
 from fastapi.responses import Response
 
 from app.api.deps import CtxDep, ProbesDep
+from app.api.http import json_response
 from app.api.render.probes import probe_body, probe_list, suite_list
-from app.api.responses import json_response
 from app.schemas.probes import BiasProbeRequest, BiasSuiteList, Probe, ProbeList
 
 router = APIRouter(tags=["probes"])

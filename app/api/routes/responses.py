@@ -9,9 +9,9 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from app.api.deps import ClientDep, CtxDep, ResponsesDep
+from app.api.http import json_response
 from app.api.openapi import stream_responses
 from app.api.render.responses import deleted_body, input_items_body, response_body, response_stream
-from app.api.responses import json_response
 from app.api.streaming import sse_response, until_disconnected
 from app.schemas.responses import (
     CreateResponseRequest,

@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from app.storage.tables import Base
+from app.storage.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

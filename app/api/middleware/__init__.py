@@ -1,0 +1,1 @@
+"""The pure ASGI middlewares: request context and headers, body limit, JSON depth."""

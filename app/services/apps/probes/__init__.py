@@ -1,0 +1,1 @@
+"""Bias probes: suites, measures, statistics, report files and the job runner."""

@@ -1,0 +1,187 @@
+"""Generation records: a hook that writes one row per generation, off the response's path.
+
+The hook only queues the row; one writer task inserts queued rows in batches: a row waits up to
+`records_flush_seconds` for the ones after it, so that under load one INSERT and one commit carry
+hundreds of rows. A failing database is retried with backoff while rows wait in memory, up to
+`max_pending` of them; past that, new rows are dropped (counted, with a warning) rather than
+making a response wait for the database. Shutdown drains the queue. Feedback on an id still in
+the queue flushes it first (`RecordWriter.flush`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from app.providers.base import Choice, Message
+from app.services.generation.pipeline import JobHook, Outcome
+from app.storage import records as record_rows
+from app.storage.db import Database
+
+log = logging.getLogger("genserve.records")
+
+_BATCH = 500
+_MAX_BACKOFF = 5.0
+
+
+def record_row(outcome: Outcome, *, store_text: bool) -> dict[str, Any]:
+    """The `generation_records` row for a finished (or aborted) generation."""
+    job = outcome.job
+    completion = outcome.completion
+    first = completion.choices[0] if completion.choices else None
+    return {
+        "id": job.id,
+        # When the generation started (outcome.created is only whole seconds).
+        "created_at": datetime.now(UTC) - timedelta(milliseconds=outcome.total_ms),
+        "endpoint": job.endpoint,
+        "owner": job.ctx.owner,
+        "preset": job.preset,
+        "model": job.model,
+        "provider": job.provider.name,
+        "sampling": job.request.sampling.as_dict(),
+        "tuned": job.tuned,
+        "variant": job.variant,
+        "prompt_tokens": completion.usage.prompt_tokens,
+        "completion_tokens": completion.usage.completion_tokens,
+        "ttft_ms": round(outcome.ttft_ms, 2),
+        "total_ms": round(outcome.total_ms, 2),
+        "finish_reason": None if outcome.aborted or first is None else first.finish_reason,
+        "aborted": outcome.aborted,
+        "meta": dict(job.metadata),
+        "prompt": [_message(m) for m in job.request.as_messages()] if store_text else None,
+        # The prompt was redacted in place; the answer was restored for the client: conceal it.
+        "output": [_output(c, job.conceal) for c in completion.choices] if store_text else None,
+    }
+
+
+def _message(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _output(choice: Choice, conceal: Callable[[str], str] | None) -> str | dict[str, Any]:
+    """A choice's text (concealed as the privacy mode asks); a choice that called tools as its
+    text and its calls."""
+    text = conceal(choice.text) if conceal is not None else choice.text
+    if not choice.tool_calls:
+        return text
+    return {
+        "text": text,
+        "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in choice.tool_calls],
+    }
+
+
+class RecordWriter:
+    """Inserts queued record rows in the background; `flush()` waits until all are stored."""
+
+    def __init__(self, db: Database, *, linger: float = 0.0, max_pending: int = 10_000) -> None:
+        self._db = db
+        self._linger = linger
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=max_pending)
+        self._hurry = asyncio.Event()
+        """Set when waiting for more rows would only delay someone: a full batch, a flush."""
+        self._task: asyncio.Task[None] | None = None
+        self.dropped_total = 0
+        """Rows dropped because `max_pending` rows were already waiting."""
+        self._dropping = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="genserve-record-writer")
+
+    def put(self, row: dict[str, Any]) -> None:
+        """Queue a row, or drop it when `max_pending` rows are already waiting: a response
+        never waits for the database."""
+        try:
+            self._queue.put_nowait(row)
+        except asyncio.QueueFull:
+            self.dropped_total += 1
+            if not self._dropping:  # once per episode, not once per request
+                log.warning(
+                    "generation records dropped: %d are waiting for the database", self._queue.maxsize
+                )
+            self._dropping = True
+            return
+        self._dropping = False
+        if self._queue.qsize() >= _BATCH:
+            self._hurry.set()
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def flush(self, within: float = 10.0) -> None:
+        """Wait until every row queued so far is in the database (at most `within` seconds)."""
+        self._hurry.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), within)
+
+    async def aclose(self, within: float = 30.0) -> None:
+        """Drain the queue, then stop the writer."""
+        if self._task is None:
+            return
+        await self.flush(within)
+        if self._queue.qsize():
+            log.error("shutting down with %d generation records not stored", self._queue.qsize())
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            if self._linger and not self._hurry.is_set():
+                # Let the rows of the next moments join this one: the commit, not the row, is
+                # what costs (a batch of 16 costs 3x per row what a batch of 200 does).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._linger):
+                        await self._hurry.wait()
+            if self._queue.qsize() < _BATCH:
+                self._hurry.clear()  # a flush waiting on these rows is answered when they are in
+            while len(batch) < _BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._insert(batch)
+            for _ in batch:
+                self._queue.task_done()
+
+    async def _insert(self, batch: list[dict[str, Any]]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                async with self._db.session() as session:
+                    await record_rows.insert_records(session, batch)
+                return
+            except IntegrityError:
+                # Retrying cannot help a row the database refuses (an id already stored):
+                # store the others one by one and report the refused ones.
+                if len(batch) == 1:
+                    log.error("generation record %s refused by the database", batch[0]["id"])
+                    return
+                for row in batch:
+                    await self._insert([row])
+                return
+            except Exception:
+                log.exception("storing %d generation records failed; retrying in %.2fs", len(batch), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
+
+
+class RecordHook(JobHook):
+    """Queues a record for every generation that produced an outcome (aborted streams included)."""
+
+    def __init__(self, writer: RecordWriter, *, store_text: bool) -> None:
+        self._writer = writer
+        self._store_text = store_text
+
+    async def on_finish(self, outcome: Outcome) -> None:
+        self._writer.put(record_row(outcome, store_text=self._store_text))

@@ -1,0 +1,446 @@
+"""The Responses API: a generation whose input and output are items, stored (by default) so that
+a later request can continue from it with `previous_response_id`.
+
+A response belongs to the client key that created it; another key sees no such response. The
+history behind `previous_response_id` is the chain of stored responses walked back from it,
+fitted into the model's context window as conversations are (`app/services/generation/history.py`).
+Each response is its own row, so two requests may continue from the same response (a branch),
+and any replica can continue any chain: there is nothing to lock.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import InvalidRequest, NotFound
+from app.providers.base import Chunk, Message, ToolCall, Usage
+from app.schemas.responses import (
+    CreateResponseRequest,
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    MessageItem,
+)
+from app.services.generation.context import RequestContext
+from app.services.generation.history import TokenCounter, fit_history, whole_history
+from app.services.generation.pipeline import GenerationService, Job, Outcome
+from app.storage import responses as store
+from app.storage.db import Database
+from app.storage.responses import ResponseRow
+
+Status = Literal["in_progress", "completed", "incomplete"]
+_ROLES = {"developer": "system"}
+_CHAIN_LIMIT = 10_000
+"""Responses walked back at most, whatever fits (a guard against a cycle of ids)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A response as the API reports it (in progress while it streams)."""
+
+    id: str
+    created_at: int
+    model: str
+    status: Status
+    previous_response_id: str | None
+    params: dict[str, Any]
+    """The request's settings as served: instructions, effective temperature and top_p,
+    max_output_tokens, tools, tool_choice, parallel_tool_calls, text, truncation, metadata,
+    store, user."""
+    output: list[dict[str, Any]] = field(default_factory=list)
+    usage: Usage | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    """This service's own facts: provider, effective sampling, timings, metadata."""
+
+    @property
+    def incomplete_reason(self) -> str | None:
+        return "max_output_tokens" if self.status == "incomplete" else None
+
+
+@dataclass(slots=True)
+class Draft:
+    """A planned response: its job, its input items (with ids) and the ids its output will have."""
+
+    job: Job
+    owner: str
+    created_at: int
+    previous_response_id: str | None
+    params: dict[str, Any]
+    input_items: list[dict[str, Any]]
+    message_id: str = field(default_factory=lambda: f"msg_{uuid.uuid4().hex}")
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    def call_item_id(self, index: int) -> str:
+        """The output item id of the answer's function call number `index`."""
+        return f"fc_{self.message_id.removeprefix('msg_')}_{index}"
+
+    def in_progress(self) -> StoredResponse:
+        return StoredResponse(
+            id=self.id,
+            created_at=self.created_at,
+            # Read late: a fallback model may have taken over.
+            model=self.job.model,
+            status="in_progress",
+            previous_response_id=self.previous_response_id,
+            params=self.params,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InputItemsPage:
+    items: list[dict[str, Any]]
+    has_more: bool
+
+
+def _not_found(response_id: str, param: str = "response_id") -> NotFound:
+    return NotFound(f"No response found with id '{response_id}'.", param=param, code="response_not_found")
+
+
+def _item_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def stored_item(item: MessageItem | FunctionCallItem | FunctionCallOutputItem) -> dict[str, Any]:
+    """An input item as it is kept and listed: with an id and a status, content as parts."""
+    if isinstance(item, MessageItem):
+        kind = "output_text" if item.role == "assistant" else "input_text"
+        parts = (
+            [{"type": kind, "text": item.content}]
+            if isinstance(item.content, str)
+            else [part.model_dump(exclude_none=True) for part in item.content]
+        )
+        return {
+            "id": item.id or _item_id("msg"),
+            "type": "message",
+            "role": item.role,
+            "content": parts,
+            "status": item.status or "completed",
+        }
+    data = item.model_dump(exclude_none=True)
+    data["id"] = item.id or _item_id("fc" if isinstance(item, FunctionCallItem) else "fco")
+    data["status"] = item.status or "completed"
+    return data
+
+
+def item_messages(items: Sequence[dict[str, Any]]) -> list[Message]:
+    """What stored items say to the model, as provider messages: function calls join the
+    assistant turn they follow (several calls in a row are one turn's parallel calls), and a
+    call's output is a `tool` turn."""
+    out: list[Message] = []
+    for item in items:
+        kind = item.get("type")
+        if kind == "message":
+            text = "".join(part.get("text", "") for part in item.get("content", ()))
+            out.append(Message(_ROLES.get(item["role"], item["role"]), text))
+        elif kind == "function_call":
+            call = ToolCall(item["call_id"], item["name"], item["arguments"])
+            if out and out[-1].role == "assistant" and not out[-1].tool_call_id:
+                out[-1] = replace(out[-1], tool_calls=(*out[-1].tool_calls, call))
+            else:
+                out.append(Message("assistant", "", tool_calls=(call,)))
+        elif kind == "function_call_output":
+            out.append(Message("tool", item["output"], tool_call_id=item["call_id"]))
+    return out
+
+
+def _check_calls(items: Sequence[dict[str, Any]], history_calls: set[str]) -> None:
+    """A function call's output must answer a call made before it (in this input or the chain)."""
+    calls = set(history_calls)
+    for position, item in enumerate(items):
+        if item["type"] == "function_call":
+            calls.add(item["call_id"])
+        elif item["type"] == "function_call_output" and item["call_id"] not in calls:
+            raise InvalidRequest(
+                f"No function call with call_id '{item['call_id']}' precedes this output.",
+                param=f"input[{position}].call_id",
+                code="invalid_value",
+            )
+
+
+def _row_chain_calls(row: ResponseRow) -> set[str]:
+    return {
+        item["call_id"]
+        for item in [*row.input_items, *row.output]
+        if item.get("type") == "function_call" and "call_id" in item
+    }
+
+
+def _from_row(row: ResponseRow) -> StoredResponse:
+    return StoredResponse(
+        id=row.id,
+        created_at=int(row.created_at.timestamp()),
+        model=row.model,
+        status=row.status,  # type: ignore[arg-type]
+        previous_response_id=row.previous_response_id,
+        params=row.params,
+        output=row.output,
+        usage=Usage(row.usage["input_tokens"], row.usage["output_tokens"]),
+        details=row.details,
+    )
+
+
+class ResponseService:
+    """Creates, streams, retrieves and deletes stored responses."""
+
+    def __init__(self, db: Database, generation: GenerationService) -> None:
+        self._db = db
+        self._generation = generation
+
+    # -- creating ------------------------------------------------------------------------------
+
+    async def prepare(self, ctx: RequestContext, request: CreateResponseRequest) -> Draft:
+        """Plan the response: its history (when it continues one), its input, its settings.
+        The response belongs to the caller's key."""
+        owner = ctx.caller.key_id
+        items = [stored_item(item) for item in request.items]
+        name, route, provider = self._generation.resolve(request.model)
+        system = [Message("system", request.instructions)] if request.instructions else []
+        tail = item_messages(items)
+        overrides: dict[str, Any] = {}
+        if request.temperature is not None:
+            overrides["temperature"] = request.temperature
+        if request.top_p is not None:
+            overrides["top_p"] = request.top_p
+        if request.max_output_tokens is not None:
+            overrides["max_tokens"] = request.max_output_tokens
+        metadata: dict[str, Any] = {}
+        messages = [*system, *tail]
+        if request.previous_response_id is None:
+            _check_calls(items, set())
+        else:
+            async with self._db.session() as session:
+                previous = await store.get_response(session, request.previous_response_id, owner=owner)
+                if previous is None:
+                    raise _not_found(request.previous_response_id, "previous_response_id")
+                _check_calls(items, _row_chain_calls(previous))
+                counter = TokenCounter(provider, route.upstream_model or name)
+                reserve = (
+                    min(request.max_output_tokens, route.max_output_tokens)
+                    if request.max_output_tokens is not None
+                    else self._generation.default_max_tokens(route)
+                )
+                window = route.context_window
+                fixed = counter.total([*system, *tail])
+                if fixed + reserve > window:
+                    raise InvalidRequest(
+                        f"The input is about {fixed} tokens: with room for a reply of {reserve} tokens "
+                        f"it does not fit model '{name}''s context window of {window} tokens.",
+                        param="input",
+                        code="context_length_exceeded",
+                    )
+                if request.truncation == "disabled":
+                    kept = await whole_history(
+                        counter,
+                        self._chain(session, previous, owner),
+                        budget=window - reserve - fixed,
+                    )
+                    if kept is None or counter.total([*system, *kept, *tail]) > window - reserve:
+                        raise InvalidRequest(
+                            f"The conversation of '{request.previous_response_id}' with this input "
+                            f"does not fit model '{name}''s context window of {window} tokens with room "
+                            f"for a reply of {reserve} tokens, and truncation is 'disabled'; "
+                            "with 'auto' the oldest exchanges are left out.",
+                            param="input",
+                            code="context_length_exceeded",
+                        )
+                else:
+                    kept = await fit_history(
+                        counter,
+                        self._chain(session, previous, owner),
+                        head=system,
+                        tail=tail,
+                        budget=window - reserve - fixed,
+                        room=window - reserve,
+                    )
+            messages = [*system, *kept, *tail]
+            metadata = {"turns_in_context": len(kept)}
+        job = self._generation.plan(
+            ctx,
+            endpoint="responses",
+            model=request.model,
+            messages=messages,
+            overrides=overrides,
+            user=request.user,
+            id_prefix="resp",
+            text_param="input",
+            tools=request.tool_specs(),
+            tool_choice=request.tool_choice_value(),
+            parallel_tool_calls=request.parallel_tool_calls is not False,
+            extra={"response_format": fmt} if (fmt := request.response_format()) is not None else None,
+        )
+        job.metadata.update(metadata)
+        params = {
+            "instructions": request.instructions,
+            "max_output_tokens": request.max_output_tokens,
+            "temperature": job.request.sampling.temperature,
+            "top_p": job.request.sampling.top_p,
+            "tools": [
+                {
+                    "type": "function",
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": tool.parameters,
+                    "strict": tool.strict,
+                }
+                for tool in request.tools or ()
+            ],
+            "tool_choice": (
+                request.tool_choice.model_dump()
+                if request.tool_choice is not None and not isinstance(request.tool_choice, str)
+                else request.tool_choice or "auto"
+            ),
+            "parallel_tool_calls": request.parallel_tool_calls is not False,
+            "text": {"format": request.text_format()},
+            "truncation": request.truncation or "auto",
+            "metadata": dict(request.metadata or {}),
+            "store": request.store is not False,
+            "user": request.user,
+        }
+        return Draft(
+            job=job,
+            owner=owner,
+            created_at=int(time.time()),
+            previous_response_id=request.previous_response_id,
+            params=params,
+            input_items=items,
+        )
+
+    async def complete(self, draft: Draft) -> StoredResponse:
+        outcome = await self._generation.complete(draft.job)
+        return await self._finish(draft, outcome)
+
+    async def stream(self, draft: Draft) -> AsyncGenerator[Chunk | StoredResponse, None]:
+        """The text chunks of the answer, then the finished (and stored) response."""
+        async with aclosing(self._generation.stream(draft.job)) as items:
+            async for item in items:
+                if isinstance(item, Outcome):
+                    yield await self._finish(draft, item)
+                elif item.usage is None:
+                    yield item
+
+    async def _finish(self, draft: Draft, outcome: Outcome) -> StoredResponse:
+        choice = outcome.completion.choices[0]
+        status: Status = "incomplete" if choice.finish_reason == "length" else "completed"
+        output: list[dict[str, Any]] = []
+        if choice.text or not choice.tool_calls:
+            output.append(
+                {
+                    "id": draft.message_id,
+                    "type": "message",
+                    "status": status,
+                    "role": "assistant",
+                    "content": [
+                        {"type": "output_text", "text": choice.text, "annotations": [], "logprobs": []}
+                    ],
+                }
+            )
+        output.extend(
+            {
+                "id": draft.call_item_id(position),
+                "type": "function_call",
+                "status": "completed",
+                "call_id": call.id,
+                "name": call.name,
+                "arguments": call.arguments,
+            }
+            for position, call in enumerate(choice.tool_calls)
+        )
+        response = replace(
+            draft.in_progress(),
+            status=status,
+            output=output,
+            usage=outcome.completion.usage,
+            details={
+                "provider": draft.job.provider.name,
+                "sampling": outcome.sampling(),
+                "timings": outcome.timings(),
+                "metadata": draft.job.metadata,
+            },
+        )
+        if draft.params["store"]:
+            await self._store(draft, response)
+        return response
+
+    async def _store(self, draft: Draft, response: StoredResponse) -> None:
+        usage = response.usage or Usage()
+        row = ResponseRow(
+            id=response.id,
+            owner=draft.owner,
+            created_at=datetime.fromtimestamp(response.created_at, UTC),
+            model=response.model,
+            status=response.status,
+            previous_response_id=response.previous_response_id,
+            params=response.params,
+            input_items=draft.input_items,
+            output=response.output,
+            usage={"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens},
+            details=response.details,
+        )
+        async with self._db.session() as session:
+            await store.add_response(session, row)
+            await session.commit()
+
+    async def _chain(
+        self, session: AsyncSession, newest: ResponseRow, owner: str
+    ) -> AsyncGenerator[Message, None]:
+        """The chain's messages, newest first: each response's output, then its input."""
+        row: ResponseRow | None = newest
+        for _ in range(_CHAIN_LIMIT):
+            if row is None:
+                return
+            for message in reversed(item_messages([*row.input_items, *row.output])):
+                yield message
+            if row.previous_response_id is None:
+                return
+            row = await store.get_response(session, row.previous_response_id, owner=owner)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def get(self, owner: str, response_id: str) -> StoredResponse:
+        async with self._db.session() as session:
+            row = await store.get_response(session, response_id, owner=owner)
+        if row is None:
+            raise _not_found(response_id)
+        return _from_row(row)
+
+    async def delete(self, owner: str, response_id: str) -> None:
+        async with self._db.session() as session:
+            deleted = await store.delete_response(session, response_id, owner=owner)
+            await session.commit()
+        if not deleted:
+            raise _not_found(response_id)
+
+    async def input_items(
+        self,
+        owner: str,
+        response_id: str,
+        *,
+        limit: int,
+        order: Literal["asc", "desc"],
+        after: str | None,
+    ) -> InputItemsPage:
+        async with self._db.session() as session:
+            row = await store.get_response(session, response_id, owner=owner)
+        if row is None:
+            raise _not_found(response_id)
+        items = list(row.input_items if order == "asc" else reversed(row.input_items))
+        if after is not None:
+            ids = [item.get("id") for item in items]
+            if after not in ids:
+                raise NotFound(
+                    f"No input item with id '{after}' in response '{response_id}'.",
+                    param="after",
+                    code="item_not_found",
+                )
+            items = items[ids.index(after) + 1 :]
+        return InputItemsPage(items=items[:limit], has_more=len(items) > limit)

@@ -1,0 +1,2 @@
+"""Gateway policies around a job: keys, access, limits, usage, cache, privacy, resilience and
+safeguards. They import the generation core, never an application."""

@@ -1,0 +1,9 @@
+"""The whole schema: importing this module registers every table module on `Base.metadata`
+(what Alembic compares migrations against and what tests create directly)."""
+
+from __future__ import annotations
+
+from app.storage import conversations, probes, responses, tables
+from app.storage.base import Base
+
+__all__ = ["Base", "conversations", "probes", "responses", "tables"]
