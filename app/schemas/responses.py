@@ -159,6 +159,21 @@ class TextOptions(_Strict):
     format: TextFormat
 
 
+#: OpenAI's `include` values, with what genserve lacks to produce each one it does not.
+INCLUDABLE = {
+    "file_search_call.results": "",
+    "web_search_call.results": "it has no web_search tool",
+    "web_search_call.action.sources": "it has no web_search tool",
+    "message.input_image.image_url": "input images are passed on, not kept as items",
+    "computer_call_output.output.image_url": "it has no computer tool",
+    "code_interpreter_call.outputs": "it has no code_interpreter tool",
+    "reasoning.encrypted_content": "its models return no reasoning items",
+    "message.output_text.logprobs": "the Responses API here returns no token log probabilities; "
+    "chat completions and /v1/generate do",
+}
+SUPPORTED_INCLUDES = frozenset({"file_search_call.results"})
+
+
 class CreateResponseRequest(_Strict):
     """OpenAI's `POST /v1/responses` request."""
 
@@ -191,6 +206,27 @@ class CreateResponseRequest(_Strict):
     )
     stream: StrictBool | None = False
     user: str | None = Field(default=None, max_length=256)
+    include: list[str] | None = Field(default=None, max_length=len(INCLUDABLE))
+    """Extra output data to include. `[]` (what the Agents SDK always sends) and
+    `file_search_call.results` are accepted; a value genserve cannot produce is refused, by name."""
+
+    @field_validator("include")
+    @classmethod
+    def _includable(cls, value: list[str] | None) -> list[str] | None:
+        for position, name in enumerate(value or ()):
+            if name not in INCLUDABLE:
+                raise InvalidRequest(
+                    f"include[{position}]: '{name}' is not one of OpenAI's include values.",
+                    param=f"include[{position}]",
+                    code="invalid_value",
+                )
+            if name not in SUPPORTED_INCLUDES:
+                raise InvalidRequest(
+                    f"include[{position}]: genserve cannot produce '{name}' ({INCLUDABLE[name]}).",
+                    param=f"include[{position}]",
+                    code="unsupported_value",
+                )
+        return value
 
     @field_validator("tools", mode="before")
     @classmethod

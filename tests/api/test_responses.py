@@ -314,6 +314,33 @@ def test_built_in_tools_are_refused_by_name(client: openai.OpenAI) -> None:
     assert caught.value.param == "tool_choice"
 
 
+def test_an_empty_include_is_accepted_as_the_agents_sdk_sends_it(
+    client: openai.OpenAI, remote: respx.MockRouter
+) -> None:
+    remote.post(f"{UPSTREAM}/chat/completions").respond(json=mock.completion("Hello."))
+    for include in ([], ["file_search_call.results"]):
+        response = checked(client.responses.with_raw_response.create(model=REMOTE, input="Hi", include=include))
+        assert response.output_text == "Hello."
+
+
+@pytest.mark.parametrize(
+    ("include", "param", "named"),
+    [
+        (["web_search_call.results"], "include[0]", "web_search_call.results"),
+        (["file_search_call.results", "message.output_text.logprobs"], "include[1]", "logprobs"),
+        (["everything"], "include[0]", "everything"),
+    ],
+)
+def test_an_include_value_genserve_cannot_produce_is_400_naming_the_value(
+    client: openai.OpenAI, include: list[str], param: str, named: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=REMOTE, input="Hi", include=include)  # type: ignore[list-item]
+    error_conforms(caught.value.response.json())
+    assert caught.value.param == param
+    assert named in caught.value.message
+
+
 def test_the_requests_here_are_openais_own_shapes() -> None:
     for body in (
         {"model": LOCAL, "input": "Hi", "max_output_tokens": 24, "temperature": 0, "store": False},
