@@ -319,7 +319,9 @@ def test_an_empty_include_is_accepted_as_the_agents_sdk_sends_it(
 ) -> None:
     remote.post(f"{UPSTREAM}/chat/completions").respond(json=mock.completion("Hello."))
     for include in ([], ["file_search_call.results"]):
-        response = checked(client.responses.with_raw_response.create(model=REMOTE, input="Hi", include=include))
+        response = checked(
+            client.responses.with_raw_response.create(model=REMOTE, input="Hi", include=include)
+        )
         assert response.output_text == "Hello."
 
 

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 import respx
 from sqlalchemy import text
+
 from tests.services.apps.test_conversations import (
     Upstream,
     conversation_app,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from tests.services.apps.test_presets import EXAMPLES
-from tests.services.apps.test_summarize import long_text
 
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.preset_helpers import serve
+from tests.services.apps.test_presets import EXAMPLES
+from tests.services.apps.test_summarize import long_text
 
 pytestmark = pytest.mark.slow
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import threading
 
 import respx
-from tests.services.apps.test_summarize import TINY, long_text, part_reply
 
 from app.services.apps.summarize import reduce_to_fit
 from tests.access_helpers import bearer, create_key, keys_app, running
 from tests.conftest import openai_settings
 from tests.preset_helpers import FakeUpstream, serve
+from tests.services.apps.test_summarize import TINY, long_text, part_reply
 
 SUMMARIZE = "/v1/presets/summarize/generate"
 
