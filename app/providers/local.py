@@ -228,66 +228,84 @@ class LocalProvider:
                     steps.append(len(input_ids))
                     return scores
 
-                # A fresh context per choice: cached state would make seeds irreproducible.
-                llm.reset()
-                kwargs: dict[str, Any] = {}
-                processors: list[Any] = [count]
-                recorder: local_tools.LogprobRecorder | None = None
-                if request.logprobs is not None:
-                    recorder = local_tools.LogprobRecorder(request.logprobs, self._token_bytes)
-                    processors.append(recorder)
-                if grammar_text is not None:
-                    from llama_cpp.llama_grammar import LlamaGrammar
+                # A turn after a tool's result may take a second try under a text-only grammar
+                # when the first wrote a call already answered, or a call cut short.
+                hold = local_tools.continues_a_loop(request)
+                answered = local_tools.answered_calls(request) if hold else frozenset()
+                choice_grammar = grammar_text
+                for attempt in range(2):
+                    # A fresh context per choice: cached state would make seeds irreproducible.
+                    llm.reset()
+                    kwargs: dict[str, Any] = {}
+                    processors: list[Any] = [count]
+                    recorder: local_tools.LogprobRecorder | None = None
+                    if request.logprobs is not None:
+                        recorder = local_tools.LogprobRecorder(request.logprobs, self._token_bytes)
+                        processors.append(recorder)
+                    if choice_grammar is not None:
+                        from llama_cpp.llama_grammar import LlamaGrammar
 
-                    kwargs["grammar"] = LlamaGrammar.from_string(grammar_text, verbose=False)
-                out = _ChoiceOutput(index, request, emit, recorder, self._vocab)
-                common: dict[str, Any] = {
-                    "temperature": s.temperature,
-                    "top_p": s.top_p,
-                    "max_tokens": s.max_tokens,
-                    "stop": list(s.stop),
-                    "seed": None if s.seed is None else (s.seed + index) % 2**32,
-                    "presence_penalty": s.presence_penalty,
-                    "frequency_penalty": s.frequency_penalty,
-                    "stream": True,
-                    "logits_processor": processors,
-                }
-                try:
-                    if request.prompt is not None:
-                        # Raw continuation: the text exactly as given, no chat template. An
-                        # empty prompt starts a new document; and the continuation is at least
-                        # one token (vLLM's `min_tokens=1`): a chat-tuned model would otherwise
-                        # often end a question at once, where completion models go on.
-                        processors.insert(1, self._no_end_first(steps))
-                        prompt: str | list[int] = request.prompt or [llm.token_bos()]
-                        pieces = llm.create_completion(prompt=prompt, **common)
-                    else:
-                        pieces = llm.create_chat_completion(messages=messages, **common, **kwargs)
-                    finish: FinishReason = "stop"
-                    for piece in pieces:
-                        if cancel.is_set():
-                            pieces.close()
-                            return
-                        choice = piece["choices"][0]
+                        kwargs["grammar"] = LlamaGrammar.from_string(choice_grammar, verbose=False)
+                    out = _ChoiceOutput(
+                        index,
+                        request,
+                        emit,
+                        recorder,
+                        self._vocab,
+                        answered=answered if hold and attempt == 0 else None,
+                        text_only=attempt > 0,
+                    )
+                    common: dict[str, Any] = {
+                        "temperature": s.temperature,
+                        "top_p": s.top_p,
+                        "max_tokens": s.max_tokens,
+                        "stop": list(s.stop),
+                        "seed": None if s.seed is None else (s.seed + index) % 2**32,
+                        "presence_penalty": s.presence_penalty,
+                        "frequency_penalty": s.frequency_penalty,
+                        "stream": True,
+                        "logits_processor": processors,
+                    }
+                    try:
                         if request.prompt is not None:
-                            text = choice.get("text") or ""
+                            # Raw continuation: the text exactly as given, no chat template. An
+                            # empty prompt starts a new document; and the continuation is at least
+                            # one token (vLLM's `min_tokens=1`): a chat-tuned model would otherwise
+                            # often end a question at once, where completion models go on.
+                            processors.insert(1, self._no_end_first(steps))
+                            prompt: str | list[int] = request.prompt or [llm.token_bos()]
+                            pieces = llm.create_completion(prompt=prompt, **common)
                         else:
-                            text = choice["delta"].get("content") or ""
-                        if choice.get("finish_reason"):
-                            finish = "length" if choice["finish_reason"] == "length" else "stop"
-                        if text:
-                            if out.plain:
-                                emit(Chunk(index=index, text=text))
+                            pieces = llm.create_chat_completion(messages=messages, **common, **kwargs)
+                        finish: FinishReason = "stop"
+                        for piece in pieces:
+                            if cancel.is_set():
+                                pieces.close()
+                                return
+                            choice = piece["choices"][0]
+                            if request.prompt is not None:
+                                text = choice.get("text") or ""
                             else:
-                                out.feed(text)
-                except ValueError as exc:
-                    # llama.cpp refuses prompts that do not fit its context window.
-                    raise InvalidRequest(
-                        f"The prompt does not fit the local model's context window: {exc}",
-                        param="messages" if request.prompt is None else "prompt",
-                        code="context_length_exceeded",
-                    ) from exc
-                finish = out.finish(finish)
+                                text = choice["delta"].get("content") or ""
+                            if choice.get("finish_reason"):
+                                finish = "length" if choice["finish_reason"] == "length" else "stop"
+                            if text:
+                                if out.plain:
+                                    emit(Chunk(index=index, text=text))
+                                else:
+                                    out.feed(text)
+                    except ValueError as exc:
+                        # llama.cpp refuses prompts that do not fit its context window.
+                        raise InvalidRequest(
+                            f"The prompt does not fit the local model's context window: {exc}",
+                            param="messages" if request.prompt is None else "prompt",
+                            code="context_length_exceeded",
+                        ) from exc
+                    finish = out.finish(finish)
+                    if not out.refused:
+                        break
+                    steps.clear()
+                    choice_grammar = local_tools.TEXT_ONLY_GRAMMAR
                 emit(Chunk(index=index, finish_reason=finish))
                 if steps:
                     prompt_tokens = steps[0]
@@ -324,12 +342,20 @@ class _ChoiceOutput:
         emit: Callable[[object], None],
         recorder: local_tools.LogprobRecorder | None,
         vocabulary: Callable[[], list[bytes]],
+        *,
+        answered: frozenset[tuple[str, str]] | None = None,
+        text_only: bool = False,
     ) -> None:
         self.index = index
+        self.answered = answered
+        """With a set (a turn after a tool's result), a call is held until it is complete and
+        sent only if it is none of these; otherwise the choice is `refused` and sampled again."""
+        self.refused = False
         self.emit = emit
         self.recorder = recorder
         self.vocabulary = vocabulary
-        self.tools = local_tools.callable_tools(request) if local_tools.calls_allowed(request) else ()
+        may_call = local_tools.calls_allowed(request) and not text_only
+        self.tools = local_tools.callable_tools(request) if may_call else ()
         self.call: bool | None = False if not self.tools else None if request.tool_choice == "auto" else True
         """Whether the answer is a call: None until `auto`'s first character says."""
         self.plain = recorder is None and self.call is False
@@ -350,7 +376,8 @@ class _ChoiceOutput:
                 return
             self.call = stripped.startswith("{")
         if self.call:
-            self._stream_call()
+            if self.answered is None:
+                self._stream_call()
             return
         if self.recorder is None:
             self._send(self.pending, None)
@@ -385,6 +412,12 @@ class _ChoiceOutput:
 
     def finish(self, reason: FinishReason) -> FinishReason:
         """Send what is held back; the finish reason to report."""
+        if self.call and self.answered is not None:
+            made = local_tools.parse_call(self.pending, self.tools)
+            if made is None or local_tools.call_key(made.name, made.arguments) in self.answered:
+                self.refused = True
+                return reason
+            self._stream_call()
         if self.call and self.call_id is not None:
             rest = self.pending[self.arguments_at :]
             complete = local_tools.parse_call(self.pending, self.tools) is not None

@@ -9,6 +9,10 @@ constrained decoding: a llama.cpp grammar (GBNF) built from the tools' JSON Sche
 - `auto`: the grammar admits either a call or plain text that does not start with `{`; the
   model's first token decides, and a call, once begun, must be completed correctly.
 - `none`: no grammar and the tools are not described to the model, which answers in text.
+- A loop that finishes: once a tool's result is in the conversation, `auto` answers in text unless
+  the model writes a complete call that differs from every call already answered. A repeated call,
+  or one cut short by `max_tokens`, is discarded and that choice is sampled again under a grammar
+  that admits only text, so an agent loop always ends with an answer.
 
 When tools may be called, they are described in the system turn (appended to the client's own),
 with the exact JSON form of a call. Earlier calls are replayed in that same JSON form as the
@@ -169,6 +173,36 @@ def json_grammar(schema: Mapping[str, Any], *, root: str = "root") -> str:
             body = _JSON_STRING_RULES[name]
         rules.append(f"{root if name == 'root' else name} ::= {body}")
     return "\n".join(rules)
+
+
+TEXT_ONLY_GRAMMAR = "root ::= text\n" + _TEXT_RULES.split("\n", 2)[2]
+"""Plain text that does not start with `{`: the second try of a turn whose call was refused."""
+
+
+def call_key(name: str, arguments: str) -> tuple[str, str]:
+    """What makes two calls the same call: the tool and its arguments as canonical JSON."""
+    try:
+        canonical = json.dumps(json.loads(arguments), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        canonical = arguments
+    return name, canonical
+
+
+def answered_calls(request: GenerationRequest) -> frozenset[tuple[str, str]]:
+    """The calls of the conversation whose results it already holds."""
+    results = {m.tool_call_id for m in request.messages if m.role == "tool"}
+    return frozenset(
+        call_key(c.name, c.arguments)
+        for m in request.messages
+        if m.role == "assistant"
+        for c in m.tool_calls
+        if c.id in results
+    )
+
+
+def continues_a_loop(request: GenerationRequest) -> bool:
+    """`auto` after a tool's result: the turn where a small model tends to call again."""
+    return request.tool_choice == "auto" and calls_allowed(request) and bool(answered_calls(request))
 
 
 def tool_grammar(request: GenerationRequest) -> str | None:

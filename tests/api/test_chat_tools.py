@@ -490,3 +490,77 @@ def test_embedded_logprobs_join_across_characters_split_between_tokens(sync_clie
     assert "".join(t.token for t in tokens) == content
     # Each token's own bytes, put together, are the text's UTF-8 bytes.
     assert b"".join(bytes(t.bytes or []) for t in tokens).decode() == content
+
+
+STATUS_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "order_status",
+        "description": "Look up the status of an order by its number.",
+        "parameters": {
+            "type": "object",
+            "properties": {"order_id": {"type": "string"}},
+            "required": ["order_id"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def _after_a_result(arguments: str = '{"order_id": "A-1042"}') -> list[dict[str, Any]]:
+    call = {"id": "call_1", "type": "function", "function": {"name": "order_status", "arguments": arguments}}
+    return [
+        {"role": "user", "content": "Where is my order A-1042?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "shipped", "eta": "Friday"}'},
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_after_a_tool_result_the_embedded_model_answers_instead_of_repeating_the_call(
+    sync_client: openai.OpenAI, seed: int
+) -> None:
+    """An agent loop on the offline default ends: the turn after a tool's result is text, or a
+    call that differs from the one answered (never the same call again, never a cut call)."""
+    raw = sync_client.chat.completions.with_raw_response.create(
+        model=LOCAL,
+        messages=_after_a_result(),
+        tools=[STATUS_TOOL],
+        tool_choice="auto",
+        max_tokens=40,
+        seed=seed,
+    )
+    choice = check_completion(raw.http_response.json()).choices[0]
+    if choice.message.tool_calls:
+        assert choice.finish_reason == "tool_calls"
+        [call] = choice.message.tool_calls
+        assert json.loads(call.function.arguments) != {"order_id": "A-1042"}
+    else:
+        assert choice.message.content
+        assert not choice.message.content.lstrip().startswith("{")
+
+
+@pytest.mark.slow
+async def test_a_streamed_turn_after_a_tool_result_never_sends_the_repeated_call(
+    async_client: openai.AsyncOpenAI,
+) -> None:
+    stream = await async_client.chat.completions.create(
+        model=LOCAL,
+        messages=_after_a_result(),
+        tools=[STATUS_TOOL],
+        tool_choice="auto",
+        max_tokens=40,
+        seed=3,
+        stream=True,
+    )
+    text, calls = "", []
+    async for chunk in stream:
+        check_chunk(chunk)
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            calls += choice.delta.tool_calls or []
+    if calls:
+        assert "A-1042" not in "".join(c.function.arguments or "" for c in calls if c.function)
+    else:
+        assert text.strip()
