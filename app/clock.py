@@ -22,6 +22,14 @@ class Clocks:
     wall: Clock = time.time
     """For calendar time: key expiry, per-minute and per-day windows."""
 
+    def now(self) -> datetime:
+        """The wall clock as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.wall(), UTC)
+
+    def unix(self) -> int:
+        """The wall clock in whole seconds (OpenAI's `created` fields)."""
+        return int(self.wall())
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

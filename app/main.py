@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -107,7 +106,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             # Observability sees every job (refusals included, through on_error); then keys and
             # limits: a refused job never reaches the hooks after them; the record comes last.
             hooks: list[JobHook] = [ObservabilityHook(metrics), access.hook, loop.record_hook]
-            generation = GenerationService(settings, providers, hooks, runner=safeguards)
+            generation = GenerationService(settings, providers, hooks, runner=safeguards, clocks=clocks)
             preset_service = PresetService(
                 presets,
                 generation,
@@ -119,7 +118,8 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             stack.push_async_callback(probe_service.aclose)
             app.state.genserve = AppState(
                 settings=settings,
-                started_at=int(time.time()),
+                started_at=clocks.unix(),
+                clocks=clocks,
                 metrics=metrics,
                 db=db,
                 redis=redis,
@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                     lock_timeout=settings.conversation_lock_timeout,
                     # A claimed turn outlives any reply: the upstream deadline, and a margin.
                     lease=settings.upstream_deadline + 60,
+                    clocks=clocks,
                 ),
                 responses=ResponseService(db, generation),
                 probes=probe_service,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from app.clock import Clocks
 from app.observability.metrics import Metrics
 from app.providers.base import Provider
 from app.services.apps.conversations import ConversationService
@@ -26,6 +27,8 @@ class AppState:
     """Everything a request can reach, complete before the first request is served."""
 
     settings: Settings
+    clocks: Clocks
+    """What every TTL, deadline and timestamp reads."""
     started_at: int
     """Unix time the service started (reported as the models' `created`)."""
     metrics: Metrics

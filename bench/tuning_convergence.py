@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the script aliases httpx2 as httpx before anything imports httpx
@@ -28,13 +29,17 @@ async def simulate(
     p_preferred: float = 0.8,
     p_other: float = 0.4,
     seed: int = 0,
+    on_round: Callable[[int], None] | None = None,
 ) -> list[str]:
     """Generate `rounds` times through the HTTP API and rate each answer like a user who likes
     `preferred` with probability `p_preferred` and any other variant with `p_other`. Returns
-    the variant chosen in each round."""
+    the variant chosen in each round. `on_round(i)` runs before each round (a test moves its
+    clock there, so the tuning state refreshes every so many rounds whatever the machine's speed)."""
     users = random.Random(seed)
     chosen: list[str] = []
-    for _ in range(rounds):
+    for i in range(rounds):
+        if on_round is not None:
+            on_round(i)
         r = await client.post(f"/v1/presets/{preset}/generate", json={"inputs": {"topic": "green tea"}})
         r.raise_for_status()
         body: dict[str, Any] = r.json()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -91,14 +90,15 @@ async def get_context(request: Request, client: Annotated[Client, Depends(get_cl
     """This request's `RequestContext`: its caller, the options its headers set, its id and
     deadline. It shares the options and response headers of the context middleware, so what the
     services report (cache hit, rate-limit state) reaches the response."""
-    state = request.scope.get("state", {})
-    options = state.get(OPTIONS)
-    headers = state.get(RESPONSE_HEADERS)
+    scope = request.scope.get("state", {})
+    options = scope.get(OPTIONS)
+    headers = scope.get(RESPONSE_HEADERS)
+    state = state_of(request)
     return RequestContext(
         caller=client,
         options=options if options is not None else RequestOptions(),
-        request_id=state.get("request_id"),
-        deadline=time.monotonic() + state_of(request).settings.upstream_deadline,
+        request_id=scope.get("request_id"),
+        deadline=state.clocks.monotonic() + state.settings.upstream_deadline,
         headers=headers if headers is not None else {},
     )
 

@@ -207,7 +207,7 @@ class LocalProvider:
         cancel: threading.Event,
     ) -> None:
         """Runs in a worker thread holding the model: sample each choice, emit chunks."""
-        started = time.monotonic()
+        started = time.perf_counter()
         try:
             llm = self._llm
             if llm is None:
@@ -315,7 +315,7 @@ class LocalProvider:
         except BaseException as exc:  # delivered to the awaiting request
             emit(exc)
         finally:
-            elapsed = time.monotonic() - started
+            elapsed = time.perf_counter() - started
             self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * elapsed
             emit(_DONE)
 

@@ -10,7 +10,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from functools import cached_property
 from typing import Any, cast
 
@@ -121,7 +121,7 @@ def _upstream_message(exc: openai.APIStatusError) -> str:
     return _scrub(exc.message)
 
 
-def _retry_after(exc: openai.APIStatusError) -> float | None:
+def _retry_after(exc: openai.APIStatusError, wall: Callable[[], float] = time.time) -> float | None:
     """Seconds the upstream asks us to wait: `retry-after-ms` (OpenAI's), or `retry-after` in
     seconds or as an HTTP date."""
     headers = exc.response.headers
@@ -135,7 +135,7 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
             return max(0.0, float(value))
         except ValueError:
             when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
+            return max(0.0, when.timestamp() - wall())
     except (ValueError, TypeError):
         return None
 

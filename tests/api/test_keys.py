@@ -188,6 +188,28 @@ async def test_an_expired_key_is_refused(upstream: respx.MockRouter) -> None:
         assert _assert_openai_error(r, 400, "invalid_request_error")["param"] == "expires_at"
 
 
+async def test_a_key_reads_expired_and_past_expiries_are_refused_by_the_stores_own_clock() -> None:
+    """The admin API's status and its `expires_at` check read the injected clock: a key that is
+    active now reads `expired` once the clock passes its expiry, with no real time passing."""
+    clock = ManualClock()
+    clock.advance(86_400 * 365)  # a year ahead of the real clock
+    async with running(keys_app(clocks=clock.clocks)) as client:
+        soon = clock.clocks.wall() + 60
+        key_id, _ = await create_key(client, expires_at=soon)
+        assert (await client.get(f"/admin/keys/{key_id}", headers=ADMIN)).json()["status"] == "active"
+        clock.advance(61)
+        assert (await client.get(f"/admin/keys/{key_id}", headers=ADMIN)).json()["status"] == "expired"
+        # In the real clock's future, but in the past of the store's own clock: refused.
+        r = await client.post(
+            "/admin/keys", json={"name": "x", "expires_at": time.time() + 3600}, headers=ADMIN
+        )
+        assert _assert_openai_error(r, 400, "invalid_request_error")["param"] == "expires_at"
+        r = await client.patch(
+            f"/admin/keys/{key_id}", json={"expires_at": time.time() + 3600}, headers=ADMIN
+        )
+        assert _assert_openai_error(r, 400, "invalid_request_error")["param"] == "expires_at"
+
+
 # --- permissions -----------------------------------------------------------------------------------
 
 

@@ -205,3 +205,17 @@ def test_a_deliberate_circle_is_caught(tmp_path: Path) -> None:
     (tmp_path / "app" / "a.py").write_text("from app import b\n")
     (tmp_path / "app" / "b.py").write_text("import app.a\n")
     assert cycles(_without_package_inits(graph(tmp_path, top_level_only=True))) == [["app.a", "app.b"]]
+
+
+def test_time_is_read_only_through_the_injected_clocks() -> None:
+    """Every TTL, deadline, expiry and timestamp reads `Clocks` (app/clock.py), so tests move
+    time instead of sleeping; nothing else in app/ calls the system clocks."""
+    reads = ("datetime.now(", "datetime.utcnow(", "time.time(", "time.monotonic(")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "app").rglob("*.py"))
+        if path.name != "clock.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if any(read in line for read in reads)
+    ]
+    assert found == []

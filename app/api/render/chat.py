@@ -3,7 +3,6 @@ tool calls and log probabilities included."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from app.api.render.logprobs import choice_logprobs
@@ -58,7 +57,7 @@ def chat_stream(job: Job, include_usage: bool) -> Callable[[Chunk | Outcome], li
         # `job.model` is read late: a fallback model may have taken over when the stream opened.
         return frame({**head, "model": job.model, "created": created, "choices": choices, **more})
 
-    created = int(time.time())
+    created = job.created
 
     # With include_usage, OpenAI sends `"usage": null` on every chunk but the last.
     more: dict[str, object] = {"usage": None} if include_usage else {}

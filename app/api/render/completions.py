@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -72,7 +71,7 @@ def completion_stream(
     started: set[int] = set()
     offsets: dict[int, int] = {}
     """Characters of each choice sent so far, where its next tokens' `text_offset`s start."""
-    created = int(time.time())
+    created = batch.jobs[0].created
 
     def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None) -> bytes:
         body: dict[str, Any] = {

@@ -23,12 +23,13 @@ def key_limits(limits: Limits) -> KeyLimits:
     return KeyLimits(**limits.as_dict())
 
 
-def key_info(row: ApiKey) -> KeyInfo:
+def key_info(row: ApiKey, at: dt.datetime) -> KeyInfo:
+    """A key as the admin API shows it; `at` is now, by the key store's clock (its status)."""
     return KeyInfo(
         id=row.id,
         name=row.name,
         hint=row.hint,
-        status=key_status(row),
+        status=key_status(row, at),
         created_at=_ts(row.created_at) or 0,
         expires_at=_ts(row.expires_at),
         revoked_at=_ts(row.revoked_at),

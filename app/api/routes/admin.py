@@ -40,31 +40,36 @@ async def create_key(body: KeyCreate, access: AccessDep, service: GenerationDep)
         allowed_presets=body.allowed_presets,
         expires_at=body.expires_at,
     )
-    return KeyCreated(**key_info(row).model_dump(), key=secret)
+    return KeyCreated(**key_info(row, access.keys.now()).model_dump(), key=secret)
 
 
 @router.get("/keys")
 async def list_keys(access: AccessDep, include_revoked: bool = True) -> KeyList:
     """Every key, newest first; never their secrets."""
-    return KeyList(data=[key_info(row) for row in await access.keys.list(include_revoked=include_revoked)])
+    return KeyList(
+        data=[
+            key_info(row, access.keys.now())
+            for row in await access.keys.list(include_revoked=include_revoked)
+        ]
+    )
 
 
 @router.get("/keys/{key_id}")
 async def get_key(key_id: str, access: AccessDep) -> KeyInfo:
-    return key_info(await access.keys.get(key_id))
+    return key_info(await access.keys.get(key_id), access.keys.now())
 
 
 @router.patch("/keys/{key_id}")
 async def update_key(key_id: str, body: KeyUpdate, access: AccessDep, service: GenerationDep) -> KeyInfo:
     """Change a key's name, limits, allowed models or presets, or expiry; applies at once."""
     _check_models(body.allowed_models, service)
-    return key_info(await access.keys.update(key_id, body.columns()))
+    return key_info(await access.keys.update(key_id, body.columns()), access.keys.now())
 
 
 @router.delete("/keys/{key_id}")
 async def revoke_key(key_id: str, access: AccessDep) -> KeyInfo:
     """Revoke a key: refused from its next request on, on every replica. Its usage is kept."""
-    return key_info(await access.keys.revoke(key_id))
+    return key_info(await access.keys.revoke(key_id), access.keys.now())
 
 
 @router.get("/usage")

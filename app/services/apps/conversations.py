@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
-import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
@@ -25,7 +24,7 @@ from typing import Any
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import utcnow
+from app.clock import Clocks
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.providers.base import (
     Chunk,
@@ -138,8 +137,10 @@ class ConversationService:
         *,
         lock_timeout: float = 120.0,
         lease: float = 300.0,
+        clocks: Clocks | None = None,
     ) -> None:
         self._db = db
+        self._clocks = clocks or Clocks()
         self._generation = generation
         self._presets = presets
         self._lock_timeout = lock_timeout
@@ -189,7 +190,7 @@ class ConversationService:
                     param="inputs" if preset else "system",
                     code="context_length_exceeded",
                 )
-        now = utcnow()
+        now = self._clocks.now()
         row = ConversationRow(
             id=f"conv_{uuid.uuid4().hex}",
             created_at=now,
@@ -330,7 +331,7 @@ class ConversationService:
         """Hold the conversation for one reply, without holding a database connection while the
         reply is generated: this replica's lock, then a claim on the row written and committed
         in a short transaction (other replicas wait for it), released in another at the end."""
-        deadline = time.monotonic() + self._lock_timeout
+        deadline = self._clocks.monotonic() + self._lock_timeout
         claim = uuid.uuid4().hex
         async with self._locks.hold(conversation_id, self._lock_timeout):
             row = await self._claim(conversation_id, ctx.owner, claim, deadline)
@@ -351,7 +352,7 @@ class ConversationService:
         pause = 0.02
         while True:
             async with self._db.session() as session:
-                until = utcnow() + timedelta(seconds=self._lease)
+                until = self._clocks.now() + timedelta(seconds=self._lease)
                 claimed = await store.claim_turn(
                     session, conversation_id, owner=owner, claim_id=claim, until=until
                 )
@@ -361,7 +362,7 @@ class ConversationService:
                 raise _not_found(conversation_id)
             if claimed:
                 return row
-            left = deadline - time.monotonic()
+            left = deadline - self._clocks.monotonic()
             if left <= 0:
                 raise _busy(conversation_id, self._lock_timeout)
             await asyncio.sleep(min(pause, left))

@@ -7,10 +7,10 @@ kinds can be averaged and feed the tuning posteriors: up = 1, down = 0, r stars 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from app.clock import as_utc
+from app.clock import Clocks, as_utc
 from app.errors import NotFound
 from app.services.apps.records import RecordWriter
 from app.services.apps.tuning import TuningService
@@ -38,8 +38,11 @@ def normalize(rating: Rating) -> float:
 
 
 class FeedbackService:
-    def __init__(self, db: Database, records: RecordWriter, tuning: TuningService) -> None:
+    def __init__(
+        self, db: Database, records: RecordWriter, tuning: TuningService, *, clocks: Clocks | None = None
+    ) -> None:
         self._db = db
+        self._clocks = clocks or Clocks()
         self._records = records
         self._tuning = tuning
 
@@ -67,7 +70,7 @@ class FeedbackService:
                 code="generation_not_found",
             )
         preset, variant = record
-        now = datetime.now(UTC)
+        now = self._clocks.now()
         values = {
             "generation_id": generation_id,
             "rating": str(rating),

@@ -41,9 +41,9 @@ async def open_feedback_loop(
     try:
         yield FeedbackLoop(
             records=records,
-            record_hook=RecordHook(records, store_text=settings.store_text),
+            record_hook=RecordHook(records, store_text=settings.store_text, clocks=clocks),
             tuning=tuning,
-            feedback=FeedbackService(db, records, tuning),
+            feedback=FeedbackService(db, records, tuning, clocks=clocks),
         )
     finally:
         await records.aclose()

@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from app.clock import Clocks
 from app.providers.base import Choice, Message
 from app.services.generation.pipeline import JobHook, Outcome
 from app.storage import records as record_rows
@@ -30,7 +31,7 @@ _BATCH = 500
 _MAX_BACKOFF = 5.0
 
 
-def record_row(outcome: Outcome, *, store_text: bool) -> dict[str, Any]:
+def record_row(outcome: Outcome, *, store_text: bool, now: datetime) -> dict[str, Any]:
     """The `generation_records` row for a finished (or aborted) generation."""
     job = outcome.job
     completion = outcome.completion
@@ -38,7 +39,7 @@ def record_row(outcome: Outcome, *, store_text: bool) -> dict[str, Any]:
     return {
         "id": job.id,
         # When the generation started (outcome.created is only whole seconds).
-        "created_at": datetime.now(UTC) - timedelta(milliseconds=outcome.total_ms),
+        "created_at": now - timedelta(milliseconds=outcome.total_ms),
         "endpoint": job.endpoint,
         "owner": job.ctx.owner,
         "preset": job.preset,
@@ -179,9 +180,10 @@ class RecordWriter:
 class RecordHook(JobHook):
     """Queues a record for every generation that produced an outcome (aborted streams included)."""
 
-    def __init__(self, writer: RecordWriter, *, store_text: bool) -> None:
+    def __init__(self, writer: RecordWriter, *, store_text: bool, clocks: Clocks | None = None) -> None:
         self._writer = writer
         self._store_text = store_text
+        self._clocks = clocks or Clocks()
 
     async def on_finish(self, outcome: Outcome) -> None:
-        self._writer.put(record_row(outcome, store_text=self._store_text))
+        self._writer.put(record_row(outcome, store_text=self._store_text, now=self._clocks.now()))

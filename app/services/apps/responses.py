@@ -10,7 +10,6 @@ and any replica can continue any chain: there is nothing to lock.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
@@ -309,7 +308,7 @@ class ResponseService:
         return Draft(
             job=job,
             owner=owner,
-            created_at=int(time.time()),
+            created_at=job.created,
             previous_response_id=request.previous_response_id,
             params=params,
             input_items=items,

@@ -295,9 +295,11 @@ async def open_access(
         db, redis, settings.redis_prefix, settings.key_cache_seconds, clock=clocks.monotonic, wall=clocks.wall
     )
     limiter: Limiter = (
-        RedisLimiter(redis, settings.redis_prefix) if redis is not None else MemoryLimiter(clocks.wall)
+        RedisLimiter(redis, settings.redis_prefix, clocks.wall)
+        if redis is not None
+        else MemoryLimiter(clocks.wall)
     )
-    usage = UsageRecorder(db, settings.usage_flush_seconds)
+    usage = UsageRecorder(db, settings.usage_flush_seconds, clocks)
     # A slot a crashed replica never gave back is freed once no generation could still be running.
     concurrency: Concurrency = (
         RedisConcurrency(redis, settings.redis_prefix, lease=settings.upstream_deadline + 60)

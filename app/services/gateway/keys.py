@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.clock import Clock, as_utc
-from app.errors import AuthenticationFailed, NotFound, ServiceUnavailable
+from app.errors import AuthenticationFailed, InvalidRequest, NotFound, ServiceUnavailable
 from app.services.generation.caller import Client, Limits
 from app.storage import keys as key_rows
 from app.storage.db import Database
@@ -48,21 +48,23 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _no_key(key_id: str) -> NotFound:
     return NotFound(f"No key with id '{key_id}'.", param="key_id", code="key_not_found")
 
 
-def key_status(row: ApiKey) -> Literal["active", "revoked", "expired"]:
+def key_status(row: ApiKey, at: datetime) -> Literal["active", "revoked", "expired"]:
+    """The key's state at the moment `at`."""
     if row.revoked_at is not None:
         return "revoked"
     expires = as_utc(row.expires_at)
-    if expires is not None and expires <= now():
+    if expires is not None and expires <= at:
         return "expired"
     return "active"
+
+
+def _check_future(expires_at: datetime | None, now: datetime) -> None:
+    if expires_at is not None and as_utc(expires_at) <= now:
+        raise InvalidRequest("expires_at must be in the future.", param="expires_at", code="invalid_value")
 
 
 def _client(row: ApiKey) -> Client:
@@ -108,6 +110,10 @@ class KeyStore:
         self._cache: dict[str, _Entry] = {}
 
     # -- authentication ----------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The wall clock this store reads, as an aware UTC datetime."""
+        return datetime.fromtimestamp(self._wall(), UTC)
 
     async def authenticate(self, secret: str) -> Client:
         """The client a bearer secret belongs to; `AuthenticationFailed` for anything else.
@@ -172,13 +178,14 @@ class KeyStore:
         expires_at: datetime | None,
     ) -> tuple[ApiKey, str]:
         """A new key and its secret; the secret is not kept anywhere and cannot be shown again."""
+        _check_future(expires_at, self.now())
         secret = new_secret()
         row = ApiKey(
             id=f"key_{uuid.uuid4().hex[:24]}",
             name=name,
             secret_hash=digest(secret),
             hint=secret[:7],
-            created_at=now(),
+            created_at=self.now(),
             expires_at=expires_at,
             revoked_at=None,
             allowed_models=sorted(allowed_models) if allowed_models is not None else None,
@@ -205,6 +212,7 @@ class KeyStore:
 
     async def update(self, key_id: str, changes: dict[str, Any]) -> ApiKey:
         """Set the given columns (name, limits, allowed models/presets, expiry)."""
+        _check_future(changes.get("expires_at"), self.now())
         async with self._db.session() as session:
             row = await key_rows.update(session, key_id, changes)
         if row is None:
@@ -215,7 +223,7 @@ class KeyStore:
 
     async def revoke(self, key_id: str) -> ApiKey:
         async with self._db.session() as session:
-            row = await key_rows.revoke(session, key_id, now())
+            row = await key_rows.revoke(session, key_id, self.now())
         if row is None:
             raise _no_key(key_id)
         await self._changed()

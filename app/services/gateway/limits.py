@@ -313,8 +313,10 @@ return 1
 class RedisLimiter:
     """Limits shared by every replica through Redis."""
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, clock: Clock = time.time) -> None:
         self._redis = redis
+        self._clock = clock
+        """Wall-clock seconds: which UTC day and month a budget counts in."""
         self._prefix = f"{prefix}limits:"
         self._reserve = redis.register_script(_RESERVE_LUA)
         self._settle = redis.register_script(_SETTLE_LUA)
@@ -324,7 +326,7 @@ class RedisLimiter:
         return [f"{p}req", f"{p}tok", f"{p}d{day}", f"{p}m{month}"]
 
     async def reserve(self, key_id: str, limits: Limits, tokens: int) -> tuple[Reservation, Snapshot]:
-        day, month, day_left, month_left = periods(datetime.now(UTC))
+        day, month, day_left, month_left = periods(datetime.fromtimestamp(self._clock(), UTC))
         status, wait, req, tok = await self._reserve(
             keys=self._keys(key_id, day, month),
             args=[

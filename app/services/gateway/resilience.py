@@ -102,9 +102,10 @@ class CircuitBreaker:
 class ConcurrencyCap:
     """At most `limit` requests in flight to one provider; the next waits up to `wait` seconds."""
 
-    def __init__(self, limit: int, wait: float) -> None:
+    def __init__(self, limit: int, wait: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self.wait = wait
+        self._clock = clock
         self._semaphore = asyncio.Semaphore(limit) if limit > 0 else None
         self.in_flight = 0
         self.rejected_total = 0
@@ -120,7 +121,7 @@ class ConcurrencyCap:
             await semaphore.acquire()
         else:
             try:
-                async with asyncio.timeout(max(0.0, min(self.wait, deadline - time.monotonic()))):
+                async with asyncio.timeout(max(0.0, min(self.wait, deadline - self._clock()))):
                     await semaphore.acquire()
             except TimeoutError:
                 self.rejected_total += 1
@@ -143,12 +144,13 @@ class Budget:
 
     retries_left: int
     deadline: float
-    """`time.monotonic()` after which nothing more is attempted."""
+    """The monotonic clock's reading after which nothing more is attempted."""
+    clock: Callable[[], float]
     retries: int = 0
     """Retries spent so far."""
 
     def remaining(self) -> float:
-        return self.deadline - time.monotonic()
+        return self.deadline - self.clock()
 
 
 @dataclass(slots=True)
@@ -193,7 +195,7 @@ class Resilience:
         self.circuits: dict[str, CircuitBreaker] = {}
         """Circuit per upstream model (`provider:model`), created on first use."""
         self.caps: dict[str, ConcurrencyCap] = {
-            name: ConcurrencyCap(settings.upstream_max_concurrency, settings.upstream_queue_timeout)
+            name: ConcurrencyCap(settings.upstream_max_concurrency, settings.upstream_queue_timeout, clock)
             for name in providers
         }
         """Concurrency cap per provider."""
@@ -295,7 +297,8 @@ class Resilience:
         budget = Budget(
             retries_left=self._settings.upstream_max_retries,
             # The request's own deadline (set when it arrived), else one from now.
-            deadline=job.ctx.deadline or time.monotonic() + self._settings.upstream_deadline,
+            deadline=job.ctx.deadline or self._clock() + self._settings.upstream_deadline,
+            clock=self._clock,
         )
         requested = job.model
         failure: AppError | None = None

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
+from app.clock import Clocks
 from app.providers.base import Usage
 from app.settings import ModelRoute
 from app.storage import usage as usage_rows
@@ -48,14 +49,15 @@ class _Counts:
 class UsageRecorder:
     """Buffers usage in memory and writes it to `usage_daily`."""
 
-    def __init__(self, db: Database, flush_seconds: float) -> None:
+    def __init__(self, db: Database, flush_seconds: float, clocks: Clocks | None = None) -> None:
         self._db = db
+        self._clocks = clocks or Clocks()
         self.flush_seconds = flush_seconds
         self._pending: dict[tuple[str, str, date], _Counts] = {}
         self._lock = asyncio.Lock()
 
     def add(self, key_id: str, model: str, usage: Usage, cost: float, *, at: datetime | None = None) -> None:
-        day = (at or datetime.now(UTC)).date()
+        day = (at or self._clocks.now()).date()
         counts = self._pending.setdefault((key_id, model, day), _Counts())
         counts.add(_Counts(1, usage.prompt_tokens, usage.completion_tokens, cost))
 

@@ -54,7 +54,7 @@ class RequestContext:
     options: RequestOptions = field(default_factory=RequestOptions)
     request_id: str | None = None
     deadline: float | None = None
-    """`time.monotonic()` by which upstream work must be done (None: the settings' default)."""
+    """The monotonic clock's reading by which upstream work must be done (None: the settings' default)."""
     headers: dict[str, str] = field(default_factory=dict)
     """Response headers the services want sent (the caller's rate-limit state)."""
 

@@ -15,6 +15,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from app.clock import Clocks
 from app.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 from app.providers.base import (
     Chunk,
@@ -69,6 +70,8 @@ class Job:
     prefix: str | None = None
     """The start of the answer the client gave (`continue_from`): the model continued after it,
     and the answer's text begins with it."""
+    created: int = 0
+    """Unix time the job was planned (the response's `created`)."""
 
 
 @dataclass(slots=True)
@@ -160,8 +163,10 @@ class GenerationService:
         providers: Mapping[str, Provider],
         hooks: Sequence[JobHook] = (),
         runner: Runner | None = None,
+        clocks: Clocks | None = None,
     ) -> None:
         self._settings = settings
+        self.clocks = clocks or Clocks()
         self._providers = providers
         self._table = settings.model_table
         self.hooks: list[JobHook] = list(hooks)
@@ -276,6 +281,7 @@ class GenerationService:
             seed_fixed=seed is not None,
             prompt_tokens=prompt_tokens,
             prefix=continue_from,
+            created=self.clocks.unix(),
         )
 
     def continuation_unsupported(self, model: str) -> str | None:
@@ -376,7 +382,7 @@ class GenerationService:
     async def complete(self, job: Job) -> Outcome:
         await self._start(job)
         started = time.perf_counter()
-        created = int(time.time())
+        created = job.created
         try:
             completion = await self.runner.complete(job)
         except BaseException as exc:
@@ -394,7 +400,7 @@ class GenerationService:
         A stream cut short still reaches the hooks, as an aborted outcome: never free."""
         await self._start(job)
         started = time.perf_counter()
-        created = int(time.time())
+        created = job.created
         ttft: float | None = None
         parts = CompletionAssembler(logprobs=job.request.logprobs is not None)
         done = False

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from app.main import create_app
 from bench.tuning_convergence import PREFERRED, simulate
+from tests.clock import ManualClock
 from tests.conftest import openai_settings
 from tests.preset_helpers import FakeUpstream, serve
 
@@ -100,8 +101,11 @@ async def test_tuning_converges_on_the_variant_users_prefer(upstream: respx.Mock
     """Users like 'lively' 80% of the time and the others 40%: after a few hundred rounds
     through the HTTP API, Thompson sampling picks 'lively' for most requests."""
     FakeUpstream().install(upstream)
-    async with serve(create_app(openai_settings())) as client:
-        chosen = await simulate(client, rounds=300, seed=1)
+    clock = ManualClock()
+    # The tuning state refreshes every 2 s of the injected clock: every 10 rounds, on any machine.
+    every_tenth = lambda i: clock.advance(2.0) if i % 10 == 0 else None  # noqa: E731
+    async with serve(create_app(openai_settings(tuning_refresh_seconds=2.0), clocks=clock.clocks)) as client:
+        chosen = await simulate(client, rounds=300, seed=1, on_round=every_tenth)
         report = (await client.get("/v1/presets/copywriting/tuning")).json()
     late = chosen[-100:]
     assert late.count(PREFERRED) > 60, {v: late.count(v) for v in set(late)}

@@ -24,6 +24,7 @@ from tests.access_helpers import (
     stream_response,
     walk_away,
 )
+from tests.clock import ManualClock
 from tests.waiting import eventually
 
 
@@ -152,6 +153,25 @@ async def test_token_budgets(upstream: respx.MockRouter, redis_prefix: str, budg
         # Raising the budget lets the key go on at once.
         key_id = (await client.get("/admin/keys", headers=ADMIN)).json()["data"][0]["id"]
         await client.patch(f"/admin/keys/{key_id}", json={"limits": {budget: 200}}, headers=ADMIN)
+        assert (await client.post("/v1/chat/completions", json=body, headers=bearer(secret))).is_success
+
+
+async def test_a_daily_budget_on_redis_starts_again_when_the_injected_clock_passes_midnight(
+    upstream: respx.MockRouter, redis_prefix: str
+) -> None:
+    """The shared limiter decides which UTC day a budget counts in by the app's wall clock, not
+    the machine's: moved past midnight, a spent key may spend again."""
+    upstream.post("/chat/completions").respond(json=completion(prompt_tokens=10, completion_tokens=20))
+    clock = ManualClock()
+    async with running(keys_app(redis_prefix=redis_prefix, clocks=clock.clocks)) as client:
+        _, secret = await create_key(client, limits={"tokens_per_day": 60})
+        body = chat_body(max_tokens=20)
+        for _ in range(2):
+            assert (await client.post("/v1/chat/completions", json=body, headers=bearer(secret))).is_success
+        r = await client.post("/v1/chat/completions", json=body, headers=bearer(secret))
+        assert r.json()["error"]["code"] == "insufficient_quota"
+        _, _, day_left, _ = periods(datetime.fromtimestamp(clock.clocks.wall(), UTC))
+        clock.advance(day_left + 1)
         assert (await client.post("/v1/chat/completions", json=body, headers=bearer(secret))).is_success
 
 

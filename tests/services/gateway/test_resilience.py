@@ -167,6 +167,27 @@ async def test_no_retry_is_started_that_the_deadline_would_cut(upstream: respx.M
     assert calls.call_count == 1
 
 
+async def test_the_deadline_is_read_on_the_injected_clock(upstream: respx.MockRouter) -> None:
+    """A request's deadline and what is left of it are measured on the app's monotonic clock: an
+    upstream failure that takes (by that clock) longer than the whole deadline is not retried,
+    though no real time passed."""
+    clock = ManualClock()
+
+    def slow_failure(request: httpx.Request) -> httpx.Response:
+        clock.advance(31)
+        return error(500)
+
+    calls = route(upstream, "gpt-4.1").mock(side_effect=slow_failure)
+    async with Service(settings(upstream_deadline=30), clocks=clock.clocks) as client:
+        r = await client.post(CHAT, json=chat("alone"))
+    assert r.status_code == 502
+    assert calls.call_count == 1, "a retry past the deadline must not start"
+    calls.mock(return_value=error(500))
+    async with Service(settings(upstream_deadline=30), clocks=clock.clocks) as client:
+        await client.post(CHAT, json=chat("alone"))
+    assert calls.call_count == 1 + 3, "with time left, the same failure is retried twice"
+
+
 # -- fallbacks -------------------------------------------------------------------------------
 
 
