@@ -3,7 +3,8 @@
 `authenticate_client` is an app-wide dependency that turns `Authorization: Bearer <key>` into
 the caller's identity, kept in the request's state for `get_context` (app/api/deps.py). It
 decides on the route the request matched (its template, which a `root_path` or a parent app's
-mount point does not change), and denies by default: every route needs a client key except the
+mount point does not change; a route that meters its own jobs says so with `@metered_per_job`),
+and denies by default: every route needs a client key except the
 few named in `OPEN_ROUTES` and those guarded by a token of their own (`require_admin` for
 `/admin/*`, `require_metrics_token` for `/metrics`).
 """
@@ -11,6 +12,8 @@ few named in `OPEN_ROUTES` and those guarded by a token of their own (`require_a
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import Request
 
@@ -23,16 +26,24 @@ OPEN_ROUTES = frozenset({"/healthz", "/readyz", "/", "/playground/{asset}"})
 """Route templates anyone may call: probes and the playground's page and assets."""
 OWN_TOKEN_ROUTES = ("/admin/", "/metrics")
 """Route templates (prefixes) that check a token of their own instead of a client key."""
-GENERATING_ROUTES = frozenset(
-    {
-        "/v1/generate",
-        "/v1/chat/completions",
-        "/v1/presets/{name}/generate",
-        "/v1/conversations/{conversation_id}/messages",
-    }
-)
-"""Routes whose jobs the access hook meters (a request and its tokens, per job); every other
-authenticated route counts one request here."""
+_PER_JOB = "__genserve_metered_per_job__"
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def metered_per_job(endpoint: Endpoint) -> Endpoint:
+    """Declares a route whose jobs the access hook meters (a request and its tokens, per job):
+    the door does not count it again. Every other authenticated route counts one request here.
+    Put it under `@router.post(...)`, on the endpoint function."""
+    setattr(endpoint, _PER_JOB, True)
+    return endpoint
+
+
+def _meters_per_job(request: Request) -> bool:
+    route = request.scope.get("route")
+    return bool(getattr(getattr(route, "endpoint", None), _PER_JOB, False))
+
+
 _CHALLENGE = {"www-authenticate": "Bearer"}
 
 
@@ -78,7 +89,7 @@ async def authenticate_client(request: Request) -> None:
         raise
     request.state.caller = client
     annotate(key_id=client.key_id)  # the access log line says whose request it was
-    if template not in GENERATING_ROUTES:
+    if not _meters_per_job(request):
         await state.access.count_request(client)
 
 

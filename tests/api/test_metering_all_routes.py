@@ -7,7 +7,7 @@ import httpx
 import pytest
 import respx
 
-from tests.access_helpers import bearer, create_key, keys_app, running
+from tests.access_helpers import bearer, completion, create_key, keys_app, running
 
 
 @pytest.mark.parametrize(
@@ -36,6 +36,29 @@ async def test_non_generating_routes_count_against_the_request_limit(
         assert r.status_code == 429, r.text
         assert r.json()["error"]["type"] == "rate_limit_error"
         assert int(r.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}),
+        ("/v1/completions", {"model": "gpt-4o-mini", "prompt": "Hi", "max_tokens": 5}),
+        ("/v1/responses", {"model": "gpt-4o-mini", "input": "Hi", "store": False}),
+        ("/v1/generate", {"model": "gpt-4o-mini", "prompt": "Hi"}),
+    ],
+)
+async def test_a_generating_route_counts_each_request_once(
+    upstream: respx.MockRouter, path: str, body: dict[str, object]
+) -> None:
+    """A route that meters its jobs is not counted again at the door: a key allowed three
+    requests a minute gets three answers, then a 429."""
+    upstream.post("/chat/completions").respond(json=completion())
+    async with running(keys_app()) as client:
+        _, secret = await create_key(client, limits={"requests_per_minute": 3})
+        statuses = [
+            (await client.post(path, json=body, headers=bearer(secret))).status_code for _ in range(4)
+        ]
+    assert statuses == [200, 200, 200, 429]
 
 
 async def test_failed_authentication_is_throttled_per_address(upstream: respx.MockRouter) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from app.api.admission import metered_per_job
 from app.api.deps import CtxDep, GenerationDep
 from app.api.http import json_response
 from app.api.openapi import stream_responses
@@ -20,6 +21,7 @@ router = APIRouter(tags=["chat"])
     response_model=ChatCompletion,
     responses=stream_responses(ChatCompletionChunk),
 )
+@metered_per_job
 async def create_chat_completion(
     body: ChatCompletionRequest, ctx: CtxDep, service: GenerationDep, request: Request
 ) -> Response:

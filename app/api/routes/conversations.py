@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
+from app.api.admission import metered_per_job
 from app.api.deps import ConversationsDep, CtxDep
 from app.api.openapi import stream_responses
 from app.api.render.conversations import (
@@ -97,6 +98,7 @@ async def delete_conversation(
     response_model=ConversationReply,
     responses=stream_responses(GenerateChunk, ConversationReply),
 )
+@metered_per_job
 async def send_message(
     conversation_id: ConversationId,
     body: MessageCreate,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from app.api.admission import metered_per_job
 from app.api.deps import CtxDep, GenerationDep
 from app.api.http import json_response
 from app.api.openapi import stream_responses
@@ -21,6 +22,7 @@ router = APIRouter(tags=["generate"])
     response_model=GenerateResponse,
     responses=stream_responses(GenerateChunk, GenerateResponse),
 )
+@metered_per_job
 async def generate(body: GenerateRequest, ctx: CtxDep, service: GenerationDep, request: Request) -> Response:
     """Generate text for a prompt. With `stream: true`, text deltas arrive as server-sent
     events, followed by one `generation` event with the full metadata, then `[DONE]`. With

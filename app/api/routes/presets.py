@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from app.api.admission import metered_per_job
 from app.api.deps import ClientDep, CtxDep, GenerationDep, PresetsDep
 from app.api.openapi import stream_responses
 from app.api.render.generate import generate_body, generate_stream
@@ -40,6 +41,7 @@ async def get_tuning(name: str, presets: PresetsDep, client: ClientDep) -> dict[
     response_model=GenerateResponse,
     responses=stream_responses(GenerateChunk, GenerateResponse),
 )
+@metered_per_job
 async def generate_with_preset(
     name: str,
     body: PresetGenerateRequest,

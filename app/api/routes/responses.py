@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
+from app.api.admission import metered_per_job
 from app.api.deps import ClientDep, CtxDep, ResponsesDep
 from app.api.http import json_response
 from app.api.openapi import stream_responses
@@ -27,6 +28,7 @@ ResponseId = Annotated[str, Path(max_length=64)]
 
 
 @router.post("/v1/responses", response_model=ResponseObject, responses=stream_responses(ResponseStreamEvent))
+@metered_per_job
 async def create_response(
     body: CreateResponseRequest, ctx: CtxDep, service: ResponsesDep, request: Request
 ) -> Response:
