@@ -18,6 +18,7 @@ from app.providers.base import (
 )
 from app.schemas.common import EffectiveSampling, JsonNumber, SamplingFields, Schema, Timings, UsageOut
 from app.schemas.generate import MAX_PROMPT_CHARS, TokenLogprobOut
+from app.services.generation.spec import GenerationSpec
 
 
 class TextPart(Schema):
@@ -280,6 +281,26 @@ class ChatCompletionRequest(SamplingFields):
                     code="invalid_value",
                 )
         return self
+
+    def to_spec(self) -> GenerationSpec:
+        """The generation this request asks for (`max_completion_tokens` is chat's newer name
+        for `max_tokens`)."""
+        overrides = self.sampling_overrides()
+        if self.max_completion_tokens is not None:
+            overrides["max_tokens"] = self.max_completion_tokens
+        return GenerationSpec(
+            endpoint="chat",
+            model=self.model,
+            messages=self.provider_messages(),
+            overrides=overrides,
+            extra=self.extra_params(),
+            user=self.user,
+            id_prefix="chatcmpl",
+            tools=self.tool_specs(),
+            tool_choice=self.tool_choice_value(),
+            parallel_tool_calls=self.parallel_tool_calls is not False,
+            logprobs=self.top_logprobs_value(),
+        )
 
     def tool_specs(self) -> tuple[ToolSpec, ...]:
         return tuple(

@@ -7,8 +7,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StrictBool, model_validator
 
 from app.errors import InvalidRequest
-from app.providers.base import FinishReason
+from app.providers.base import FinishReason, Message
 from app.schemas.common import EffectiveSampling, JsonNumber, SamplingFields, Schema, Timings, UsageOut
+from app.services.generation.spec import GenerationSpec
 
 MAX_PROMPT_CHARS = 200_000
 """Ceiling of free-text fields besides the messages themselves (image URLs, tool arguments and
@@ -36,6 +37,20 @@ class GenerateRequest(SamplingFields):
     continues the same conversation from there (the embedded model: exactly; `GET /v1/models`
     says which models can, 400 otherwise). Each choice's `text` then begins with this text;
     its `logprobs` cover only the tokens generated after it."""
+
+    def to_spec(self) -> GenerationSpec:
+        """The generation this request asks for: the system prompt (if any), then the prompt."""
+        messages = [Message("system", self.system)] if self.system else []
+        messages.append(Message("user", self.prompt))
+        return GenerationSpec(
+            endpoint="generate",
+            model=self.model,
+            messages=messages,
+            overrides=self.sampling_overrides(),
+            message_params=["system", "prompt"][-len(messages) :],
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+            continue_from=self.continue_from,
+        )
 
     @model_validator(mode="after")
     def _top_needs_logprobs(self) -> GenerateRequest:

@@ -26,23 +26,7 @@ async def create_chat_completion(
     body: ChatCompletionRequest, ctx: CtxDep, service: GenerationDep, request: Request
 ) -> Response:
     """Create a model response for the conversation, as OpenAI's API does."""
-    overrides = body.sampling_overrides()
-    if body.max_completion_tokens is not None:
-        overrides["max_tokens"] = body.max_completion_tokens
-    job = service.plan(
-        ctx,
-        endpoint="chat",
-        model=body.model,
-        messages=body.provider_messages(),
-        overrides=overrides,
-        extra=body.extra_params(),
-        user=body.user,
-        id_prefix="chatcmpl",
-        tools=body.tool_specs(),
-        tool_choice=body.tool_choice_value(),
-        parallel_tool_calls=body.parallel_tool_calls is not False,
-        logprobs=body.top_logprobs_value(),
-    )
+    job = service.plan(ctx, body.to_spec())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await sse_response(service.stream(job), chat_stream(job, include_usage), request)

@@ -11,7 +11,6 @@ from app.api.http import json_response
 from app.api.openapi import stream_responses
 from app.api.render.generate import generate_body, generate_stream
 from app.api.streaming import sse_response, until_disconnected
-from app.providers.base import Message
 from app.schemas.generate import GenerateChunk, GenerateRequest, GenerateResponse
 
 router = APIRouter(tags=["generate"])
@@ -27,18 +26,7 @@ async def generate(body: GenerateRequest, ctx: CtxDep, service: GenerationDep, r
     """Generate text for a prompt. With `stream: true`, text deltas arrive as server-sent
     events, followed by one `generation` event with the full metadata, then `[DONE]`. With
     `logprobs: true`, each choice (and each text delta) carries its tokens' log probabilities."""
-    messages = [Message("system", body.system)] if body.system else []
-    messages.append(Message("user", body.prompt))
-    job = service.plan(
-        ctx,
-        endpoint="generate",
-        model=body.model,
-        messages=messages,
-        overrides=body.sampling_overrides(),
-        message_params=["system", "prompt"][-len(messages) :],
-        logprobs=(body.top_logprobs or 0) if body.logprobs else None,
-        continue_from=body.continue_from,
-    )
+    job = service.plan(ctx, body.to_spec())
     if body.stream:
         return await sse_response(service.stream(job), generate_stream(job.id), request)
     outcome = await until_disconnected(request, service.complete(job))

@@ -15,6 +15,7 @@ from typing import Any
 from app.providers.base import Chunk, Usage
 from app.services.generation.context import RequestContext
 from app.services.generation.pipeline import GenerationService, Job, Outcome
+from app.services.generation.spec import GenerationSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +71,17 @@ def plan(
     jobs = tuple(
         generation.plan(
             ctx,
-            endpoint="completions",
-            model=model,
-            messages=[],
-            prompt=prompt,
-            overrides=overrides,
-            extra=extra,
-            user=user,
-            logprobs=logprobs,
-            id_prefix="cmpl",
+            GenerationSpec(
+                endpoint="completions",
+                model=model,
+                messages=[],
+                prompt=prompt,
+                overrides=overrides,
+                extra=extra,
+                user=user,
+                logprobs=logprobs,
+                id_prefix="cmpl",
+            ),
         )
         for prompt in prompts
     )

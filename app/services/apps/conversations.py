@@ -45,6 +45,7 @@ from app.services.generation.pipeline import (
     check_max_tokens,
     check_prompt_chars,
 )
+from app.services.generation.spec import GenerationSpec
 from app.settings import ModelRoute
 from app.storage import conversations as store
 from app.storage.conversations import ConversationRow, MessageRow
@@ -451,13 +452,15 @@ class ConversationService:
         messages = [*system, *kept, *asked]
         job = self._generation.plan(
             ctx,
-            endpoint="conversation",
-            model=row.model,
-            messages=messages,
-            overrides=explicit,
-            defaults=defaults,
-            tools=tools,
-            tool_choice=tool_choice if tools else "auto",
+            GenerationSpec(
+                endpoint="conversation",
+                model=row.model,
+                messages=messages,
+                overrides=explicit,
+                defaults=defaults,
+                tools=tools,
+                tool_choice=tool_choice if tools else "auto",
+            ),
         )
         if choice is not None:
             choice.annotate(job)

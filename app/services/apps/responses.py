@@ -30,6 +30,7 @@ from app.schemas.responses import (
 from app.services.generation.context import RequestContext
 from app.services.generation.history import TokenCounter, fit_history, whole_history
 from app.services.generation.pipeline import GenerationService, Job, Outcome
+from app.services.generation.spec import GenerationSpec
 from app.storage import responses as store
 from app.storage.db import Database
 from app.storage.responses import ResponseRow
@@ -265,17 +266,19 @@ class ResponseService:
             metadata = {"turns_in_context": len(kept)}
         job = self._generation.plan(
             ctx,
-            endpoint="responses",
-            model=request.model,
-            messages=messages,
-            overrides=overrides,
-            user=request.user,
-            id_prefix="resp",
-            text_param="input",
-            tools=request.tool_specs(),
-            tool_choice=request.tool_choice_value(),
-            parallel_tool_calls=request.parallel_tool_calls is not False,
-            extra={"response_format": fmt} if (fmt := request.response_format()) is not None else None,
+            GenerationSpec(
+                endpoint="responses",
+                model=request.model,
+                messages=messages,
+                overrides=overrides,
+                user=request.user,
+                id_prefix="resp",
+                text_param="input",
+                tools=request.tool_specs(),
+                tool_choice=request.tool_choice_value(),
+                parallel_tool_calls=request.parallel_tool_calls is not False,
+                extra={"response_format": fmt} if (fmt := request.response_format()) is not None else None,
+            ),
         )
         job.metadata.update(metadata)
         params = {

@@ -26,13 +26,12 @@ from app.providers.base import (
     Provider,
     Sampling,
     ShowsChatText,
-    ToolChoice,
-    ToolSpec,
     Usage,
     prompt_messages,
     tool_messages,
 )
 from app.services.generation.context import RequestContext
+from app.services.generation.spec import GenerationSpec
 from app.settings import ModelRoute, Settings
 
 
@@ -200,47 +199,23 @@ class GenerationService:
         )
         return min(default, route.max_output_tokens)
 
-    def plan(
-        self,
-        ctx: RequestContext,
-        *,
-        endpoint: str,
-        model: str | None,
-        messages: list[Message],
-        overrides: Mapping[str, Any],
-        defaults: Mapping[str, Any] | None = None,
-        extra: Mapping[str, Any] | None = None,
-        user: str | None = None,
-        id_prefix: str = "gen",
-        message_params: Sequence[str] | None = None,
-        tools: Sequence[ToolSpec] = (),
-        tool_choice: ToolChoice = "auto",
-        parallel_tool_calls: bool = True,
-        logprobs: int | None = None,
-        prompt: str | None = None,
-        text_param: str | None = None,
-        continue_from: str | None = None,
-    ) -> Job:
-        """Resolve everything a generation needs, for the request `ctx`. `overrides` are the
-        client's own sampling values and always win; `defaults` (a preset's or a tuning
-        variant's) come next. With a `prompt` (and no messages) the model continues that raw
-        text. `text_param` names the request field that held the text, for errors (`messages`,
-        or `prompt`). With `continue_from`, the answer to `messages` resumes after that text.
-        `message_params` name each message's field in the request, for errors about one message
-        (default `messages[i].content`)."""
-        name, route, provider = self.resolve(model)
+    def plan(self, ctx: RequestContext, spec: GenerationSpec) -> Job:
+        """Resolve everything the generation `spec` needs, for the request `ctx`."""
+        messages, overrides, text_param = list(spec.messages), spec.overrides, spec.text_param
+        prompt, continue_from, tools = spec.prompt, spec.continue_from, spec.tools
+        name, route, provider = self.resolve(spec.model)
         if prompt is not None:
             check_prompt_chars(
                 [Message("user", prompt)], self._settings.max_prompt_chars, [text_param or "prompt"]
             )
-        check_prompt_chars(messages, self._settings.max_prompt_chars, message_params)
+        check_prompt_chars(messages, self._settings.max_prompt_chars, spec.message_params)
         if continue_from is not None:
             prompt = self._continuation(name, route, provider, tuple(messages), continue_from)
             messages = []
-        extra = dict(extra or {})
+        extra = dict(spec.extra or {})
         check_extra_params(provider, name, extra)
         extra = apply_upstream_terms(name, route, extra)
-        merged: dict[str, Any] = {**(defaults or {}), **overrides}
+        merged: dict[str, Any] = {**(spec.defaults or {}), **overrides}
         if prompt is not None and messages:
             raise ValueError("a generation continues either messages or a raw prompt, not both")
         messages_t = tuple(messages)
@@ -263,16 +238,16 @@ class GenerationService:
             messages=messages_t,
             sampling=self._settle_sampling(merged, max_tokens),
             extra=extra,
-            user=user,
+            user=spec.user,
             prompt=prompt,
             tools=tuple(tools),
-            tool_choice=tool_choice,
-            parallel_tool_calls=parallel_tool_calls,
-            logprobs=logprobs,
+            tool_choice=spec.tool_choice,
+            parallel_tool_calls=spec.parallel_tool_calls,
+            logprobs=spec.logprobs,
         )
         return Job(
-            id=f"{id_prefix}-{uuid.uuid4().hex}",
-            endpoint=endpoint,
+            id=f"{spec.id_prefix}-{uuid.uuid4().hex}",
+            endpoint=spec.endpoint,
             ctx=ctx,
             model=name,
             route=route,

@@ -10,7 +10,7 @@ stages a text longer than the model's context window.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -22,6 +22,7 @@ from app.services.apps.summarize import PartResult, reduce_to_fit, user_message_
 from app.services.apps.tuning import TuningService
 from app.services.generation.context import RequestContext
 from app.services.generation.pipeline import GenerationService, Job, Prepaid
+from app.services.generation.spec import GenerationSpec
 
 #: Tokens kept free besides the prompt and the answer, for the estimate's own error.
 _MARGIN = 16
@@ -122,21 +123,11 @@ class PresetService:
         rendered = preset.render(values)
         messages = [Message("system", rendered.system), Message("user", rendered.prompt)]
         reduction_meta: dict[str, Any] | None = None
+        base = GenerationSpec(endpoint=endpoint, model=model, overrides=overrides, extra=extra, user=user)
         summarize = preset.spec.summarize
         if summarize is not None and values.get(summarize.input):
-            messages, reduction_meta = await self._fit(
-                ctx, preset, values, summarize.input, choice, model, overrides, extra, user, endpoint
-            )
-        job = self._generation.plan(
-            ctx,
-            endpoint=endpoint,
-            model=model,
-            messages=messages,
-            overrides=overrides,
-            defaults=choice.defaults,
-            extra=extra,
-            user=user,
-        )
+            messages, reduction_meta = await self._fit(ctx, preset, values, summarize.input, choice, base)
+        job = self._generation.plan(ctx, replace(base, messages=messages, defaults=choice.defaults))
         choice.annotate(job)
         job.privacy = preset.spec.privacy
         if reduction_meta is not None:
@@ -150,13 +141,10 @@ class PresetService:
         values: dict[str, Any],
         key: str,
         choice: SamplingChoice,
-        model: str | None,
-        overrides: Mapping[str, Any],
-        extra: Mapping[str, Any] | None,
-        user: str | None,
-        endpoint: str,
+        base: GenerationSpec,
     ) -> tuple[list[Message], dict[str, Any] | None]:
-        """Summarize `values[key]` in stages until the final prompt fits the context window.
+        """Summarize `values[key]` in stages until the final prompt fits the context window;
+        each part is generated as `base` asks (its model, the client's sampling, extra and user).
 
         The whole map-reduce's tokens (every part's prompt and summary, and the final stage) are
         reserved against the caller's limits before the first part is sent; the parts draw on
@@ -169,7 +157,8 @@ class PresetService:
                 param=f"inputs.{key}",
                 code="text_too_long",
             )
-        name, route, provider = self._generation.resolve(model)
+        overrides = base.overrides
+        name, route, provider = self._generation.resolve(base.model)
         upstream = route.upstream_model or name
 
         def count_messages(messages: tuple[Message, ...]) -> int:
@@ -198,13 +187,12 @@ class PresetService:
         async def summarize_part(text: str, part: int, parts: int) -> PartResult:
             job = self._generation.plan(
                 ctx,
-                endpoint=endpoint,
-                model=model,
-                messages=messages_for(text, "map", part, parts),
-                overrides=part_overrides,
-                defaults={**choice.defaults, "max_tokens": part_answer},
-                extra=extra,
-                user=user,
+                replace(
+                    base,
+                    messages=messages_for(text, "map", part, parts),
+                    overrides=part_overrides,
+                    defaults={**choice.defaults, "max_tokens": part_answer},
+                ),
             )
             job.preset = preset.name
             job.privacy = preset.spec.privacy

@@ -34,6 +34,7 @@ from app.services.apps.probes import bias
 from app.services.apps.probes.measures import Lexicons
 from app.services.generation.context import RequestContext, RequestOptions
 from app.services.generation.pipeline import GenerationService, Job
+from app.services.generation.spec import GenerationSpec
 from app.settings import Settings
 from app.storage import probes as repo
 from app.storage.db import Database
@@ -321,10 +322,12 @@ class ProbeService:
         messages.append(Message("user", plan.prompt(group, index)))
         return self._generation.plan(
             ctx,
-            endpoint="probe",
-            model=plan.model,
-            messages=messages,
-            overrides={**plan.sampling, "seed": plan.seed_of(index), "n": 1},
+            GenerationSpec(
+                endpoint="probe",
+                model=plan.model,
+                messages=messages,
+                overrides={**plan.sampling, "seed": plan.seed_of(index), "n": 1},
+            ),
         )
 
     async def _generate(
