@@ -15,6 +15,7 @@ from app.errors import InvalidRequest
 from app.providers.base import Message
 from app.services.gateway.privacy import Redactor, luhn_valid, valid_cn_id
 from app.services.generation.context import RequestContext
+from app.services.generation.spec import GenerationSpec
 from tests.conftest import REDIS, openai_settings
 from tests.upstream_faults import Service, ok, sse_events, streamed
 
@@ -230,20 +231,14 @@ async def test_a_preset_can_set_the_mode_of_its_jobs(upstream: respx.MockRouter)
         generation = service.state.generation
         job = generation.plan(
             RequestContext.internal(),
-            endpoint="presets",
-            model=None,
-            messages=[Message("user", PERSONAL)],
-            overrides={},
+            GenerationSpec(endpoint="presets", model=None, messages=[Message("user", PERSONAL)]),
         )
         job.privacy = "block"
         with pytest.raises(InvalidRequest):
             await generation.complete(job)
         job = generation.plan(
             RequestContext.internal(),
-            endpoint="presets",
-            model=None,
-            messages=[Message("user", PERSONAL)],
-            overrides={},
+            GenerationSpec(endpoint="presets", model=None, messages=[Message("user", PERSONAL)]),
         )
         job.privacy = "redact"
         outcome = await generation.complete(job)
