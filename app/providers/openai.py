@@ -5,17 +5,20 @@ This is the only module that imports `openai`; SDK exceptions become the project
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.utils
 import re
 import socket
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from functools import cached_property
 from typing import Any, cast
 
 import anyio
 import httpx2
+import numpy as np
 import openai
 import orjson
 import tiktoken
@@ -31,9 +34,12 @@ from app.providers.base import (
     Choice,
     Chunk,
     Completion,
+    Embeddings,
+    EmbedKind,
     FinishReason,
     GenerationRequest,
     Message,
+    Priority,
     TokenLogprob,
     ToolCall,
     ToolCallDelta,
@@ -42,7 +48,7 @@ from app.providers.base import (
     Usage,
     prompt_messages,
 )
-from app.settings import Settings
+from app.settings import EmbeddingRoute, Settings
 
 _FINISH_REASONS: dict[str | None, FinishReason] = {
     "stop": "stop",
@@ -543,4 +549,99 @@ def build(settings: Settings) -> OpenAIProvider:
     return OpenAIProvider(settings)
 
 
-__all__ = ["OpenAIProvider", "build", "translate_error"]
+class OpenAIEmbedder:
+    """An upstream's `/embeddings` through the official SDK: vectors asked for as base64
+    (little-endian float32, a quarter of the JSON of floats) and decoded with numpy; an upstream
+    that answers floats anyway is read as it is. Vectors are re-normalised here, since not every
+    compatible server's are."""
+
+    def __init__(
+        self, model: str, route: EmbeddingRoute, settings: Settings, http_client: Any | None = None
+    ) -> None:
+        self.model = model
+        self.dimensions = route.dimensions
+        self.max_input_tokens = route.max_input_tokens
+        self._upstream_model = route.upstream_model or model
+        if http_client is None and settings.openai_http_transport == "aiohttp":
+            http_client = openai.DefaultAioHttpClient()
+        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key or "unused",
+            base_url=settings.openai_base_url,
+            timeout=settings.openai_timeout,
+            # No resilience runner wraps an embedding call (there is no fallback model to try):
+            # the SDK's own backoff, which honours Retry-After, retries it.
+            max_retries=settings.upstream_max_retries,
+            http_client=http_client,
+        )
+        self._encoding_name = settings.openai_tokenizer
+
+    @cached_property
+    def _encoding(self) -> tiktoken.Encoding:
+        encoding = tiktoken.get_encoding(self._encoding_name)
+        encoding._mergeable_ranks = {}
+        return encoding
+
+    def count_tokens(self, text: str) -> int:
+        """The text's tokens in the configured tiktoken encoding (cl100k: OpenAI's embedding
+        models' own); an estimate for other upstreams."""
+        return len(self._encoding.encode(text, disallowed_special=()))
+
+    async def embed(
+        self, texts: Sequence[str], *, kind: EmbedKind = "passage", priority: Priority = "interactive"
+    ) -> Embeddings:
+        # `kind` and `priority` mean nothing upstream: OpenAI's models embed queries and passages
+        # alike, and the upstream schedules its own work.
+        if not texts:
+            return Embeddings(vectors=[], prompt_tokens=0)
+        try:
+            response = await self._client.embeddings.create(
+                model=self._upstream_model, input=list(texts), encoding_format="base64"
+            )
+        except openai.OpenAIError as exc:
+            raise translate_error(exc) from exc
+        try:
+            rows = sorted(response.data, key=lambda d: d.index)
+            if [d.index for d in rows] != list(range(len(texts))):
+                raise ValueError("the upstream's embeddings do not match the inputs")
+            matrix = np.stack([_vector(cast(object, d.embedding)) for d in rows])
+        except (ValueError, TypeError, binascii.Error) as exc:
+            raise UpstreamError(
+                "The upstream model returned unusable embeddings.",
+                code="upstream_bad_response",
+                transient=True,
+            ) from exc
+        if matrix.shape[1] != self.dimensions:
+            raise UpstreamError(
+                f"The upstream model returned vectors of {matrix.shape[1]} dimensions; this service's "
+                f"route for '{self.model}' says {self.dimensions}.",
+                code="upstream_bad_response",
+            )
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        matrix = matrix / np.where(norms > 0, norms, 1.0)
+        usage = response.usage
+        prompt_tokens = (
+            usage.prompt_tokens if usage is not None and isinstance(usage.prompt_tokens, int) else None
+        )
+        if prompt_tokens is None:
+            prompt_tokens = sum(self.count_tokens(t) for t in texts)
+        return Embeddings(vectors=matrix.tolist(), prompt_tokens=prompt_tokens)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _vector(raw: object) -> Any:
+    """One embedding as float32: base64 of little-endian float32, or a list of numbers."""
+    if isinstance(raw, str):
+        return np.frombuffer(base64.b64decode(raw, validate=True), dtype="<f4").astype(np.float64)
+    if isinstance(raw, list) and raw:
+        return np.asarray(raw, dtype=np.float64)
+    raise ValueError("an embedding is neither base64 nor a list of numbers")
+
+
+def build_embedder(model: str, route: EmbeddingRoute, settings: Settings) -> OpenAIEmbedder:
+    return OpenAIEmbedder(model, route, settings)
+
+
+__all__ = ["OpenAIEmbedder", "OpenAIProvider", "build", "build_embedder", "translate_error"]
