@@ -59,6 +59,10 @@ class Turns:
         self._order = itertools.count()
 
     @property
+    def held(self) -> bool:
+        return self._held
+
+    @property
     def waiting(self) -> int:
         return sum(1 for *_, f in self._line if not f.done())
 
@@ -161,6 +165,11 @@ class LocalEmbedder:
     def queue_depth(self) -> int:
         """Sub-batches waiting for the model."""
         return self._turns.waiting
+
+    @property
+    def busy(self) -> bool:
+        """Whether the model is embedding now."""
+        return self._turns.held
 
     def count_tokens(self, text: str) -> int:
         """The text's tokens in the model's own tokenizer (XLM-R SentencePiece), without e5's
