@@ -14,7 +14,18 @@ MAX_INPUTS = 2048
 MAX_INPUT_TOKEN_IDS = 8192
 """Token ids in one token-array input (OpenAI's per-input bound)."""
 
-EmbeddingInput = str | list[str] | list[int] | list[list[int]]
+MAX_TOKEN_ID = 100_276
+"""The largest id of the cl100k_base vocabulary, which token-array inputs are read with."""
+
+_Text = Annotated[str, Field(min_length=1)]
+_TokenId = Annotated[int, Field(ge=0, le=MAX_TOKEN_ID)]
+_TokenIds = Annotated[list[_TokenId], Field(min_length=1, max_length=MAX_INPUT_TOKEN_IDS)]
+EmbeddingInput = (
+    _Text
+    | Annotated[list[_Text], Field(min_length=1, max_length=MAX_INPUTS)]
+    | _TokenIds
+    | Annotated[list[_TokenIds], Field(min_length=1, max_length=MAX_INPUTS)]
+)
 
 
 class EmbeddingRequest(Schema):
@@ -67,11 +78,13 @@ class EmbeddingRequest(Schema):
                 if not ids:
                     raise ValueError(f"input[{i}] is an empty token array")
                 if not all(_is_token(t) for t in ids):
-                    raise ValueError(f"input[{i}] must hold only non-negative integer token ids")
+                    raise ValueError(f"input[{i}] must hold only cl100k_base token ids (0 to {MAX_TOKEN_ID})")
                 if len(ids) > MAX_INPUT_TOKEN_IDS:
                     raise ValueError(f"input[{i}] has more than {MAX_INPUT_TOKEN_IDS} tokens")
             return value
-        raise ValueError("input must be all strings, all token ids, or all token arrays")
+        raise ValueError(
+            f"input must be all strings, all token ids (0 to {MAX_TOKEN_ID}), or all token arrays"
+        )
 
     def to_spec(self) -> EmbeddingSpec:
         value = self.input
@@ -96,7 +109,10 @@ class EmbeddingRequest(Schema):
 
 
 def _is_token(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A cl100k_base token id: a JSON integer (`5.0` is one too, as JSON Schema says) in range."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_ID
 
 
 class EmbeddingUsage(Schema):
