@@ -39,8 +39,8 @@ from app.settings import EmbeddingRoute, ModelRoute, Settings
 __all__ = ["EmbeddingResult", "EmbeddingService", "EmbeddingSpec"]
 
 _COUNT_INLINE_CHARS = 20_000
-"""Inputs shorter than this in all are counted on the event loop (under a millisecond or so);
-longer ones in a worker thread (counting costs about a microsecond per token)."""
+"""Inputs up to this many characters in all are counted on the event loop (well under a
+millisecond); longer ones in a worker thread (counting costs about a microsecond per token)."""
 
 
 @dataclass(frozen=True, slots=True)
