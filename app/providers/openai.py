@@ -5,12 +5,15 @@ This is the only module that imports `openai`; SDK exceptions become the project
 
 from __future__ import annotations
 
+import array
 import base64
 import binascii
 import email.utils
+import math
 import re
 import socket
 import ssl
+import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from functools import cached_property
@@ -18,7 +21,6 @@ from typing import Any, cast
 
 import anyio
 import httpx2
-import numpy as np
 import openai
 import orjson
 import tiktoken
@@ -551,8 +553,9 @@ def build(settings: Settings) -> OpenAIProvider:
 
 class OpenAIEmbedder:
     """An upstream's `/embeddings` through the official SDK: vectors asked for as base64
-    (little-endian float32, a quarter of the JSON of floats) and decoded with numpy; an upstream
-    that answers floats anyway is read as it is. Vectors are re-normalised here, since not every
+    (little-endian float32, a quarter of the JSON of floats) and decoded with the standard
+    library's `array` (numpy is not a dependency of the upstream-only install); an upstream that
+    answers floats anyway is read as it is. Vectors are re-normalised here, since not every
     compatible server's are."""
 
     def __init__(
@@ -604,40 +607,47 @@ class OpenAIEmbedder:
             rows = sorted(response.data, key=lambda d: d.index)
             if [d.index for d in rows] != list(range(len(texts))):
                 raise ValueError("the upstream's embeddings do not match the inputs")
-            matrix = np.stack([_vector(cast(object, d.embedding)) for d in rows])
+            vectors = [_vector(cast(object, d.embedding)) for d in rows]
         except (ValueError, TypeError, binascii.Error) as exc:
             raise UpstreamError(
                 "The upstream model returned unusable embeddings.",
                 code="upstream_bad_response",
                 transient=True,
             ) from exc
-        if matrix.shape[1] != self.dimensions:
+        wrong = next((len(v) for v in vectors if len(v) != self.dimensions), None)
+        if wrong is not None:
             raise UpstreamError(
-                f"The upstream model returned vectors of {matrix.shape[1]} dimensions; this service's "
+                f"The upstream model returned vectors of {wrong} dimensions; this service's "
                 f"route for '{self.model}' says {self.dimensions}.",
                 code="upstream_bad_response",
             )
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        matrix = matrix / np.where(norms > 0, norms, 1.0)
         usage = response.usage
         prompt_tokens = (
             usage.prompt_tokens if usage is not None and isinstance(usage.prompt_tokens, int) else None
         )
         if prompt_tokens is None:
             prompt_tokens = sum(self.count_tokens(t) for t in texts)
-        return Embeddings(vectors=matrix.tolist(), prompt_tokens=prompt_tokens)
+        return Embeddings(vectors=[_unit(v) for v in vectors], prompt_tokens=prompt_tokens)
 
     async def aclose(self) -> None:
         await self._client.close()
 
 
-def _vector(raw: object) -> Any:
-    """One embedding as float32: base64 of little-endian float32, or a list of numbers."""
+def _vector(raw: object) -> list[float]:
+    """One embedding: base64 of little-endian float32, or a list of numbers."""
     if isinstance(raw, str):
-        return np.frombuffer(base64.b64decode(raw, validate=True), dtype="<f4").astype(np.float64)
-    if isinstance(raw, list) and raw:
-        return np.asarray(raw, dtype=np.float64)
+        floats = array.array("f", base64.b64decode(raw, validate=True))  # ValueError unless 4n bytes
+        if sys.byteorder == "big":
+            floats.byteswap()
+        return floats.tolist()
+    if isinstance(raw, list) and raw and all(isinstance(x, int | float) for x in raw):
+        return [float(x) for x in raw]
     raise ValueError("an embedding is neither base64 nor a list of numbers")
+
+
+def _unit(vector: list[float]) -> list[float]:
+    norm = math.sqrt(math.fsum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 else vector
 
 
 def build_embedder(model: str, route: EmbeddingRoute, settings: Settings) -> OpenAIEmbedder:

