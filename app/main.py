@@ -20,6 +20,7 @@ from app.api.routes import (
     chat,
     completions,
     conversations,
+    embeddings,
     feedback,
     generate,
     health,
@@ -35,7 +36,7 @@ from app.clock import Clocks
 from app.errors import register_error_handlers
 from app.observability.metrics import Metrics
 from app.observability.requests import ObservabilityMiddleware
-from app.providers.base import Provider
+from app.providers.base import Embedder, Provider
 from app.schemas.errors import ERROR_RESPONSES
 from app.services.apps.conversations import ConversationService
 from app.services.apps.feedback_loop import open_feedback_loop
@@ -48,6 +49,7 @@ from app.services.gateway.limits import RATE_LIMIT_HEADERS
 from app.services.gateway.observe import ObservabilityHook
 from app.services.gateway.safeguards import Safeguards
 from app.services.generation.pipeline import GenerationService, JobHook
+from app.services.retrieval.embeddings import EmbeddingService
 from app.settings import Settings
 from app.state import AppState
 from app.storage.db import Database
@@ -70,6 +72,27 @@ async def build_providers(settings: Settings) -> dict[str, Provider]:
         await provider.start()
         providers["local"] = provider
     return providers
+
+
+async def build_embedders(settings: Settings, stack: AsyncExitStack) -> dict[str, Embedder]:
+    """Instantiate (and start) the embedding models of the embedding table; each is closed by
+    `stack` (after the requests that use it)."""
+    embedders: dict[str, Embedder] = {}
+    for name, route in settings.embedding_table.items():
+        if route.provider == "local":
+            from app.providers import local_embed
+
+            local = local_embed.build(name, route, settings)
+            stack.push_async_callback(local.aclose)
+            await local.start()
+            embedders[name] = local
+        else:
+            from app.providers import openai as openai_provider
+
+            upstream = openai_provider.build_embedder(name, route, settings)
+            stack.push_async_callback(upstream.aclose)
+            embedders[name] = upstream
+    return embedders
 
 
 def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None) -> FastAPI:
@@ -107,6 +130,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             # limits: a refused job never reaches the hooks after them; the record comes last.
             hooks: list[JobHook] = [ObservabilityHook(metrics), access.hook, loop.record_hook]
             generation = GenerationService(settings, providers, hooks, runner=safeguards, clocks=clocks)
+            embedders = await build_embedders(settings, stack)
             preset_service = PresetService(
                 presets,
                 generation,
@@ -141,6 +165,8 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                 ),
                 responses=ResponseService(db, generation),
                 probes=probe_service,
+                embedders=embedders,
+                embeddings=EmbeddingService(settings, embedders, generation, clocks),
             )
             yield
 
@@ -163,6 +189,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
         generate.router,
         chat.router,
         completions.router,
+        embeddings.router,
         responses.router,
         conversations.router,
         models.router,

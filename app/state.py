@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from app.clock import Clocks
 from app.observability.metrics import Metrics
-from app.providers.base import Provider
+from app.providers.base import Embedder, Provider
 from app.services.apps.conversations import ConversationService
 from app.services.apps.feedback import FeedbackService
 from app.services.apps.presets.service import PresetService
@@ -18,6 +18,7 @@ from app.services.apps.responses import ResponseService
 from app.services.gateway.access import Access
 from app.services.gateway.safeguards import Safeguards
 from app.services.generation.pipeline import GenerationService
+from app.services.retrieval.embeddings import EmbeddingService
 from app.settings import Settings
 from app.storage.db import Database
 
@@ -51,3 +52,7 @@ class AppState:
     """Stored responses of the Responses API."""
     probes: ProbeService
     """Bias probes run as jobs."""
+    embedders: dict[str, Embedder]
+    """Embedding models by public name (the embedded e5, upstream routes)."""
+    embeddings: EmbeddingService
+    """/v1/embeddings, and the embedder ingestion and search use."""

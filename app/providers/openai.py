@@ -5,12 +5,17 @@ This is the only module that imports `openai`; SDK exceptions become the project
 
 from __future__ import annotations
 
+import array
+import base64
+import binascii
 import email.utils
+import math
 import re
 import socket
 import ssl
+import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from functools import cached_property
 from typing import Any, cast
 
@@ -31,9 +36,12 @@ from app.providers.base import (
     Choice,
     Chunk,
     Completion,
+    Embeddings,
+    EmbedKind,
     FinishReason,
     GenerationRequest,
     Message,
+    Priority,
     TokenLogprob,
     ToolCall,
     ToolCallDelta,
@@ -42,7 +50,7 @@ from app.providers.base import (
     Usage,
     prompt_messages,
 )
-from app.settings import Settings
+from app.settings import EmbeddingRoute, Settings
 
 _FINISH_REASONS: dict[str | None, FinishReason] = {
     "stop": "stop",
@@ -543,4 +551,107 @@ def build(settings: Settings) -> OpenAIProvider:
     return OpenAIProvider(settings)
 
 
-__all__ = ["OpenAIProvider", "build", "translate_error"]
+class OpenAIEmbedder:
+    """An upstream's `/embeddings` through the official SDK: vectors asked for as base64
+    (little-endian float32, a quarter of the JSON of floats) and decoded with the standard
+    library's `array` (numpy is not a dependency of the upstream-only install); an upstream that
+    answers floats anyway is read as it is. Vectors are re-normalised here, since not every
+    compatible server's are."""
+
+    def __init__(
+        self, model: str, route: EmbeddingRoute, settings: Settings, http_client: Any | None = None
+    ) -> None:
+        self.model = model
+        self.dimensions = route.dimensions
+        self.max_input_tokens = route.max_input_tokens
+        self._upstream_model = route.upstream_model or model
+        if http_client is None and settings.openai_http_transport == "aiohttp":
+            http_client = openai.DefaultAioHttpClient()
+        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key or "unused",
+            base_url=settings.openai_base_url,
+            timeout=settings.openai_timeout,
+            # No resilience runner wraps an embedding call (there is no fallback model to try):
+            # the SDK's own backoff, which honours Retry-After, retries it.
+            max_retries=settings.upstream_max_retries,
+            http_client=http_client,
+        )
+        self._encoding_name = settings.openai_tokenizer
+
+    @cached_property
+    def _encoding(self) -> tiktoken.Encoding:
+        encoding = tiktoken.get_encoding(self._encoding_name)
+        encoding._mergeable_ranks = {}
+        return encoding
+
+    def count_tokens(self, text: str) -> int:
+        """The text's tokens in the configured tiktoken encoding (cl100k: OpenAI's embedding
+        models' own); an estimate for other upstreams."""
+        return len(self._encoding.encode(text, disallowed_special=()))
+
+    async def embed(
+        self, texts: Sequence[str], *, kind: EmbedKind = "passage", priority: Priority = "interactive"
+    ) -> Embeddings:
+        # `kind` and `priority` mean nothing upstream: OpenAI's models embed queries and passages
+        # alike, and the upstream schedules its own work.
+        if not texts:
+            return Embeddings(vectors=[], prompt_tokens=0)
+        try:
+            response = await self._client.embeddings.create(
+                model=self._upstream_model, input=list(texts), encoding_format="base64"
+            )
+        except openai.OpenAIError as exc:
+            raise translate_error(exc) from exc
+        try:
+            rows = sorted(response.data, key=lambda d: d.index)
+            if [d.index for d in rows] != list(range(len(texts))):
+                raise ValueError("the upstream's embeddings do not match the inputs")
+            vectors = [_vector(cast(object, d.embedding)) for d in rows]
+        except (ValueError, TypeError, binascii.Error) as exc:
+            raise UpstreamError(
+                "The upstream model returned unusable embeddings.",
+                code="upstream_bad_response",
+                transient=True,
+            ) from exc
+        wrong = next((len(v) for v in vectors if len(v) != self.dimensions), None)
+        if wrong is not None:
+            raise UpstreamError(
+                f"The upstream model returned vectors of {wrong} dimensions; this service's "
+                f"route for '{self.model}' says {self.dimensions}.",
+                code="upstream_bad_response",
+            )
+        usage = response.usage
+        prompt_tokens = (
+            usage.prompt_tokens if usage is not None and isinstance(usage.prompt_tokens, int) else None
+        )
+        if prompt_tokens is None:
+            prompt_tokens = sum(self.count_tokens(t) for t in texts)
+        return Embeddings(vectors=[_unit(v) for v in vectors], prompt_tokens=prompt_tokens)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _vector(raw: object) -> list[float]:
+    """One embedding: base64 of little-endian float32, or a list of numbers."""
+    if isinstance(raw, str):
+        floats = array.array("f", base64.b64decode(raw, validate=True))  # ValueError unless 4n bytes
+        if sys.byteorder == "big":
+            floats.byteswap()
+        return floats.tolist()
+    if isinstance(raw, list) and raw and all(isinstance(x, int | float) for x in raw):
+        return [float(x) for x in raw]
+    raise ValueError("an embedding is neither base64 nor a list of numbers")
+
+
+def _unit(vector: list[float]) -> list[float]:
+    norm = math.sqrt(math.fsum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 else vector
+
+
+def build_embedder(model: str, route: EmbeddingRoute, settings: Settings) -> OpenAIEmbedder:
+    return OpenAIEmbedder(model, route, settings)
+
+
+__all__ = ["OpenAIEmbedder", "OpenAIProvider", "build", "build_embedder", "translate_error"]

@@ -19,6 +19,9 @@ class ModelCard(Schema):
     """Whether `/v1/generate` can resume an answer from inside (`continue_from`, branching)."""
     continuation_note: str | None = None
     """Why it cannot, when it cannot."""
+    dimensions: int | None = None
+    """An embedding model's vector length (None: a generation model). Embedding models take
+    POST /v1/embeddings only; their `context_window` is their input tokens, and they generate none."""
 
 
 class ModelList(Schema):

@@ -23,7 +23,7 @@ from openai.types import Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from app.main import create_app
-from app.settings import LOCAL_DEFAULT_MODEL
+from app.settings import LOCAL_DEFAULT_MODEL, LOCAL_EMBEDDING_MODEL
 from tests import openai_mock as mock
 from tests.conftest import UPSTREAM, LiveServer, _client, make_settings
 from tests.sse import events
@@ -350,7 +350,7 @@ def test_sync_context_overflow_raises_bad_request(sync_client: openai.OpenAI) ->
 
 def test_sync_models_list_and_retrieve(sync_client: openai.OpenAI, live_server: LiveServer) -> None:
     page = sync_client.models.list()
-    assert [m.id for m in page.data] == [LOCAL, REMOTE]
+    assert [m.id for m in page.data] == [LOCAL, REMOTE, LOCAL_EMBEDDING_MODEL]
     for model in page.data:
         assert isinstance(model, Model)
         assert model.object == "model"
@@ -365,7 +365,7 @@ def test_sync_models_list_and_retrieve(sync_client: openai.OpenAI, live_server: 
 
 async def test_async_models_list(async_client: openai.AsyncOpenAI) -> None:
     ids = [m.id async for m in async_client.models.list()]
-    assert ids == [LOCAL, REMOTE]
+    assert ids == [LOCAL, REMOTE, LOCAL_EMBEDDING_MODEL]
     model = await async_client.models.retrieve(LOCAL)
     assert model.owned_by == "local"
     conforms("Model", model.to_dict())

@@ -84,7 +84,8 @@ async def test_a_branch_streams_its_new_tokens_and_ends_with_the_whole_text(
 
 
 async def test_the_models_list_says_the_embedded_model_can_branch(local_client: httpx.AsyncClient) -> None:
-    (card,) = (await local_client.get("/v1/models")).json()["data"]
+    card, embedding = (await local_client.get("/v1/models")).json()["data"]
+    assert embedding["dimensions"] is not None  # the embedded embedding model, listed after
     assert card["continuation"] is True
     assert card["continuation_note"] is None
 

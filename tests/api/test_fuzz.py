@@ -172,6 +172,9 @@ STATE_DEPENDENT = {
     "context_length_exceeded": "bounded by the model",
     "unsupported_parameter": "depends on the model's provider",
     "model_not_found": "a key may be limited to models of the configured table",
+    "model_not_supported": "embedding models serve /v1/embeddings only, generation models the rest",
+    "dimensions": "an embedding model's own length, or shorter where its route allows",
+    "max_tokens_per_request": "an embedding request's inputs are bounded by the model, together",
     # Each preset has an input schema of its own (GET /v1/presets/{name} shows it).
     "missing_input": "depends on the preset",
     "unknown_input": "depends on the preset",

@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.main import create_app
-from app.settings import LOCAL_DEFAULT_MODEL
+from app.settings import LOCAL_DEFAULT_MODEL, LOCAL_EMBEDDING_MODEL
 from tests.conftest import LiveServer, _client, make_settings
 from tests.sse import events
 
@@ -295,7 +295,8 @@ async def test_readiness_reports_the_loaded_model(local_client: httpx.AsyncClien
 async def test_models_lists_the_embedded_model(local_client: httpx.AsyncClient) -> None:
     body = (await local_client.get("/v1/models")).json()
     assert body["object"] == "list"
-    assert [m["id"] for m in body["data"]] == [LOCAL_DEFAULT_MODEL]
+    # The embedded embedding model is listed after the generation models.
+    assert [m["id"] for m in body["data"]] == [LOCAL_DEFAULT_MODEL, LOCAL_EMBEDDING_MODEL]
     assert body["data"][0]["owned_by"] == "local"
 
 

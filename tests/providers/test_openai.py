@@ -9,6 +9,7 @@ import httpx
 import pytest
 import respx
 
+from app.settings import LOCAL_EMBEDDING_MODEL
 from tests import openai_mock as mock
 from tests.sse import events
 
@@ -182,7 +183,7 @@ async def test_the_model_table_maps_public_names_to_upstream_models(upstream: re
         assert r.json()["model"] == "fast"
         assert sent(route)["model"] == "gpt-4.1-nano"
         models = (await client.get("/v1/models")).json()
-        assert [m["id"] for m in models["data"]] == ["fast"]
+        assert [m["id"] for m in models["data"]] == ["fast", LOCAL_EMBEDDING_MODEL]
 
 
 # -- streaming -----------------------------------------------------------------------------------

@@ -184,6 +184,13 @@ class GenerationService:
     def resolve(self, model: str | None) -> tuple[str, ModelRoute, Provider]:
         name = model or self._settings.default_model_name
         route = self._table.get(name)
+        if route is None and name in self._settings.embedding_table:
+            raise InvalidRequest(
+                f"The model '{name}' is an embedding model, not a generation model: send it to "
+                "POST /v1/embeddings.",
+                param="model",
+                code="model_not_supported",
+            )
         if route is None:
             raise ModelNotFound(
                 f"The model '{name}' does not exist; GET /v1/models lists the available ones.",
@@ -368,6 +375,24 @@ class GenerationService:
         outcome = Outcome(job=job, completion=completion, created=created, ttft_ms=ttft, total_ms=elapsed)
         for hook in self.hooks:
             await hook.on_finish(outcome)
+        return outcome
+
+    async def run(self, job: Job, work: Callable[[Job], Awaitable[Completion]]) -> Outcome:
+        """Run a job whose work is not a generation by the runner (an embedding): the hooks see
+        it like any other job (keys, limits, usage and cost, metrics, its record), and `work`
+        returns what it produced as a `Completion` (its usage; no choices)."""
+        await self._start(job)
+        started = time.perf_counter()
+        try:
+            completion = await work(job)
+        except BaseException as exc:
+            await self._failed(job, exc)
+            raise
+        elapsed = (time.perf_counter() - started) * 1000
+        outcome = Outcome(
+            job=job, completion=completion, created=job.created, ttft_ms=elapsed, total_ms=elapsed
+        )
+        await self._finished(outcome)
         return outcome
 
     async def stream(self, job: Job) -> AsyncGenerator[Chunk | Outcome, None]:

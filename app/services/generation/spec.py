@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.providers.base import Message, ToolChoice, ToolSpec
+from app.providers.base import EmbedKind, Message, ToolChoice, ToolSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +39,18 @@ class GenerationSpec:
     prompt: str | None = None
     text_param: str | None = None
     continue_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingSpec:
+    """One `/v1/embeddings` request, before the embedding service resolves it: `texts`, or
+    `token_ids` (cl100k token arrays, decoded to text by the service), never both. `kind` is how
+    the model should read the texts (e5's `query: ` / `passage: `)."""
+
+    model: str | None
+    texts: Sequence[str] = ()
+    token_ids: Sequence[Sequence[int]] = ()
+    dimensions: int | None = None
+    user: str | None = None
+    kind: EmbedKind = "query"
+    endpoint: str = "embeddings"

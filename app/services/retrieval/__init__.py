@@ -1,0 +1,1 @@
+"""Documents: extraction, chunking, embeddings, indexes and search."""
