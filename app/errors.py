@@ -181,6 +181,8 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
 #: pydantic names the member of a union it tried (`str`, `list[TextPart]`) inside `loc`;
 #: that is no part of the client's parameter name.
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|bytes|dict|list|constrained-\w+)$|\[")
+_FORM_FIELD = re.compile(r"^([a-z_]+)\[([a-z_]+)\]$")
+"""A multipart field named like `expires_after[seconds]` (OpenAI's form names for nested values)."""
 
 
 def _param_from_loc(loc: Sequence[Any]) -> str | None:
@@ -192,6 +194,8 @@ def _param_from_loc(loc: Sequence[Any]) -> str | None:
     tag_in = 0
     """A tagged union's member is named by its tag right after it (after the index, in a list)."""
     for part in parts:
+        if isinstance(part, str) and (form_field := _FORM_FIELD.match(part)):
+            part = f"{form_field[1]}.{form_field[2]}"
         if tag_in:
             tag_in -= 1
             if tag_in == 0 and isinstance(part, str):

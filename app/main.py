@@ -22,6 +22,7 @@ from app.api.routes import (
     conversations,
     embeddings,
     feedback,
+    files,
     generate,
     health,
     models,
@@ -40,6 +41,7 @@ from app.providers.base import Embedder, Provider
 from app.schemas.errors import ERROR_RESPONSES
 from app.services.apps.conversations import ConversationService
 from app.services.apps.feedback_loop import open_feedback_loop
+from app.services.apps.files import FileService
 from app.services.apps.presets import load_presets
 from app.services.apps.presets.service import PresetService
 from app.services.apps.probes.service import ProbeService
@@ -167,6 +169,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                 probes=probe_service,
                 embedders=embedders,
                 embeddings=EmbeddingService(settings, embedders, generation, clocks),
+                files=FileService(db, clocks, max_bytes=settings.files_max_bytes),
             )
             yield
 
@@ -190,6 +193,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
         chat.router,
         completions.router,
         embeddings.router,
+        files.router,
         responses.router,
         conversations.router,
         models.router,
@@ -203,8 +207,14 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
         app.include_router(router)
     app.include_router(usage.router)
     app.include_router(admin.router)
+    app.include_router(files.admin_router)
     app.add_middleware(JsonDepthMiddleware)  # inside the body limit: it reads only what that allows
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        # the multipart envelope around the largest file
+        per_path={"/v1/files": settings.files_max_bytes + 65_536},
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -193,6 +193,11 @@ class Settings(BaseSettings):
     local_default_max_tokens: int = Field(default=256, ge=1)
     """max_tokens for the embedded model when a request sets none."""
 
+    # --- files (issue 19) --------------------------------------------------------------------
+    files_max_bytes: int = Field(default=104_857_600, ge=1024, le=536_870_912)
+    """Largest file `/v1/files` accepts (413 beyond); bytes live in the database, in 1 MiB pieces.
+    OpenAI's own limit is 512 MB; 100 MB keeps one upload's memory and transaction modest."""
+
     # --- embeddings (issue 19) ------------------------------------------------------------
     embedding_models: dict[str, EmbeddingRoute] = Field(default_factory=dict)
     """The embedding model table as JSON ({"name": {"provider": "openai", "dimensions": 1536}});

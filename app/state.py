@@ -11,6 +11,7 @@ from app.observability.metrics import Metrics
 from app.providers.base import Embedder, Provider
 from app.services.apps.conversations import ConversationService
 from app.services.apps.feedback import FeedbackService
+from app.services.apps.files import FileService
 from app.services.apps.presets.service import PresetService
 from app.services.apps.probes.service import ProbeService
 from app.services.apps.records import RecordWriter
@@ -56,3 +57,5 @@ class AppState:
     """Embedding models by public name (the embedded e5, upstream routes)."""
     embeddings: EmbeddingService
     """/v1/embeddings, and the embedder ingestion and search use."""
+    files: FileService
+    """Uploaded files (`/v1/files`), which batches and vector stores read."""

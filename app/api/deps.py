@@ -14,6 +14,7 @@ from app.errors import AuthenticationFailed
 from app.observability.metrics import Metrics
 from app.services.apps.conversations import ConversationService
 from app.services.apps.feedback import FeedbackService
+from app.services.apps.files import FileService
 from app.services.apps.presets.service import PresetService
 from app.services.apps.probes.service import ProbeService
 from app.services.apps.responses import ResponseService
@@ -70,6 +71,10 @@ async def get_embeddings(request: Request) -> EmbeddingService:
     return state_of(request).embeddings
 
 
+async def get_files(request: Request) -> FileService:
+    return state_of(request).files
+
+
 async def get_metrics(request: Request) -> Metrics:
     return state_of(request).metrics
 
@@ -122,3 +127,4 @@ ClientDep = Annotated[Client, Depends(get_client)]
 ProbesDep = Annotated[ProbeService, Depends(get_probes)]
 CtxDep = Annotated[RequestContext, Depends(get_context)]
 EmbeddingsDep = Annotated[EmbeddingService, Depends(get_embeddings)]
+FilesDep = Annotated[FileService, Depends(get_files)]

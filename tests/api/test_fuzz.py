@@ -191,6 +191,7 @@ STATE_DEPENDENT = {
     "content": "a message has content unless it is an assistant turn calling tools; a conversation "
     "message has content or tool_results",
     "expires_at": "must be in the future",
+    "empty_file": "an uploaded file has bytes (a binary part's length is not in the document)",
     # Legacy completions serve `n` choices and no insertion; their `echo` does not go with logprobs.
     "best_of": "must equal n: completions are not ranked server-side",
     "suffix": "text after an insertion is not supported",

@@ -69,7 +69,10 @@ async def test_make_serve_starts_and_is_ready_with_a_copied_env_example(copied_e
     assert ready.status_code == 200, ready.text
     assert ready.json()["status"] == "ready"
     # The embedded chat model, then the embedded embedder (the `embed` extra that make serve installs).
-    assert [m["id"] for m in models.json()["data"]] == [settings.default_model_name, *settings.embedding_table]
+    assert [m["id"] for m in models.json()["data"]] == [
+        settings.default_model_name,
+        *settings.embedding_table,
+    ]
     assert (copied_env_example / "data" / "genserve.db").is_file(), "SQLite where GENSERVE_DATA_DIR says"
 
 
