@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -31,6 +33,7 @@ from app.api.routes import (
     probes,
     responses,
     usage,
+    vector_stores,
 )
 from app.api.routes import metrics as metrics_endpoint
 from app.clock import Clocks
@@ -46,12 +49,15 @@ from app.services.apps.presets import load_presets
 from app.services.apps.presets.service import PresetService
 from app.services.apps.probes.service import ProbeService
 from app.services.apps.responses import ResponseService
+from app.services.apps.vector_stores import VectorStoreService
 from app.services.gateway.access import open_access
 from app.services.gateway.limits import RATE_LIMIT_HEADERS
 from app.services.gateway.observe import ObservabilityHook
 from app.services.gateway.safeguards import Safeguards
 from app.services.generation.pipeline import GenerationService, JobHook
 from app.services.retrieval.embeddings import EmbeddingService
+from app.services.retrieval.extract import ExtractLimits
+from app.services.retrieval.index import open_index
 from app.settings import Settings
 from app.state import AppState
 from app.storage.db import Database
@@ -95,6 +101,15 @@ async def build_embedders(settings: Settings, stack: AsyncExitStack) -> dict[str
             stack.push_async_callback(upstream.aclose)
             embedders[name] = upstream
     return embedders
+
+
+async def _stop_worker(stores: VectorStoreService, worker: asyncio.Task[None]) -> None:
+    """Stop the ingestion worker; a file it was ingesting is left to its lease (another replica,
+    or this one when it starts again, finishes it)."""
+    stores.stop()
+    worker.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker
 
 
 def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None) -> FastAPI:
@@ -142,6 +157,26 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             )
             probe_service = ProbeService(settings, db, generation, clocks)
             stack.push_async_callback(probe_service.aclose)
+            embedding_service = EmbeddingService(settings, embedders, generation, clocks)
+            files = FileService(db, clocks, max_bytes=settings.files_max_bytes)
+            stores = VectorStoreService(
+                db,
+                files,
+                embedding_service,
+                open_index(db, cache_bytes=settings.index_cache_bytes),
+                clocks,
+                extract_limits=ExtractLimits(
+                    max_chars=settings.extract_max_chars,
+                    memory_bytes=settings.extract_memory_bytes,
+                    wall_seconds=settings.extract_timeout,
+                    cpu_seconds=max(1, int(settings.extract_timeout)),
+                    concurrency=settings.extract_concurrency,
+                ),
+                lease_seconds=settings.ingest_lease_seconds,
+            )
+            if embedders:
+                worker = asyncio.create_task(stores.run_worker(settings.ingest_poll_seconds))
+                stack.push_async_callback(_stop_worker, stores, worker)
             app.state.genserve = AppState(
                 settings=settings,
                 started_at=clocks.unix(),
@@ -168,8 +203,9 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                 responses=ResponseService(db, generation),
                 probes=probe_service,
                 embedders=embedders,
-                embeddings=EmbeddingService(settings, embedders, generation, clocks),
-                files=FileService(db, clocks, max_bytes=settings.files_max_bytes),
+                embeddings=embedding_service,
+                files=files,
+                vector_stores=stores,
             )
             yield
 
@@ -194,6 +230,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
         completions.router,
         embeddings.router,
         files.router,
+        vector_stores.router,
         responses.router,
         conversations.router,
         models.router,

@@ -198,6 +198,24 @@ class Settings(BaseSettings):
     """Largest file `/v1/files` accepts (413 beyond); bytes live in the database, in 1 MiB pieces.
     OpenAI's own limit is 512 MB; 100 MB keeps one upload's memory and transaction modest."""
 
+    # --- vector stores (issue 19) --------------------------------------------------------------
+    index_cache_bytes: int = Field(default=536_870_912, ge=1_048_576, le=68_719_476_736)
+    """Memory a replica gives to cached store vectors for exact search (least recently used
+    stores leave first): what bounds memory however many stores it serves."""
+    ingest_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+    """How often the ingestion worker looks for files whose replica died (it wakes at once for
+    files attached on its own replica)."""
+    ingest_lease_seconds: float = Field(default=60.0, ge=5, le=3600)
+    """How long a replica holds a file it ingests without renewing; after that another claims it."""
+    extract_max_chars: int = Field(default=5_000_000, ge=1000, le=200_000_000)
+    """Most characters of text one file may yield (beyond: the file fails with invalid_file)."""
+    extract_memory_bytes: int = Field(default=1_073_741_824, ge=67_108_864, le=68_719_476_736)
+    """Address space of the child process that parses one file."""
+    extract_timeout: float = Field(default=120.0, gt=0, le=3600)
+    """Seconds a file's parsing may take before it is killed and the file fails."""
+    extract_concurrency: int = Field(default=1, ge=1, le=64)
+    """Files parsed at once per replica (each in a child process of its own)."""
+
     # --- embeddings (issue 19) ------------------------------------------------------------
     embedding_models: dict[str, EmbeddingRoute] = Field(default_factory=dict)
     """The embedding model table as JSON ({"name": {"provider": "openai", "dimensions": 1536}});

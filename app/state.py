@@ -16,6 +16,7 @@ from app.services.apps.presets.service import PresetService
 from app.services.apps.probes.service import ProbeService
 from app.services.apps.records import RecordWriter
 from app.services.apps.responses import ResponseService
+from app.services.apps.vector_stores import VectorStoreService
 from app.services.gateway.access import Access
 from app.services.gateway.safeguards import Safeguards
 from app.services.generation.pipeline import GenerationService
@@ -59,3 +60,5 @@ class AppState:
     """/v1/embeddings, and the embedder ingestion and search use."""
     files: FileService
     """Uploaded files (`/v1/files`), which batches and vector stores read."""
+    vector_stores: VectorStoreService
+    """Vector stores, their ingestion worker, and search."""

@@ -18,6 +18,7 @@ from app.services.apps.files import FileService
 from app.services.apps.presets.service import PresetService
 from app.services.apps.probes.service import ProbeService
 from app.services.apps.responses import ResponseService
+from app.services.apps.vector_stores import VectorStoreService
 from app.services.gateway.access import Access
 from app.services.generation.caller import Client
 from app.services.generation.context import RequestContext, RequestOptions
@@ -75,6 +76,10 @@ async def get_files(request: Request) -> FileService:
     return state_of(request).files
 
 
+async def get_vector_stores(request: Request) -> VectorStoreService:
+    return state_of(request).vector_stores
+
+
 async def get_metrics(request: Request) -> Metrics:
     return state_of(request).metrics
 
@@ -128,3 +133,4 @@ ProbesDep = Annotated[ProbeService, Depends(get_probes)]
 CtxDep = Annotated[RequestContext, Depends(get_context)]
 EmbeddingsDep = Annotated[EmbeddingService, Depends(get_embeddings)]
 FilesDep = Annotated[FileService, Depends(get_files)]
+VectorStoresDep = Annotated[VectorStoreService, Depends(get_vector_stores)]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from app.storage import conversations, files, probes, responses, tables
+from app.storage import chunks, conversations, files, probes, responses, tables, vector_stores
 from app.storage.base import Base
 
-__all__ = ["Base", "conversations", "files", "probes", "responses", "tables"]
+__all__ = ["Base", "chunks", "conversations", "files", "probes", "responses", "tables", "vector_stores"]
