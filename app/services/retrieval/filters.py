@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from app.errors import InvalidRequest
 
@@ -35,7 +35,7 @@ def _bad(message: str, where: str) -> InvalidRequest:
     return InvalidRequest(message, param=where)
 
 
-def _scalar(value: Any) -> bool:
+def _scalar(value: Any) -> TypeGuard[Scalar]:
     # NaN and infinities parse from JSON in Python but compare with nothing; refuse them.
     return isinstance(value, Scalar) and not (isinstance(value, float) and not math.isfinite(value))
 
