@@ -41,6 +41,10 @@ FTS5_TABLE = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS vector_store_chunks_fts USING fts5("
     "words, store_id UNINDEXED, file_id UNINDEXED, seq UNINDEXED, tokenize='unicode61')"
 )
+FTS5_VOCAB = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS vector_store_chunks_fts_vocab "
+    "USING fts5vocab(vector_store_chunks_fts, row)"
+)
 GIN_INDEX = (
     "CREATE INDEX IF NOT EXISTS ix_vector_store_chunks_words ON vector_store_chunks "
     "USING gin (to_tsvector('simple', words))"
@@ -52,6 +56,9 @@ def _ddl(statement: str, dialect: str) -> DDL:
 
 
 event.listen(ChunkRow.__table__, "after_create", _ddl(FTS5_TABLE, "sqlite"))
+event.listen(ChunkRow.__table__, "after_create", _ddl(FTS5_VOCAB, "sqlite"))
 event.listen(ChunkRow.__table__, "after_create", _ddl(GIN_INDEX, "postgresql"))
+DROP_VOCAB = "DROP TABLE IF EXISTS vector_store_chunks_fts_vocab"
 DROP_FTS5 = "DROP TABLE IF EXISTS vector_store_chunks_fts"
+event.listen(ChunkRow.__table__, "before_drop", _ddl(DROP_VOCAB, "sqlite"))
 event.listen(ChunkRow.__table__, "before_drop", _ddl(DROP_FTS5, "sqlite"))
