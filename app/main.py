@@ -200,7 +200,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                     lease=settings.upstream_deadline + 60,
                     clocks=clocks,
                 ),
-                responses=ResponseService(db, generation),
+                responses=ResponseService(db, generation, stores if embedders else None),
                 probes=probe_service,
                 embedders=embedders,
                 embeddings=embedding_service,
