@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.services.retrieval.filters import Filter, matches
@@ -308,21 +308,28 @@ class SqlChunkIndex:
             ranked = sorted(fused.items(), key=lambda kv: kv[1], reverse=True)
             ranked = [(k, v / best_possible) for k, v in ranked if v / best_possible >= query.score_threshold]
             ranked = ranked[: query.max_results]
-            hits: list[Hit] = []
-            for (store_id, file_id, seq), score in ranked:
-                row = await session.get(ChunkRow, (store_id, file_id, seq))
-                if row is not None:
-                    hits.append(
-                        Hit(
-                            store_id,
-                            file_id,
-                            row.filename,
-                            seq,
-                            row.text,
-                            round(min(score, 1.0), 6),
-                            dict(row.attributes),
-                        )
+            keys = [key for key, _ in ranked]
+            rows = {}
+            if keys:
+                fetched = await session.execute(
+                    select(ChunkRow).where(
+                        tuple_(ChunkRow.store_id, ChunkRow.file_id, ChunkRow.seq).in_(keys)
                     )
+                )
+                rows = {(r.store_id, r.file_id, r.seq): r for r in fetched.scalars()}
+            hits = [
+                Hit(
+                    key[0],
+                    key[1],
+                    row.filename,
+                    key[2],
+                    row.text,
+                    round(min(score, 1.0), 6),
+                    dict(row.attributes),
+                )
+                for key, score in ranked
+                if (row := rows.get(key)) is not None
+            ]
         return hits
 
 
