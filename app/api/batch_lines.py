@@ -71,7 +71,7 @@ class LineRunner:
         try:
             return LineResult(200, await run(ctx, body))
         except AppError as exc:
-            return LineResult(exc.status_code, exc.body())
+            return LineResult(exc.status_code, exc.body(), retry_after=exc.retry_after)
 
     async def _chat(self, ctx: RequestContext, body: dict[str, Any]) -> dict[str, Any]:
         request = _parse(ChatCompletionRequest, body)

@@ -363,3 +363,51 @@ async def test_output_files_expire_as_asked(env: Env) -> None:
     output = await sdk.files.retrieve(done.output_file_id or "")
     assert output.expires_at is not None
     assert output.expires_at - output.created_at == 3600
+
+
+async def test_an_upstream_429_is_waited_out_without_failing_lines(
+    env: Env, upstream: respx.MockRouter
+) -> None:
+    limited = httpx.Response(
+        429,
+        headers={"retry-after": "0"},
+        json={"error": {"message": "slow down", "type": "rate_limit_error", "code": "rate_limit_exceeded"}},
+    )
+    answers = iter([limited, limited])
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        return next(answers, None) or echo(request)
+
+    upstream.post("/chat/completions").mock(side_effect=flaky)
+    sdk = sdk_for(env.client, env.alice)
+    file_id = await env.upload(env.alice, jsonl(line("a", "hi"), line("b", "ho")))
+    batch = await sdk.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    await env.drain()
+    done = await sdk.batches.retrieve(batch.id)
+    assert done.status == "completed"
+    assert done.request_counts
+    if done.error_file_id:
+        print(await output_lines(sdk, done.error_file_id))
+    assert (done.request_counts.completed, done.request_counts.failed) == (2, 0)
+    assert done.error_file_id is None
+
+
+async def test_a_budget_that_runs_out_halfway_fails_the_remaining_lines_with_its_429(env: Env) -> None:
+    _, secret = await create_key(env.client, name="thrifty", limits={"tokens_per_day": 25})
+    sdk = sdk_for(env.client, secret)
+    file_id = await env.upload(secret, jsonl(*(line(f"q{n}", f"n{n}", max_tokens=3) for n in range(6))))
+    batch = await sdk.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    await env.drain()
+    done = await sdk.batches.retrieve(batch.id)
+    assert done.status == "completed"
+    assert done.request_counts
+    assert done.request_counts.completed >= 1
+    assert done.request_counts.failed >= 1
+    assert done.request_counts.completed + done.request_counts.failed == 6
+    failures = await output_lines(sdk, done.error_file_id)
+    assert {f["response"]["status_code"] for f in failures} == {429}
+    assert all(f["response"]["body"]["error"]["type"] == "rate_limit_error" for f in failures)

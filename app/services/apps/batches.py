@@ -52,6 +52,11 @@ MAX_ERRORS = 100
 """Validation errors reported in `errors.data` (the first ones, by line)."""
 WINDOW = timedelta(hours=24)
 CANCELLABLE = ("validating", "in_progress")
+MAX_BACKOFF = 60.0
+"""A 429 that clears within this many seconds (a per-minute limit, or an upstream's Retry-After)
+is waited out, not failed; one that takes longer (a daily or monthly budget) fails the line."""
+MAX_WAITS = 20
+"""Backoffs of one line before its 429 stands (the batch's 24 h window bounds them all)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,8 @@ class LineResult:
 
     status_code: int
     body: dict[str, Any]
+    retry_after: float | None = None
+    """For a 429: seconds until the limit lets it through (a budget: hours; a rate: seconds)."""
 
 
 LineExecutor = Callable[[RequestContext, str, dict[str, Any]], Awaitable[LineResult]]
@@ -491,15 +498,27 @@ class BatchService:
                 ),
             )
         else:
+            result = await self._attempts(row, client, line, request_id)
+        await self._answer(row, line, result, request_id)
+
+    async def _attempts(
+        self, row: BatchRow, client: Client, line: BatchLineRow, request_id: str
+    ) -> LineResult:
+        """Run the line, waiting out short 429s (renewing the lease while it waits)."""
+        for _ in range(MAX_WAITS):
             ctx = RequestContext(caller=client, request_id=request_id)
             try:
                 result = await self._execute(ctx, row.endpoint, json.loads(line.body))
             except Exception:
                 log.exception("a batch line failed unexpectedly")
-                result = LineResult(
-                    500, error_body("The server had an error processing the request.", "server_error")
-                )
-        await self._answer(row, line, result, request_id)
+                body = error_body("The server had an error processing the request.", "server_error")
+                return LineResult(500, body)
+            wait = result.retry_after
+            if result.status_code != 429 or wait is None or wait > MAX_BACKOFF:
+                return result
+            await asyncio.sleep(wait)
+            await self._set(row.id)
+        return result
 
     async def _answer(self, row: BatchRow, line: BatchLineRow, result: LineResult, request_id: str) -> None:
         """Write one line's answer and move the counters with it, exactly once."""
