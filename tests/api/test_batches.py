@@ -411,3 +411,23 @@ async def test_a_budget_that_runs_out_halfway_fails_the_remaining_lines_with_its
     failures = await output_lines(sdk, done.error_file_id)
     assert {f["response"]["status_code"] for f in failures} == {429}
     assert all(f["response"]["body"]["error"]["type"] == "rate_limit_error" for f in failures)
+
+
+async def test_responses_lines_answer_as_the_responses_endpoint_does(env: Env) -> None:
+    sdk = sdk_for(env.client, env.alice)
+    request = {"custom_id": "r1", "method": "POST", "url": "/v1/responses"}
+    body = {"model": "gpt-4o-mini", "input": "say hi", "store": False}
+    file_id = await env.upload(
+        env.alice, jsonl({**request, "body": body}, {**request, "custom_id": "r2", "body": {}})
+    )
+    batch = await sdk.batches.create(input_file_id=file_id, endpoint="/v1/responses", completion_window="24h")
+    await env.drain()
+    done = await sdk.batches.retrieve(batch.id)
+    assert done.status == "completed"
+    (ok,) = await output_lines(sdk, done.output_file_id)
+    assert ok["custom_id"] == "r1"
+    assert ok["response"]["body"]["object"] == "response"
+    (bad,) = await output_lines(sdk, done.error_file_id)
+    direct = await env.client.post("/v1/responses", json={}, headers={"authorization": f"Bearer {env.alice}"})
+    assert bad["response"]["status_code"] == direct.status_code == 400
+    assert bad["response"]["body"] == direct.json()
