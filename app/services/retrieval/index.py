@@ -300,6 +300,8 @@ class SqlChunkIndex:
                 ][:CANDIDATES]
             fused: dict[tuple[str, str, int], float] = {}
             for weight, ranking in ((query.embedding_weight, vector_rank), (query.text_weight, text_rank)):
+                if weight <= 0:
+                    continue
                 for rank, key in enumerate(ranking):
                     fused[key] = fused.get(key, 0.0) + weight / (RRF_K + rank + 1)
             best_possible = (query.embedding_weight + query.text_weight) / (RRF_K + 1)
