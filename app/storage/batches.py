@@ -1,10 +1,11 @@
 """Batches (`/v1/batches`) and their request lines, and the queries on them.
 
-A batch's row is also its job: while it is `validating`, `in_progress`, `finalizing` or
-`cancelling`, a replica works on it under a lease (`leased_by`, `lease_until`) that it renews; a
-replica that dies leaves the lease to run out and another claims the batch. Every request line is
-a row of `batch_lines` with its own status and result, written as soon as the line is answered, so
-progress is durable and a batch taken over never redoes a finished line.
+A batch's row is also its job: while it is `validating`, `finalizing` or `cancelling`, one
+replica works on it under a lease (`leased_by`, `lease_until`). Every request line is a row of
+`batch_lines` with its own status and result, written as soon as the line is answered; while the
+batch is `in_progress`, replicas claim slices of pending lines under leases of their own, so
+several replicas run one batch together, and a replica that dies leaves its lines' leases to run
+out for another to claim: progress is durable and a finished line is never redone.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.storage.base import Base
 
-ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
-"""The statuses a worker still has something to do in."""
+LEASED = ("validating", "finalizing", "cancelling")
+"""The statuses in which one replica works on the whole batch under the batch's lease (in
+progress, replicas claim lines instead)."""
 
 
 class BatchRow(Base):
@@ -73,3 +75,6 @@ class BatchLineRow(Base):
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
     """The response body (JSON text) the endpoint returned for this request alone."""
     request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    leased_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """A pending line some replica runs now; when it runs out, another replica may claim it."""

@@ -272,7 +272,8 @@ async def test_cancel_keeps_what_ran_and_a_finished_batch_cannot_be_cancelled(en
     batch = await sdk.batches.create(
         input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
     )
-    await env.state.batches.run_one(max_slices=1)  # validated, one slice ran... then the user cancels
+    await env.state.batches.run_one()  # validated
+    await env.state.batches.run_one()  # one slice ran... then the user cancels
     running_batch = await sdk.batches.retrieve(batch.id)
     assert running_batch.status == "in_progress"
     assert running_batch.request_counts

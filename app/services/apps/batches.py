@@ -32,14 +32,14 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from app.clock import Clocks, as_utc, unix
 from app.errors import Conflict, InvalidRequest, NotFound, error_body
 from app.services.apps.files import FileService
 from app.services.generation.caller import Client
 from app.services.generation.context import RequestContext
-from app.storage.batches import ACTIVE, BatchLineRow, BatchRow
+from app.storage.batches import LEASED, BatchLineRow, BatchRow
 from app.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -345,14 +345,45 @@ class BatchService:
 
     # --- the worker ---------------------------------------------------------------------------
 
+    async def run_one(self) -> bool:
+        """One step of work, if any is due: validate a batch, finalize one, or run one slice of
+        some batch's lines; False when there was nothing to do."""
+        try:
+            await self._settle()
+            row = await self._claim()
+            if row is not None:
+                await self._advance(row)
+                return True
+            return await self._run_slice()
+        except _LeaseLost:
+            return True  # another replica has it now
+
+    async def _settle(self) -> None:
+        """Batches in progress with no line left to run, or past their window, are finalizing."""
+        now = self._clocks.now()
+        pending = (
+            select(BatchLineRow.seq)
+            .where(BatchLineRow.batch_id == BatchRow.id, BatchLineRow.status == "pending")
+            .exists()
+        )
+        async with self._db.session() as session, session.begin():
+            settled = await session.execute(
+                update(BatchRow)
+                .where(BatchRow.status == "in_progress", or_(~pending, BatchRow.expires_at <= now))
+                .values(status="finalizing", finalizing_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        if settled.rowcount:  # type: ignore[attr-defined]
+            self._wake.set()
+
     async def _claim(self) -> BatchRow | None:
-        """One batch with work to do whose lease is free (never taken, or run out), now ours."""
+        """A batch to validate or finalize whose lease is free (never taken, or run out), now ours."""
         now = self._clocks.now()
         async with self._db.session() as session, session.begin():
             query = (
                 select(BatchRow)
                 .where(
-                    BatchRow.status.in_(ACTIVE),
+                    BatchRow.status.in_(LEASED),
                     or_(BatchRow.lease_until.is_(None), BatchRow.lease_until < now),
                 )
                 .order_by(BatchRow.created_at)
@@ -398,51 +429,40 @@ class BatchService:
         assert row is not None
         return row
 
-    async def run_one(self, *, max_slices: int | None = None) -> bool:
-        """Advance one due batch as far as it goes (or by `max_slices` slices of lines, then let
-        its lease go); False when there was nothing to do."""
-        row = await self._claim()
-        if row is None:
-            return False
+    async def _advance(self, row: BatchRow) -> None:
         try:
-            await self._advance(row, max_slices)
+            if row.status == "validating":
+                await self._validate(row)
+            elif row.status == "finalizing":
+                pending = await self._pending_count(row.id)
+                ended = "expired" if pending and as_utc(row.expires_at) <= self._clocks.now() else "completed"
+                await self._finalize(row, ended)
+            elif row.status == "cancelling":
+                await self._finalize(row, "cancelled")
         except _LeaseLost:
-            pass  # another replica has it now
+            raise
         except Exception:
             log.exception("a batch could not be advanced; its lease will run out and it is retried")
-        return True
 
-    async def _advance(self, row: BatchRow, max_slices: int | None) -> None:
-        if row.status == "validating":
-            row = await self._validate(row)
-        slices = 0
-        while row.status == "in_progress":
-            if max_slices is not None and slices >= max_slices:
-                await self._set(row.id, release=True)
-                return
-            slices += 1
-            if as_utc(row.expires_at) <= self._clocks.now():
-                await self._finalize(row, "expired")
-                return
-            if not await self._run_slice(row):
-                row = await self._set(row.id, status="finalizing", finalizing_at=self._clocks.now())
-                break
-            row = await self._set(row.id)  # renew; and see a cancel
-        if row.status == "finalizing":
-            await self._finalize(row, "completed")
-        elif row.status == "cancelling":
-            await self._finalize(row, "cancelled")
+    async def _pending_count(self, batch_id: str) -> int:
+        async with self._db.session() as session:
+            query = select(func.count()).where(
+                BatchLineRow.batch_id == batch_id, BatchLineRow.status == "pending"
+            )
+            return int((await session.execute(query)).scalar_one())
 
-    async def _validate(self, row: BatchRow) -> BatchRow:
+    async def _validate(self, row: BatchRow) -> None:
         now = self._clocks.now()
         try:
             content = await self._files.content(row.owner, row.input_file_id)
         except NotFound:
             problems = [_problem("invalid_file", None, "The input file was deleted.", "input_file_id")]
-            return await self._set(row.id, release=True, status="failed", errors=problems, failed_at=now)
+            await self._set(row.id, release=True, status="failed", errors=problems, failed_at=now)
+            return
         lines, problems = parse_input(content, row.endpoint, max_line_bytes=self._max_line_bytes)
         if problems:
-            return await self._set(row.id, release=True, status="failed", errors=problems, failed_at=now)
+            await self._set(row.id, release=True, status="failed", errors=problems, failed_at=now)
+            return
         async with self._db.session() as session, session.begin():
             current = await session.get(BatchRow, row.id, with_for_update=not self._db.is_sqlite)
             if current is None or current.leased_by != self._replica:
@@ -467,23 +487,95 @@ class BatchService:
                 current.in_progress_at = now
             current.total = len(lines)
             current.model = models.pop() if len(models) == 1 else None
-            current.lease_until = now + self._lease
-        return await self._set(row.id)
+            current.leased_by = None
+            current.lease_until = None
+        self._wake.set()
 
-    async def _run_slice(self, row: BatchRow) -> bool:
-        """Run the next pending lines (as many as the concurrency); False when none was left."""
-        async with self._db.session() as session:
+    async def _claim_lines(self) -> tuple[BatchRow, list[BatchLineRow]] | None:
+        """The next pending lines (up to the concurrency) of a batch in progress whose lease is
+        free, now ours: replicas share one batch by claiming different lines."""
+        now = self._clocks.now()
+        async with self._db.session() as session, session.begin():
             query = (
                 select(BatchLineRow)
-                .where(BatchLineRow.batch_id == row.id, BatchLineRow.status == "pending")
-                .order_by(BatchLineRow.seq)
+                .join(BatchRow, BatchRow.id == BatchLineRow.batch_id)
+                .where(
+                    BatchRow.status == "in_progress",
+                    BatchLineRow.status == "pending",
+                    or_(BatchLineRow.lease_until.is_(None), BatchLineRow.lease_until < now),
+                )
+                .order_by(BatchRow.created_at, BatchLineRow.batch_id, BatchLineRow.seq)
                 .limit(self._concurrency)
             )
-            pending = list((await session.execute(query)).scalars())
-        if not pending:
+            if not self._db.is_sqlite:
+                query = query.with_for_update(of=BatchLineRow, skip_locked=True)
+            candidates = list((await session.execute(query)).scalars())
+            if not candidates:
+                return None
+            batch_id = candidates[0].batch_id
+            mine: list[BatchLineRow] = []
+            for line in candidates:
+                if line.batch_id != batch_id:
+                    continue
+                lease_read = (
+                    BatchLineRow.lease_until.is_(None)
+                    if line.lease_until is None
+                    else (BatchLineRow.lease_until == line.lease_until)
+                )
+                claimed = await session.execute(
+                    update(BatchLineRow)
+                    .where(
+                        BatchLineRow.batch_id == line.batch_id,
+                        BatchLineRow.seq == line.seq,
+                        BatchLineRow.status == "pending",
+                        lease_read,
+                    )
+                    .values(leased_by=self._replica, lease_until=now + self._lease)
+                )
+                if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    mine.append(line)
+            batch = await session.get(BatchRow, batch_id)
+        if batch is None or not mine:
+            return None
+        return batch, mine
+
+    async def _renew_lines(self, lines: Sequence[BatchLineRow]) -> None:
+        """Keep our claim on lines still running (a slow upstream outlives a lease)."""
+        if not lines:
+            return
+        batch_id = lines[0].batch_id
+        async with self._db.session() as session, session.begin():
+            await session.execute(
+                update(BatchLineRow)
+                .where(
+                    BatchLineRow.batch_id == batch_id,
+                    BatchLineRow.seq.in_([line.seq for line in lines]),
+                    BatchLineRow.leased_by == self._replica,
+                    BatchLineRow.status == "pending",
+                )
+                .values(lease_until=self._clocks.now() + self._lease)
+            )
+
+    async def _heartbeat(self, lines: Sequence[BatchLineRow]) -> None:
+        while True:
+            await asyncio.sleep(self._lease.total_seconds() / 3)
+            with contextlib.suppress(Exception):
+                await self._renew_lines(lines)
+
+    async def _run_slice(self) -> bool:
+        """Run one claimed slice of lines; False when no line was due anywhere."""
+        claimed = await self._claim_lines()
+        if claimed is None:
             return False
+        row, lines = claimed
         client = await self._clients(row.owner)
-        await asyncio.gather(*(self._run_line(row, client, line) for line in pending))
+        beat = asyncio.create_task(self._heartbeat(lines))
+        try:
+            await asyncio.gather(*(self._run_line(row, client, line) for line in lines))
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
         return True
 
     async def _run_line(self, row: BatchRow, client: Client | None, line: BatchLineRow) -> None:
@@ -516,8 +608,7 @@ class BatchService:
             wait = result.retry_after
             if result.status_code != 429 or wait is None or wait > MAX_BACKOFF:
                 return result
-            await asyncio.sleep(wait)
-            await self._set(row.id)
+            await asyncio.sleep(wait)  # the slice's heartbeat keeps the line ours meanwhile
         return result
 
     async def _answer(self, row: BatchRow, line: BatchLineRow, result: LineResult, request_id: str) -> None:

@@ -67,6 +67,8 @@ def upgrade() -> None:
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("result", sa.Text(), nullable=True),
         sa.Column("request_id", sa.String(64), nullable=True),
+        sa.Column("leased_by", sa.String(64), nullable=True),
+        _when("lease_until"),
         sa.PrimaryKeyConstraint("batch_id", "seq", name=op.f("pk_batch_lines")),
     )
     op.create_index("ix_batch_lines_pending", "batch_lines", ["batch_id", "status", "seq"])
