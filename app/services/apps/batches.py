@@ -9,11 +9,11 @@ renderer as its endpoint, as the batch's key rebuilt from the key store at run t
 kept in its files); a batch past its 24 h window is `expired` (the lines that did not run are in
 the error file with `batch_expired`).
 
-The work is durable: every replica runs a worker that claims a due batch under a lease (FOR
-UPDATE SKIP LOCKED on PostgreSQL), renews it after every slice of lines, and writes each line's
-answer as soon as it has it (a line moves from pending to done exactly once, and the counters move
-in the same transaction). A replica that dies leaves its lease to run out; another claims the
-batch and continues with the lines still pending.
+The work is durable: every replica runs a worker. Validating and finalizing take the batch's
+lease (FOR UPDATE SKIP LOCKED on PostgreSQL); in progress, replicas claim slices of pending lines
+under line leases, so several run one batch together. Each line's answer is written as soon as it
+arrives (a line moves from pending to done exactly once, and the counters move in the same
+transaction). A replica that dies leaves its leases to run out; another claims what is pending.
 
 How a line runs is handed in (`LineExecutor`): the API layer knows each endpoint's body model and
 renderer; this module only knows that a line goes in and a status and a body come out.
