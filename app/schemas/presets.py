@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 from pydantic import Field, StrictBool
 
-from app.schemas.common import SamplingFields, Schema
+from app.schemas.common import GroundingFields, SamplingFields, Schema
 
 
-class PresetGenerateRequest(SamplingFields):
+class PresetGenerateRequest(SamplingFields, GroundingFields):
     """A preset's inputs, plus optional sampling overrides (which always win over the preset's
     defaults and its tuning)."""
 
@@ -19,13 +19,6 @@ class PresetGenerateRequest(SamplingFields):
     """A model from `GET /v1/models`; the default model when omitted."""
     stream: StrictBool = False
     """Answer with server-sent events, exactly like `POST /v1/generate`."""
-    vector_store_ids: list[str] | None = None
-    """Grounded presets (`qa`, `customer_service`): answer from these stores' passages, cited in
-    `metadata.grounding.citations`; when none is relevant, say the documents do not answer."""
-    score_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-    """Passages scoring below this are not used (default: the server's `grounding_score_threshold`)."""
-    max_num_results: int | None = Field(default=None, ge=1, le=50)
-    """Passages given to the model at most (default: the server's `grounding_max_passages`)."""
 
 
 class PresetTuning(Schema):

@@ -208,3 +208,40 @@ async def test_bad_grounded_requests_are_clear_400s(
     )
     assert r.status_code == 400, r.text
     assert param in (r.json()["error"]["param"] or ""), r.json()
+
+
+async def test_generate_with_vector_store_ids_cites_in_metadata(
+    served: dict[str, Any], upstream: respx.MockRouter
+) -> None:
+    fake = FakeUpstream("Standard shipping takes 3 to 7 days.").install(upstream)
+    r = await served["client"].post(
+        "/v1/generate",
+        json={
+            "prompt": "How long does standard shipping take?",
+            "system": "Be brief.",
+            "model": "gpt-4o-mini",
+            "vector_store_ids": [served["store"]],
+        },
+        headers=bearer(served["alice"]),
+    )
+    assert r.status_code == 200, r.text
+    assert cited_files(r.json()) == ["shipping.md"]
+    messages = fake.bodies[0]["messages"]
+    assert messages[0] == {"role": "system", "content": "Be brief."}
+    assert messages[-1]["content"].endswith("Question: How long does standard shipping take?")
+    none = await served["client"].post(
+        "/v1/generate",
+        json={
+            "prompt": "Which river flows through Ulaanbaatar?",
+            "vector_store_ids": [served["store"]],
+            "score_threshold": 0.9,
+        },
+        headers=bearer(served["alice"]),
+    )
+    assert none.json()["text"] == NO_ANSWER
+    other = await served["client"].post(
+        "/v1/generate",
+        json={"prompt": "How long does standard shipping take?", "vector_store_ids": [served["store"]]},
+        headers=bearer(served["bob"]),
+    )
+    assert other.status_code == 404

@@ -5,20 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from app.api import grounded
 from app.api.admission import metered_per_job
 from app.api.deps import ClientDep, CtxDep, GenerationDep, PresetsDep, SettingsDep, VectorStoresDep
 from app.api.openapi import stream_responses
 from app.api.render.generate import generate_body, generate_stream
 from app.api.streaming import sse_response, until_disconnected
-from app.errors import InvalidRequest
-from app.providers.base import Chunk
 from app.schemas.generate import GenerateChunk, GenerateResponse
 from app.schemas.presets import PresetGenerateRequest, PresetList, PresetOut, TuningReport
-from app.services.apps.grounding import ground, no_answer, no_answer_stream
 from app.services.apps.presets.service import PresetService
 from app.services.apps.vector_stores import VectorStoreService
 from app.services.generation.context import RequestContext
-from app.services.generation.pipeline import GenerationService, Outcome
+from app.services.generation.pipeline import GenerationService
 from app.settings import Settings
 
 router = APIRouter(tags=["presets"])
@@ -83,48 +81,14 @@ async def _grounded(
     service: GenerationService,
     where: tuple[RequestContext, Request, VectorStoreService, Settings],
 ) -> Response | dict[str, object]:
-    ctx, request, stores, settings = where
     field = presets.grounded_input(name)
-    question = body.inputs.get(field)
-    if not isinstance(question, str) or not question.strip():
-        raise InvalidRequest(f"'inputs.{field}' must be a non-empty string.", param=f"inputs.{field}")
-    threshold = body.score_threshold
-    if threshold is None:
-        threshold = settings.grounding_score_threshold
-    grounding = await until_disconnected(
-        request,
-        ground(
-            stores,
-            ctx,
-            body.vector_store_ids or [],
-            question,
-            max_results=body.max_num_results or settings.grounding_max_passages,
-            threshold=settings.grounding_score_threshold
-            if body.score_threshold is None
-            else body.score_threshold,
-        ),
-    )
+    grounding = await grounded.search(body, body.inputs.get(field), param=f"inputs.{field}", where=where)
     job = await presets.plan_grounded(
-        ctx, name, body.inputs, grounding, model=body.model, overrides=body.sampling_overrides()
+        ctx=where[0],
+        name=name,
+        inputs=body.inputs,
+        grounding=grounding,
+        model=body.model,
+        overrides=body.sampling_overrides(),
     )
-    if body.stream:
-        items = service.stream(job) if grounding.answerable else no_answer_stream(job)
-        render = generate_stream(job.id)
-
-        def with_citations(item: Chunk | Outcome) -> list[bytes]:
-            if isinstance(item, Outcome):
-                item.job.metadata["grounding"] = grounding.metadata(_text(item))
-            return render(item)
-
-        return await sse_response(items, with_citations, request)
-    if grounding.answerable:
-        outcome = await until_disconnected(request, service.complete(job))
-    else:
-        outcome = no_answer(job)
-    outcome.job.metadata["grounding"] = grounding.metadata(_text(outcome))
-    return generate_body(outcome)
-
-
-def _text(outcome: Outcome) -> str:
-    c = outcome.completion
-    return c.choices[0].text if c.choices else ""
+    return await grounded.reply(job, grounding, service, where[1], stream=body.stream)

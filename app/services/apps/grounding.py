@@ -173,6 +173,12 @@ def grounded_prompt(grounding: Grounding, question: str, *, max_chars: int = 800
     return f"{grounding.block(max_chars=max_chars)}\n\nQuestion: {question}"
 
 
+def passage_chars(context_window: int) -> int:
+    """Characters of passages a prompt may hold: half the context window (about 3 characters a
+    token), between 1000 and 8000."""
+    return min(8000, max(1000, 3 * context_window // 2))
+
+
 def no_answer(job: Job) -> Outcome:
     """The outcome of a grounded job whose passages all fell below the threshold: it says the
     documents do not answer, without asking the model (which could only invent an answer)."""

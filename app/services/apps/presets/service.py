@@ -17,7 +17,7 @@ import anyio
 
 from app.errors import InvalidRequest, NotFound
 from app.providers.base import Message
-from app.services.apps.grounding import Grounding, grounded_prompt
+from app.services.apps.grounding import Grounding, grounded_prompt, passage_chars
 from app.services.apps.presets import Preset
 from app.services.apps.summarize import PartResult, reduce_to_fit, user_message_counter
 from app.services.apps.tuning import TuningService
@@ -170,8 +170,7 @@ class PresetService:
         choice = await self.choose_sampling(preset, overrides, model=model)
         rendered = preset.render(values)
         _, route, _ = self._generation.resolve(model)
-        # Passages take at most half the context window (about 3 characters a token).
-        max_chars = min(8000, max(1000, 3 * route.context_window // 2))
+        max_chars = passage_chars(route.context_window)
         messages = [
             Message("system", rendered.system),
             Message("user", grounded_prompt(grounding, rendered.prompt, max_chars=max_chars)),
