@@ -245,3 +245,44 @@ async def test_generate_with_vector_store_ids_cites_in_metadata(
         headers=bearer(served["bob"]),
     )
     assert other.status_code == 404
+
+
+async def test_a_conversation_answers_from_the_store_and_keeps_its_history_clean(
+    served: dict[str, Any], upstream: respx.MockRouter
+) -> None:
+    client, headers = served["client"], bearer(served["alice"])
+    fake = FakeUpstream("Jackets may be returned within 30 days of delivery.").install(upstream)
+    conv = await client.post(
+        "/v1/conversations",
+        json={"preset": "customer_service", "inputs": {"company": "Acme"}, "model": "gpt-4o-mini"},
+        headers=headers,
+    )
+    assert conv.status_code in (200, 201), conv.text
+    path = f"/v1/conversations/{conv.json()['id']}/messages"
+    question = "Can jackets be returned?"
+    r = await client.post(
+        path, json={"content": question, "vector_store_ids": [served["store"]]}, headers=headers
+    )
+    assert r.status_code == 200, r.text
+    assert cited_files(r.json()) == ["returns.md"]
+    assert "30 days of delivery with the receipt" in user_prompt(fake.bodies[0])
+    r = await client.post(
+        path,
+        json={
+            "content": "Which river flows through Ulaanbaatar?",
+            "vector_store_ids": [served["store"]],
+            "score_threshold": 0.9,
+            "stream": True,
+        },
+        headers=headers,
+    )
+    assert r.status_code == 200, r.text
+    final = [e for e in events(r.text) if e != "[DONE]"][-1]
+    assert final["text"] == NO_ANSWER
+    assert final["metadata"]["grounding"]["answered"] is False
+    assert len(fake.bodies) == 1  # the model was not asked
+    await client.post(path, json={"content": "Thanks!"}, headers=headers)
+    history = fake.bodies[-1]["messages"]
+    assert {"role": "user", "content": question} in history  # stored without the passages
+    assert all("quoted data" not in m["content"] for m in history)
+    assert any(m["content"] == NO_ANSWER for m in history)

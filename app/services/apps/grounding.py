@@ -10,7 +10,7 @@ or when the answer names it by its `[n]` marker.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -186,7 +186,7 @@ def no_answer(job: Job) -> Outcome:
     return Outcome(job, completion, created=job.created, ttft_ms=0.0, total_ms=0.0)
 
 
-async def no_answer_stream(job: Job) -> AsyncIterator[Chunk | Outcome]:
+async def no_answer_stream(job: Job) -> AsyncGenerator[Chunk | Outcome, None]:
     """`no_answer` as a stream: the text, then the outcome."""
     yield Chunk(0, NO_ANSWER, "stop")
     yield no_answer(job)
