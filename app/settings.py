@@ -233,6 +233,12 @@ class Settings(BaseSettings):
     retrieval_embedding_model: str = LOCAL_EMBEDDING_MODEL
     """The embedding model vector stores embed with; when left at its default and not in the
     embedding table, the table's first model."""
+    grounding_score_threshold: float = Field(default=0.55, ge=0.0, le=1.0)
+    """Grounded answers (`vector_store_ids` on presets and `/v1/generate`) use only passages
+    scoring at least this (0..1, 1 = first in both the keyword and the vector ranking); when
+    none does, the answer says the documents do not answer instead of asking the model."""
+    grounding_max_passages: int = Field(default=5, ge=1, le=50)
+    """Passages a grounded answer is given at most."""
     local_embed_threads: int | None = Field(default=None, ge=1, le=256)
     """CPU threads of the embedded embedding model (OpenMP); empty: all cores."""
     local_embed_max_queue: int = Field(default=64, ge=1, le=10_000)
