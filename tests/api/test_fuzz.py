@@ -191,6 +191,10 @@ STATE_DEPENDENT = {
     "content": "a message has content unless it is an assistant turn calling tools; a conversation "
     "message has content or tool_results",
     "expires_at": "must be in the future",
+    "chunk_overlap_tokens": "at most half of max_chunk_size_tokens",
+    "file_ids": "a file batch takes file_ids or files, exactly one of them",
+    "filters": "filters nest at most 8 deep, 200 parts in all",
+    "include": "OpenAI's values that genserve cannot produce are refused, each by name",
     "empty_file": "an uploaded file has bytes (a binary part's length is not in the document)",
     # Legacy completions serve `n` choices and no insertion; their `echo` does not go with logprobs.
     "best_of": "must equal n: completions are not ranked server-side",

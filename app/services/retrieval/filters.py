@@ -75,7 +75,8 @@ def parse_filter(
             if not isinstance(key, str) or not key or len(key) > 64:
                 raise _bad("A comparison filter's key is a string of 1 to 64 characters.", f"{path}.key")
             if kind in ("in", "nin"):
-                if not isinstance(value, list) or not all(_scalar(v) for v in value) or len(value) > 100:
+                value = value if isinstance(value, list) else [value]  # one value: a list of one
+                if not all(_scalar(v) for v in value) or len(value) > 100:
                     raise _bad(f"`{kind}` compares with a list of at most 100 values.", f"{path}.value")
                 return Comparison(kind, key, tuple(value))
             if not _scalar(value):

@@ -405,6 +405,8 @@ class SqlChunkIndex:
             text_rank = [k for k in found if k[1] in allowed.get(k[0], ())][:CANDIDATES]
         fused: dict[tuple[str, str, int], float] = {}
         for weight, ranking in ((query.embedding_weight, vector_rank), (query.text_weight, text_rank)):
+            if weight <= 0:
+                continue  # a side turned off contributes no candidates either
             for rank, key in enumerate(ranking):
                 fused[key] = fused.get(key, 0.0) + weight / (RRF_K + rank + 1)
         best_possible = (query.embedding_weight + query.text_weight) / (RRF_K + 1)

@@ -120,7 +120,6 @@ def test_too_many_parts_is_400() -> None:
         ({"type": "eq", "key": "k", "value": None}, "filters.value"),
         ({"type": "eq", "key": "k", "value": {"a": 1}}, "filters.value"),
         ({"type": "eq", "key": "k", "value": float("nan")}, "filters.value"),
-        ({"type": "in", "key": "k", "value": "x"}, "filters.value"),
         ({"type": "in", "key": "k", "value": list(range(101))}, "filters.value"),
         ({"type": "eq", "key": "k", "value": 1, "extra": 2}, "filters"),
         ({"type": "and", "filters": []}, "filters.filters"),
@@ -131,3 +130,9 @@ def test_bad_filters_are_400_naming_the_part(raw: Any, param: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         parse_filter(raw)
     assert caught.value.param == param
+
+
+def test_in_with_one_value_is_a_list_of_one() -> None:
+    """OpenAI's schema lets `in`/`nin` take a single value: it means a list of one."""
+    assert matches(parse_filter({"type": "in", "key": "k", "value": "x"}), {"k": "x"})
+    assert not matches(parse_filter({"type": "nin", "key": "k", "value": "x"}), {"k": "x"})
