@@ -195,6 +195,7 @@ STATE_DEPENDENT = {
     "file_ids": "a file batch takes file_ids or files, exactly one of them",
     "filters": "filters nest at most 8 deep, 200 parts in all",
     "include": "OpenAI's values that genserve cannot produce are refused, each by name",
+    "preset_not_grounded": "only grounded presets take vector_store_ids",
     "empty_file": "an uploaded file has bytes (a binary part's length is not in the document)",
     # Legacy completions serve `n` choices and no insertion; their `echo` does not go with logprobs.
     "best_of": "must equal n: completions are not ranked server-side",
