@@ -268,7 +268,7 @@ async def test_a_line_larger_than_the_endpoint_accepts_fails_the_batch(env: Env)
 
 async def test_cancel_keeps_what_ran_and_a_finished_batch_cannot_be_cancelled(env: Env) -> None:
     sdk = sdk_for(env.client, env.alice)
-    file_id = await env.upload(env.alice, jsonl(*(line(f"q{n}", f"n{n}") for n in range(20))))
+    file_id = await env.upload(env.alice, jsonl(*(line(f"q{n}", f"n{n}") for n in range(40))))
     batch = await sdk.batches.create(
         input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
     )
@@ -277,7 +277,7 @@ async def test_cancel_keeps_what_ran_and_a_finished_batch_cannot_be_cancelled(en
     running_batch = await sdk.batches.retrieve(batch.id)
     assert running_batch.status == "in_progress"
     assert running_batch.request_counts
-    assert running_batch.request_counts.completed == 8  # a slice
+    assert running_batch.request_counts.completed == 32  # a slice: 4 x the concurrency
     assert (await sdk.batches.cancel(batch.id)).status == "cancelling"
     await env.drain()
     cancelled = await sdk.batches.retrieve(batch.id)
@@ -285,9 +285,9 @@ async def test_cancel_keeps_what_ran_and_a_finished_batch_cannot_be_cancelled(en
     assert cancelled.cancelling_at
     assert cancelled.cancelled_at
     assert cancelled.request_counts
-    assert cancelled.request_counts.completed == 8
+    assert cancelled.request_counts.completed == 32
     assert [r["custom_id"] for r in await output_lines(sdk, cancelled.output_file_id)] == [
-        f"q{n}" for n in range(8)
+        f"q{n}" for n in range(32)
     ]
     with pytest.raises(openai.ConflictError):
         await sdk.batches.cancel(batch.id)

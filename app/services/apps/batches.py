@@ -52,6 +52,9 @@ MAX_ERRORS = 100
 """Validation errors reported in `errors.data` (the first ones, by line)."""
 WINDOW = timedelta(hours=24)
 CANCELLABLE = ("validating", "in_progress")
+SLICE_FACTOR = 4
+"""Lines claimed at once, as a multiple of the concurrency: fewer claims, and a slow line holds up
+only the tail of its slice."""
 MAX_BACKOFF = 60.0
 """A 429 that clears within this many seconds (a per-minute limit, or an upstream's Retry-After)
 is waited out, not failed; one that takes longer (a daily or monthly budget) fails the line."""
@@ -349,17 +352,17 @@ class BatchService:
         """One step of work, if any is due: validate a batch, finalize one, or run one slice of
         some batch's lines; False when there was nothing to do."""
         try:
-            await self._settle()
             row = await self._claim()
             if row is not None:
                 await self._advance(row)
                 return True
-            return await self._run_slice()
+            return await self._run_slice() or await self._settle()
         except _LeaseLost:
             return True  # another replica has it now
 
-    async def _settle(self) -> None:
-        """Batches in progress with no line left to run, or past their window, are finalizing."""
+    async def _settle(self) -> bool:
+        """Batches in progress with no line left to run, or past their window, are finalizing
+        (True when one was)."""
         now = self._clocks.now()
         pending = (
             select(BatchLineRow.seq)
@@ -373,8 +376,7 @@ class BatchService:
                 .values(status="finalizing", finalizing_at=now)
                 .execution_options(synchronize_session=False)
             )
-        if settled.rowcount:  # type: ignore[attr-defined]
-            self._wake.set()
+        return bool(settled.rowcount)  # type: ignore[attr-defined]
 
     async def _claim(self) -> BatchRow | None:
         """A batch to validate or finalize whose lease is free (never taken, or run out), now ours."""
@@ -492,52 +494,66 @@ class BatchService:
         self._wake.set()
 
     async def _claim_lines(self) -> tuple[BatchRow, list[BatchLineRow]] | None:
-        """The next pending lines (up to the concurrency) of a batch in progress whose lease is
-        free, now ours: replicas share one batch by claiming different lines."""
+        """The next pending lines (a slice: SLICE_FACTOR times the concurrency) of a batch in
+        progress whose leases are free, now ours: replicas share one batch by claiming different
+        lines. The update re-checks that each lease is free, so without row locks (SQLite) a line
+        still goes to one replica only."""
         now = self._clocks.now()
+        until = now + self._lease
+        free = or_(BatchLineRow.lease_until.is_(None), BatchLineRow.lease_until < now)
         async with self._db.session() as session, session.begin():
-            query = (
-                select(BatchLineRow)
+            first = (
+                select(BatchLineRow.batch_id)
                 .join(BatchRow, BatchRow.id == BatchLineRow.batch_id)
                 .where(
                     BatchRow.status == "in_progress",
+                    BatchRow.expires_at > now,
                     BatchLineRow.status == "pending",
-                    or_(BatchLineRow.lease_until.is_(None), BatchLineRow.lease_until < now),
+                    free,
                 )
-                .order_by(BatchRow.created_at, BatchLineRow.batch_id, BatchLineRow.seq)
-                .limit(self._concurrency)
+                .order_by(BatchRow.created_at)
+                .limit(1)
+            )
+            batch_id = (await session.execute(first)).scalar_one_or_none()
+            if batch_id is None:
+                return None
+            query = (
+                select(BatchLineRow.seq)
+                .where(BatchLineRow.batch_id == batch_id, BatchLineRow.status == "pending", free)
+                .order_by(BatchLineRow.seq)
+                .limit(self._concurrency * SLICE_FACTOR)
             )
             if not self._db.is_sqlite:
-                query = query.with_for_update(of=BatchLineRow, skip_locked=True)
-            candidates = list((await session.execute(query)).scalars())
-            if not candidates:
+                query = query.with_for_update(skip_locked=True)
+            seqs = list((await session.execute(query)).scalars())
+            if not seqs:
                 return None
-            batch_id = candidates[0].batch_id
-            mine: list[BatchLineRow] = []
-            for line in candidates:
-                if line.batch_id != batch_id:
-                    continue
-                lease_read = (
-                    BatchLineRow.lease_until.is_(None)
-                    if line.lease_until is None
-                    else (BatchLineRow.lease_until == line.lease_until)
+            await session.execute(
+                update(BatchLineRow)
+                .where(
+                    BatchLineRow.batch_id == batch_id,
+                    BatchLineRow.seq.in_(seqs),
+                    BatchLineRow.status == "pending",
+                    free,
                 )
-                claimed = await session.execute(
-                    update(BatchLineRow)
-                    .where(
-                        BatchLineRow.batch_id == line.batch_id,
-                        BatchLineRow.seq == line.seq,
-                        BatchLineRow.status == "pending",
-                        lease_read,
-                    )
-                    .values(leased_by=self._replica, lease_until=now + self._lease)
+                .values(leased_by=self._replica, lease_until=until)
+                .execution_options(synchronize_session=False)
+            )
+            mine = (
+                select(BatchLineRow)
+                .where(
+                    BatchLineRow.batch_id == batch_id,
+                    BatchLineRow.seq.in_(seqs),
+                    BatchLineRow.leased_by == self._replica,
+                    BatchLineRow.lease_until == until,
                 )
-                if claimed.rowcount == 1:  # type: ignore[attr-defined]
-                    mine.append(line)
+                .order_by(BatchLineRow.seq)
+            )
+            lines = list((await session.execute(mine)).scalars())
             batch = await session.get(BatchRow, batch_id)
-        if batch is None or not mine:
+        if batch is None or not lines:
             return None
-        return batch, mine
+        return batch, lines
 
     async def _renew_lines(self, lines: Sequence[BatchLineRow]) -> None:
         """Keep our claim on lines still running (a slow upstream outlives a lease)."""
@@ -570,8 +586,14 @@ class BatchService:
         row, lines = claimed
         client = await self._clients(row.owner)
         beat = asyncio.create_task(self._heartbeat(lines))
+        slots = asyncio.Semaphore(self._concurrency)
+
+        async def run(line: BatchLineRow) -> None:
+            async with slots:
+                await self._run_line(row, client, line)
+
         try:
-            await asyncio.gather(*(self._run_line(row, client, line) for line in lines))
+            await asyncio.gather(*(run(line) for line in lines))
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
