@@ -28,7 +28,8 @@ async def search(
     """The passages for `question` (the field `param` of the request)."""
     ctx, request, stores, settings = where
     if not isinstance(question, str) or not question.strip():
-        raise InvalidRequest(f"'{param}' must be a non-empty string.", param=param, code="invalid_input")
+        code = "missing_input" if question is None else "invalid_input"
+        raise InvalidRequest(f"'{param}' must be a non-empty string.", param=param, code=code)
     threshold = settings.grounding_score_threshold if body.score_threshold is None else body.score_threshold
     return await until_disconnected(
         request,

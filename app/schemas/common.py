@@ -35,12 +35,9 @@ StopField = Annotated[
 class GroundingFields(Schema):
     """Answer from vector stores' passages (`/v1/generate`, grounded presets, conversations)."""
 
-    vector_store_ids: (
-        Annotated[
-            list[Annotated[str, Field(min_length=1, max_length=64)]], Field(min_length=1, max_length=50)
-        ]
-        | None
-    ) = None
+    vector_store_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        default=None, min_length=1, max_length=50
+    )
     """Answer from these stores' passages, cited in `metadata.grounding.citations` (at most 50
     stores); when no passage is relevant, the answer says the documents do not answer."""
     score_threshold: float | None = Field(default=None, ge=0.0, le=1.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool
 
@@ -19,6 +19,11 @@ class PresetGenerateRequest(SamplingFields, GroundingFields):
     """A model from `GET /v1/models`; the default model when omitted."""
     stream: StrictBool = False
     """Answer with server-sent events, exactly like `POST /v1/generate`."""
+    file_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        default=None, min_length=1, max_length=20
+    )
+    """The `summarize` preset: summarize these uploaded files (`/v1/files`) instead of `inputs.text`;
+    `metadata.sources` names them."""
 
 
 class PresetTuning(Schema):

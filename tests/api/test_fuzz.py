@@ -204,6 +204,9 @@ STATE_DEPENDENT = {
     # The Responses API: a function call's output answers a call made before it.
     "call_id": "a function_call_output answers an earlier function_call",
     "inputs": "a conversation takes `inputs` only with a preset",
+    # Grounded answers: only the grounded presets (qa, customer_service) take vector_store_ids,
+    # and a conversation's grounded message is `content`, not tool_results.
+    "vector_store_ids": "only grounded presets take vector_store_ids",
     # A bias probe: a built-in suite or a template whose placeholders its variables fill, exactly
     # one of them holding groups; the number of pairs is bounded by the service's settings.
     "suite": "one of the service's suites, or a template instead",

@@ -286,3 +286,36 @@ async def test_a_conversation_answers_from_the_store_and_keeps_its_history_clean
     assert {"role": "user", "content": question} in history  # stored without the passages
     assert all("quoted data" not in m["content"] for m in history)
     assert any(m["content"] == NO_ANSWER for m in history)
+
+
+async def test_summarize_takes_file_ids(served: dict[str, Any], upstream: respx.MockRouter) -> None:
+    client = served["client"]
+    fake = FakeUpstream("- Returns within 30 days.").install(upstream)
+    up = await client.post(
+        "/v1/files",
+        files={"file": ("policy.md", DOCS["returns.md"].encode(), "text/markdown")},
+        data={"purpose": "user_data"},
+        headers=bearer(served["alice"]),
+    )
+    assert up.status_code == 200, up.text
+    file_id = up.json()["id"]
+    r = await client.post(
+        "/v1/presets/summarize/generate",
+        json={"file_ids": [file_id], "model": "gpt-4o-mini"},
+        headers=bearer(served["alice"]),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["metadata"]["sources"][0]["filename"] == "policy.md"
+    assert "30 days of delivery" in user_prompt(fake.bodies[0])
+    other = await client.post(
+        "/v1/presets/summarize/generate", json={"file_ids": [file_id]}, headers=bearer(served["bob"])
+    )
+    assert other.status_code == 404
+    assert "30 days" not in other.text
+    wrong = await client.post(
+        "/v1/presets/qa/generate",
+        json={"inputs": {"question": "q"}, "file_ids": [file_id]},
+        headers=bearer(served["alice"]),
+    )
+    assert wrong.status_code == 400
+    assert wrong.json()["error"]["param"] == "file_ids"

@@ -7,12 +7,14 @@ from fastapi.responses import Response
 
 from app.api import grounded
 from app.api.admission import metered_per_job
-from app.api.deps import ClientDep, CtxDep, GenerationDep, PresetsDep, SettingsDep, VectorStoresDep
+from app.api.deps import ClientDep, CtxDep, GenerationDep, PresetsDep, state_of
 from app.api.openapi import stream_responses
 from app.api.render.generate import generate_body, generate_stream
 from app.api.streaming import sse_response, until_disconnected
+from app.errors import InvalidRequest
 from app.schemas.generate import GenerateChunk, GenerateResponse
 from app.schemas.presets import PresetGenerateRequest, PresetList, PresetOut, TuningReport
+from app.services.apps.grounding import file_text
 from app.services.apps.presets.service import PresetService
 from app.services.apps.vector_stores import VectorStoreService
 from app.services.generation.context import RequestContext
@@ -55,19 +57,32 @@ async def generate_with_preset(
     service: GenerationDep,
     ctx: CtxDep,
     request: Request,
-    stores: VectorStoresDep,
-    settings: SettingsDep,
 ) -> Response | dict[str, object]:
     """Generate with a preset: its prompts are rendered from `inputs`, its sampling defaults
     (or a tuned variant) apply where the request sets nothing. Answers exactly like
     `POST /v1/generate`, streaming included."""
     ctx.caller.require_preset(name)  # before any work (a long text's stages) is done
+    state = state_of(request)
     if body.vector_store_ids is not None:
-        return await _grounded(name, body, presets, service, (ctx, request, stores, settings))
+        where = (ctx, request, state.vector_stores, state.settings)
+        return await _grounded(name, body, presets, service, where)
+    inputs, sources = body.inputs, None
+    if body.file_ids is not None:
+        summarize = presets.get(name).spec.summarize
+        if summarize is None:
+            raise InvalidRequest(
+                f"The preset '{name}' does not take file_ids; the summarize preset does.",
+                param="file_ids",
+                code="preset_not_grounded",
+            )
+        text, sources = await until_disconnected(request, file_text(state.files, ctx.owner, body.file_ids))
+        inputs = {**inputs, summarize.input: text}
     job = await until_disconnected(
         request,
-        presets.plan(ctx, name, body.inputs, model=body.model, overrides=body.sampling_overrides()),
+        presets.plan(ctx, name, inputs, model=body.model, overrides=body.sampling_overrides()),
     )
+    if sources is not None:
+        job.metadata["sources"] = sources
     if body.stream:
         return await sse_response(service.stream(job), generate_stream(job.id), request)
     outcome = await until_disconnected(request, service.complete(job))

@@ -18,6 +18,7 @@ import re2
 
 from app.errors import InvalidRequest
 from app.providers.base import Choice, Chunk, Completion, Usage
+from app.services.apps.files import FileService
 from app.services.generation.context import RequestContext
 from app.services.generation.pipeline import Job, Outcome
 from app.services.retrieval.index import Hit
@@ -171,6 +172,29 @@ async def ground(
 def grounded_prompt(grounding: Grounding, question: str, *, max_chars: int = 8000) -> str:
     """A user turn: the quoted passages first, then the question."""
     return f"{grounding.block(max_chars=max_chars)}\n\nQuestion: {question}"
+
+
+async def file_text(
+    files: FileService, owner: str, file_ids: Sequence[str]
+) -> tuple[str, list[dict[str, Any]]]:
+    """The text of `file_ids` (404 for another key's file), each under a `## filename` heading,
+    and which files it came from (for `metadata.sources`)."""
+    from app.services.retrieval.extract import ExtractionError, ExtractLimits, extract_text
+
+    parts: list[str] = []
+    sources: list[dict[str, Any]] = []
+    for i, file_id in enumerate(dict.fromkeys(file_ids)):
+        stored = await files.get(owner, file_id)
+        content = await files.content(owner, file_id)
+        try:
+            extracted = await extract_text(
+                content, stored.filename, stored.content_type, limits=ExtractLimits()
+            )
+        except ExtractionError as e:
+            raise InvalidRequest(str(e), param=f"file_ids[{i}]", code=e.code) from None
+        parts.append(f"## {stored.filename}\n\n{extracted.text}")
+        sources.append({"file_id": stored.id, "filename": stored.filename, "chars": len(extracted.text)})
+    return "\n\n".join(parts), sources
 
 
 def passage_chars(context_window: int) -> int:
