@@ -49,6 +49,7 @@ from app.services.apps.presets import load_presets
 from app.services.apps.presets.service import PresetService
 from app.services.apps.probes.service import ProbeService
 from app.services.apps.responses import ResponseService
+from app.services.apps.retention import Retention, ServiceKind, Sweeper, build_sweeper
 from app.services.apps.vector_stores import VectorStoreService
 from app.services.gateway.access import open_access
 from app.services.gateway.limits import RATE_LIMIT_HEADERS
@@ -110,6 +111,14 @@ async def _stop_worker(stores: VectorStoreService, worker: asyncio.Task[None]) -
     worker.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await worker
+
+
+async def _stop_sweeper(sweeper: Sweeper, task: asyncio.Task[None]) -> None:
+    """Stop the sweeper between chunks: every committed chunk stays deleted; the rest waits for
+    the next sweep (this replica's or another's once the lease lapses)."""
+    sweeper.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None) -> FastAPI:
@@ -177,6 +186,12 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             if embedders:
                 worker = asyncio.create_task(stores.run_worker(settings.ingest_poll_seconds))
                 stack.push_async_callback(_stop_worker, stores, worker)
+            retention = Retention.from_settings(settings, clocks)
+            sweeper = build_sweeper(settings, db, clocks, retention)
+            sweeper.register(ServiceKind("files", files.delete_expired))
+            sweeper.register(ServiceKind("vector_stores", stores.delete_expired))
+            sweeping = asyncio.create_task(sweeper.run(settings.retention_sweep_seconds))
+            stack.push_async_callback(_stop_sweeper, sweeper, sweeping)
             app.state.genserve = AppState(
                 settings=settings,
                 started_at=clocks.unix(),
@@ -199,8 +214,9 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                     # A claimed turn outlives any reply: the upstream deadline, and a margin.
                     lease=settings.upstream_deadline + 60,
                     clocks=clocks,
+                    retention=retention,
                 ),
-                responses=ResponseService(db, generation, stores if embedders else None),
+                responses=ResponseService(db, generation, stores if embedders else None, retention=retention),
                 probes=probe_service,
                 embedders=embedders,
                 embeddings=embedding_service,
