@@ -53,6 +53,7 @@ from app.services.apps.presets import load_presets
 from app.services.apps.presets.service import PresetService
 from app.services.apps.probes.service import ProbeService
 from app.services.apps.responses import ResponseService
+from app.services.apps.retention import Retention, ServiceKind, Sweeper, build_sweeper
 from app.services.apps.vector_stores import VectorStoreService
 from app.services.gateway.access import Access, open_access
 from app.services.gateway.limits import RATE_LIMIT_HEADERS
@@ -147,6 +148,14 @@ async def _stop_worker(worker_of: VectorStoreService | BatchService, worker: asy
         await worker
 
 
+async def _stop_sweeper(sweeper: Sweeper, task: asyncio.Task[None]) -> None:
+    """Stop the sweeper between chunks: every committed chunk stays deleted; the rest waits for
+    the next sweep (this replica's or another's once the lease lapses)."""
+    sweeper.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None) -> FastAPI:
     """Build the service. Nothing is opened until the lifespan starts. `clocks` are what
     every TTL, cooldown and expiry reads (tests pass ones they can move)."""
@@ -213,7 +222,8 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             if stores.missing is None:
                 worker = asyncio.create_task(stores.run_worker(settings.ingest_poll_seconds))
                 stack.push_async_callback(_stop_worker, stores, worker)
-            responses_service = ResponseService(db, generation, stores)
+            retention = Retention.from_settings(settings, clocks)
+            responses_service = ResponseService(db, generation, stores, retention=retention)
             batch_service = BatchService(
                 db,
                 files,
@@ -227,6 +237,11 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             if settings.batch_worker:
                 batch_worker = asyncio.create_task(batch_service.run_worker(settings.batch_poll_seconds))
                 stack.push_async_callback(_stop_worker, batch_service, batch_worker)
+            sweeper = build_sweeper(settings, db, clocks, retention)
+            sweeper.register(ServiceKind("files", files.delete_expired))
+            sweeper.register(ServiceKind("vector_stores", stores.delete_expired))
+            sweeping = asyncio.create_task(sweeper.run(settings.retention_sweep_seconds))
+            stack.push_async_callback(_stop_sweeper, sweeper, sweeping)
             app.state.genserve = AppState(
                 settings=settings,
                 started_at=clocks.unix(),
@@ -249,6 +264,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                     # A claimed turn outlives any reply: the upstream deadline, and a margin.
                     lease=settings.upstream_deadline + 60,
                     clocks=clocks,
+                    retention=retention,
                 ),
                 responses=responses_service,
                 probes=probe_service,

@@ -226,6 +226,31 @@ class Settings(BaseSettings):
     extract_concurrency: int = Field(default=1, ge=1, le=64)
     """Files parsed at once per replica (each in a child process of its own)."""
 
+    # --- retention (issue 22): days each kind is kept; 0 keeps it -------------------------
+    # The upper bound (100 years) refuses absurd values at start-up; ge=0 refuses negatives.
+    retain_records_days: int = Field(default=30, ge=0, le=36_500)
+    """Days a generation record (and its feedback link) is kept: OpenAI's 30-day API data default."""
+    retain_responses_days: int = Field(default=30, ge=0, le=36_500)
+    """Days a stored response (`store: true`) is kept, as OpenAI keeps them (30 days)."""
+    retain_conversations_days: int = Field(default=90, ge=0, le=36_500)
+    """Days a conversation and its messages are kept after its last message."""
+    retain_usage_days: int = Field(default=400, ge=0, le=36_500)
+    """Days daily usage totals are kept (13 months: a year's billing, compared month to month)."""
+    retain_feedback_days: int = Field(default=0, ge=0, le=36_500)
+    """Days feedback is kept; 0: until deleted (it feeds tuning and holds no prompt text)."""
+    retain_tuning_days: int = Field(default=0, ge=0, le=36_500)
+    """Days tuning state is kept; 0: until deleted (aggregates, no text)."""
+    retain_probes_days: int = Field(default=30, ge=0, le=36_500)
+    """Days a bias probe's report is kept after it finished."""
+    retain_batch_output_days: int = Field(default=30, ge=0, le=36_500)
+    """Days a batch's output and error files are kept (OpenAI's default for batch output)."""
+    retention_sweep_seconds: float = Field(default=300.0, ge=1, le=86_400)
+    """How often a replica tries to take the sweeper's lease and delete what has expired."""
+    retention_sweep_chunk: int = Field(default=1000, ge=1, le=100_000)
+    """Rows deleted per transaction by the sweeper (small: no long locks; each chunk is final)."""
+    retention_lease_seconds: float = Field(default=600.0, ge=10, le=86_400)
+    """How long one replica holds the sweeper's lease without renewing; then another may take it."""
+
     # --- embeddings (issue 19) ------------------------------------------------------------
     embedding_models: dict[str, EmbeddingRoute] = Field(default_factory=dict)
     """The embedding model table as JSON ({"name": {"provider": "openai", "dimensions": 1536}});

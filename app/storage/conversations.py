@@ -36,7 +36,7 @@ class ConversationRow(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     model: Mapped[str] = mapped_column(String(200))
     system: Mapped[str | None] = mapped_column(Text)
     preset: Mapped[str | None] = mapped_column(String(100))

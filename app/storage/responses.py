@@ -24,7 +24,7 @@ class ResponseRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), index=True)
     """The client key id that created it (`anonymous` without keys): only it sees the response."""
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     model: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16))
     previous_response_id: Mapped[str | None] = mapped_column(String(64))

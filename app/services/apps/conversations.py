@@ -37,6 +37,7 @@ from app.providers.base import (
 )
 from app.services.apps.grounding import Grounding, grounded_prompt, no_answer, no_answer_stream, passage_chars
 from app.services.apps.presets.service import PresetService, SamplingChoice
+from app.services.apps.retention import Retention
 from app.services.generation.context import RequestContext
 from app.services.generation.history import TokenCounter, fit_history
 from app.services.generation.pipeline import (
@@ -140,15 +141,21 @@ class ConversationService:
         lock_timeout: float = 120.0,
         lease: float = 300.0,
         clocks: Clocks | None = None,
+        retention: Retention | None = None,
     ) -> None:
         self._db = db
         self._clocks = clocks or Clocks()
+        self._retention = retention
+        """Conversations untouched for longer than their retention answer 404 before any sweep."""
         self._generation = generation
         self._presets = presets
         self._lock_timeout = lock_timeout
         self._lease = lease
         """Seconds a claimed turn stays claimed if its replica dies before releasing it."""
         self._locks = _KeyedLocks()
+
+    def _expired(self, row: ConversationRow) -> bool:
+        return self._retention is not None and self._retention.expired("conversations", row.updated_at)
 
     # -- conversations -----------------------------------------------------------------------
 
@@ -217,7 +224,7 @@ class ConversationService:
     ) -> History:
         async with self._db.session() as session:
             row = await store.get_conversation(session, conversation_id, owner=ctx.owner)
-            if row is None:
+            if row is None or self._expired(row):
                 raise _not_found(conversation_id)
             messages = await store.page_messages(session, conversation_id, limit=limit, before=before)
         has_more = bool(messages) and messages[0].seq > 1
@@ -236,7 +243,8 @@ class ConversationService:
                 param="after",
                 code="conversation_not_found",
             )
-        return page
+        rows, has_more = page
+        return [row for row in rows if not self._expired(row)], has_more
 
     async def delete(self, ctx: RequestContext, conversation_id: str) -> None:
         async with self._db.session() as session:
@@ -371,7 +379,7 @@ class ConversationService:
                 )
                 await session.commit()
                 row = await store.get_conversation(session, conversation_id, owner=owner)
-            if row is None:
+            if row is None or self._expired(row):
                 raise _not_found(conversation_id)
             if claimed:
                 return row

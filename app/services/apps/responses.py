@@ -29,6 +29,7 @@ from app.schemas.responses import (
     MessageItem,
 )
 from app.services.apps.grounding import cited, passages_block
+from app.services.apps.retention import Retention
 from app.services.apps.vector_stores import SearchSpec, VectorStoreService
 from app.services.generation.context import RequestContext
 from app.services.generation.history import TokenCounter, fit_history, whole_history
@@ -259,11 +260,25 @@ class ResponseService:
     """Creates, streams, retrieves and deletes stored responses."""
 
     def __init__(
-        self, db: Database, generation: GenerationService, vector_stores: VectorStoreService | None = None
+        self,
+        db: Database,
+        generation: GenerationService,
+        vector_stores: VectorStoreService | None = None,
+        *,
+        retention: Retention | None = None,
     ) -> None:
         self._db = db
         self._generation = generation
         self._stores = vector_stores
+        self._retention = retention
+
+    async def _fetch(self, session: AsyncSession, response_id: str, owner: str) -> ResponseRow | None:
+        """`owner`'s response, or None: also once it has expired (before any sweep deletes it)."""
+        row = await store.get_response(session, response_id, owner=owner)
+        retention = self._retention
+        if row is not None and retention is not None and retention.expired("responses", row.created_at):
+            return None
+        return row
 
     async def _file_search(
         self, ctx: RequestContext, request: CreateResponseRequest, messages: Sequence[Message]
@@ -318,7 +333,7 @@ class ResponseService:
             _check_calls(items, set())
         else:
             async with self._db.session() as session:
-                previous = await store.get_response(session, request.previous_response_id, owner=owner)
+                previous = await self._fetch(session, request.previous_response_id, owner)
                 if previous is None:
                     raise _not_found(request.previous_response_id, "previous_response_id")
                 _check_calls(items, _row_chain_calls(previous))
@@ -524,13 +539,13 @@ class ResponseService:
                 yield message
             if row.previous_response_id is None:
                 return
-            row = await store.get_response(session, row.previous_response_id, owner=owner)
+            row = await self._fetch(session, row.previous_response_id, owner)
 
     # -- reading -------------------------------------------------------------------------------
 
     async def get(self, owner: str, response_id: str) -> StoredResponse:
         async with self._db.session() as session:
-            row = await store.get_response(session, response_id, owner=owner)
+            row = await self._fetch(session, response_id, owner)
         if row is None:
             raise _not_found(response_id)
         return _from_row(row)
@@ -552,7 +567,7 @@ class ResponseService:
         after: str | None,
     ) -> InputItemsPage:
         async with self._db.session() as session:
-            row = await store.get_response(session, response_id, owner=owner)
+            row = await self._fetch(session, response_id, owner)
         if row is None:
             raise _not_found(response_id)
         items = list(row.input_items if order == "asc" else reversed(row.input_items))
