@@ -35,6 +35,13 @@ async def test_a_reply_holds_no_connection_while_it_is_generated(
         body = {"content": "slow", "stream": stream}
         reply = asyncio.create_task(client.post(f"/v1/conversations/{conversation}/messages", json=body))
         await upstream_called(mock, 1)  # the reply is being generated now
+        # Background workers (ingestion, batches) poll with short sessions of their own: wait
+        # for theirs to end, well within the reply's generation (1 s), then count.
+        for _ in range(50):
+            if pool.checkedout() == 0 or reply.done():
+                break
+            await asyncio.sleep(0.01)
+        assert not reply.done()
         held = pool.checkedout()
         if app.state.genserve.db.url.startswith("postgresql"):
             async with app.state.genserve.db.engine.connect() as connection:
