@@ -207,6 +207,16 @@ class Settings(BaseSettings):
     files attached on its own replica)."""
     ingest_lease_seconds: float = Field(default=60.0, ge=5, le=3600)
     """How long a replica holds a file it ingests without renewing; after that another claims it."""
+    batch_worker: bool = True
+    """Run batches on this replica (off: it serves /v1/batches and leaves the work to others)."""
+    batch_concurrency: int = Field(default=8, ge=1, le=256)
+    """Lines of one batch a replica runs at once (a bounded share of the upstream's concurrency)."""
+    batch_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+    """How often the batch worker looks for batches whose replica died (it wakes at once for
+    batches created or cancelled on its own replica)."""
+    batch_lease_seconds: float = Field(default=60.0, ge=5, le=3600)
+    """How long a replica holds a batch without renewing (it renews after every slice of lines);
+    after that another replica claims it and continues with the lines still pending."""
     extract_max_chars: int = Field(default=5_000_000, ge=1000, le=200_000_000)
     """Most characters of text one file may yield (beyond: the file fails with invalid_file)."""
     extract_memory_bytes: int = Field(default=1_073_741_824, ge=67_108_864, le=68_719_476_736)
@@ -248,6 +258,12 @@ class Settings(BaseSettings):
     retrieval_embedding_model: str = LOCAL_EMBEDDING_MODEL
     """The embedding model vector stores embed with; when left at its default and not in the
     embedding table, the table's first model."""
+    grounding_score_threshold: float = Field(default=0.55, ge=0.0, le=1.0)
+    """Grounded answers (`vector_store_ids` on presets and `/v1/generate`) use only passages
+    scoring at least this (0..1, 1 = first in both the keyword and the vector ranking); when
+    none does, the answer says the documents do not answer instead of asking the model."""
+    grounding_max_passages: int = Field(default=5, ge=1, le=50)
+    """Passages a grounded answer is given at most."""
     local_embed_threads: int | None = Field(default=None, ge=1, le=256)
     """CPU threads of the embedded embedding model (OpenMP); empty: all cores."""
     local_embed_max_queue: int = Field(default=64, ge=1, le=10_000)

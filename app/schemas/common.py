@@ -32,6 +32,18 @@ StopField = Annotated[
 ]
 
 
+class GroundingFields(Schema):
+    """Answer from vector stores' passages (`/v1/generate`, grounded presets, conversations)."""
+
+    vector_store_ids: list[str] | None = None
+    """Answer from these stores' passages, cited in `metadata.grounding.citations` (at most 50
+    stores); when no passage is relevant, the answer says the documents do not answer."""
+    score_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Passages scoring below this are not used (default: the server's `grounding_score_threshold`)."""
+    max_num_results: int | None = Field(default=None, ge=1, le=50)
+    """Passages given to the model at most (default: the server's `grounding_max_passages`)."""
+
+
 class SamplingFields(Schema):
     """Sampling settings a request may set; unset fields take the model's (or preset's) defaults."""
 

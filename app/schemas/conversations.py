@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, 
 from app.errors import InvalidRequest
 from app.providers.base import FinishReason, ToolChoice, ToolChoiceNamed
 from app.schemas.chat import NamedToolChoice, Tool, ToolCallOut
-from app.schemas.common import JsonNumber, SamplingFields
+from app.schemas.common import GroundingFields, JsonNumber, SamplingFields
 from app.schemas.generate import MAX_PROMPT_CHARS, GenerateResponse
 
 MetadataKey = Annotated[str, Field(min_length=1, max_length=64)]
@@ -67,7 +67,7 @@ class ToolResult(BaseModel):
     """What the tool returned (usually JSON text)."""
 
 
-class MessageCreate(ConversationSampling):
+class MessageCreate(ConversationSampling, GroundingFields):
     """The user's next message — or the results of the tools the last reply called — and
     optional sampling settings for this reply only."""
 

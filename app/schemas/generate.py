@@ -8,7 +8,15 @@ from pydantic import Field, StrictBool, model_validator
 
 from app.errors import InvalidRequest
 from app.providers.base import FinishReason, Message
-from app.schemas.common import EffectiveSampling, JsonNumber, SamplingFields, Schema, Timings, UsageOut
+from app.schemas.common import (
+    EffectiveSampling,
+    GroundingFields,
+    JsonNumber,
+    SamplingFields,
+    Schema,
+    Timings,
+    UsageOut,
+)
 from app.services.generation.spec import GenerationSpec
 
 MAX_PROMPT_CHARS = 200_000
@@ -16,7 +24,7 @@ MAX_PROMPT_CHARS = 200_000
 descriptions); messages are bounded by the `max_prompt_chars` setting instead."""
 
 
-class GenerateRequest(SamplingFields):
+class GenerateRequest(SamplingFields, GroundingFields):
     """A prompt, an optional system prompt, and sampling settings."""
 
     prompt: str = Field(min_length=1)

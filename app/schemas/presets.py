@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 from pydantic import Field, StrictBool
 
-from app.schemas.common import SamplingFields, Schema
+from app.schemas.common import GroundingFields, SamplingFields, Schema
 
 
-class PresetGenerateRequest(SamplingFields):
+class PresetGenerateRequest(SamplingFields, GroundingFields):
     """A preset's inputs, plus optional sampling overrides (which always win over the preset's
     defaults and its tuning)."""
 

@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
+from app.api import grounded
 from app.api.admission import metered_per_job
-from app.api.deps import ConversationsDep, CtxDep
+from app.api.deps import ConversationsDep, CtxDep, SettingsDep, VectorStoresDep
 from app.api.openapi import stream_responses
 from app.api.render.conversations import (
     conversation_body,
@@ -105,17 +106,32 @@ async def send_message(
     ctx: CtxDep,
     service: ConversationsDep,
     request: Request,
+    stores: VectorStoresDep,
+    settings: SettingsDep,
 ) -> Response | dict[str, object]:
     """Send the user's message and get the assistant's reply, with the same metadata as
     `POST /v1/generate` (`metadata.turns_dropped` counts earlier turns left out of the context).
-    Both turns are stored once the reply is complete; a failed reply stores nothing."""
+    Both turns are stored once the reply is complete; a failed reply stores nothing.
+
+    With `vector_store_ids`, the message is answered from the stores' passages (sent quoted
+    before it, stored without them) with `metadata.grounding.citations`, as on `/v1/generate`."""
+    grounding = None
+    if body.vector_store_ids is not None:
+        where = (ctx, request, stores, settings)
+        grounding = await grounded.search(body, body.content, param="content", where=where)
     overrides = body.sampling_overrides()
     results = [(r.tool_call_id, r.content) for r in body.tool_results or ()]
     choice = body.tool_choice_value()
     if body.stream:
         return await sse_response(
             service.reply_stream(
-                ctx, conversation_id, body.content, overrides, tool_results=results, tool_choice=choice
+                ctx,
+                conversation_id,
+                body.content,
+                overrides,
+                tool_results=results,
+                tool_choice=choice,
+                grounding=grounding,
             ),
             reply_stream,
             request,
@@ -123,7 +139,13 @@ async def send_message(
     reply = await until_disconnected(
         request,
         service.reply(
-            ctx, conversation_id, body.content, overrides, tool_results=results, tool_choice=choice
+            ctx,
+            conversation_id,
+            body.content,
+            overrides,
+            tool_results=results,
+            tool_choice=choice,
+            grounding=grounding,
         ),
     )
     return reply_body(reply)

@@ -5,13 +5,19 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from app.api import grounded
 from app.api.admission import metered_per_job
-from app.api.deps import ClientDep, CtxDep, GenerationDep, PresetsDep
+from app.api.deps import ClientDep, CtxDep, GenerationDep, PresetsDep, SettingsDep, VectorStoresDep
 from app.api.openapi import stream_responses
 from app.api.render.generate import generate_body, generate_stream
 from app.api.streaming import sse_response, until_disconnected
 from app.schemas.generate import GenerateChunk, GenerateResponse
 from app.schemas.presets import PresetGenerateRequest, PresetList, PresetOut, TuningReport
+from app.services.apps.presets.service import PresetService
+from app.services.apps.vector_stores import VectorStoreService
+from app.services.generation.context import RequestContext
+from app.services.generation.pipeline import GenerationService
+from app.settings import Settings
 
 router = APIRouter(tags=["presets"])
 
@@ -49,11 +55,15 @@ async def generate_with_preset(
     service: GenerationDep,
     ctx: CtxDep,
     request: Request,
+    stores: VectorStoresDep,
+    settings: SettingsDep,
 ) -> Response | dict[str, object]:
     """Generate with a preset: its prompts are rendered from `inputs`, its sampling defaults
     (or a tuned variant) apply where the request sets nothing. Answers exactly like
     `POST /v1/generate`, streaming included."""
     ctx.caller.require_preset(name)  # before any work (a long text's stages) is done
+    if body.vector_store_ids is not None:
+        return await _grounded(name, body, presets, service, (ctx, request, stores, settings))
     job = await until_disconnected(
         request,
         presets.plan(ctx, name, body.inputs, model=body.model, overrides=body.sampling_overrides()),
@@ -62,3 +72,23 @@ async def generate_with_preset(
         return await sse_response(service.stream(job), generate_stream(job.id), request)
     outcome = await until_disconnected(request, service.complete(job))
     return generate_body(outcome)
+
+
+async def _grounded(
+    name: str,
+    body: PresetGenerateRequest,
+    presets: PresetService,
+    service: GenerationService,
+    where: tuple[RequestContext, Request, VectorStoreService, Settings],
+) -> Response | dict[str, object]:
+    field = presets.grounded_input(name)
+    grounding = await grounded.search(body, body.inputs.get(field), param=f"inputs.{field}", where=where)
+    job = await presets.plan_grounded(
+        ctx=where[0],
+        name=name,
+        inputs=body.inputs,
+        grounding=grounding,
+        model=body.model,
+        overrides=body.sampling_overrides(),
+    )
+    return await grounded.reply(job, grounding, service, where[1], stream=body.stream)

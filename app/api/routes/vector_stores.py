@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
 from app.api.deps import ClientDep, CtxDep, VectorStoresDep
@@ -30,7 +30,12 @@ from app.schemas.vector_stores import (
 )
 from app.services.apps.vector_stores import Attach, SearchSpec
 
-router = APIRouter(prefix="/v1/vector_stores", tags=["vector stores"])
+
+async def _installed(service: VectorStoresDep) -> None:
+    service.require()
+
+
+router = APIRouter(prefix="/v1/vector_stores", tags=["vector stores"], dependencies=[Depends(_installed)])
 
 StoreId = Annotated[str, Path(max_length=64)]
 FileId = Annotated[str, Path(max_length=64)]

@@ -35,6 +35,7 @@ from app.providers.base import (
     ToolSpec,
     tool_messages,
 )
+from app.services.apps.grounding import Grounding, grounded_prompt, no_answer, no_answer_stream, passage_chars
 from app.services.apps.presets.service import PresetService, SamplingChoice
 from app.services.apps.retention import Retention
 from app.services.generation.context import RequestContext
@@ -263,15 +264,21 @@ class ConversationService:
         *,
         tool_results: Sequence[tuple[str, str]] = (),
         tool_choice: ToolChoice = "auto",
+        grounding: Grounding | None = None,
     ) -> Reply:
         """Answer the user's message (or the results of the tools the last reply called) and
         store the new turns with the reply (nothing is stored if it fails)."""
         async with self._turn(ctx, conversation_id) as row:
             asked, job = await self._planned(
-                ctx, row, _NewTurn(content, tuple(tool_results)), overrides, tool_choice
+                ctx, row, _NewTurn(content, tuple(tool_results), grounding), overrides, tool_choice
             )
-            outcome = await self._generation.complete(job)
+            if grounding is not None and not grounding.answerable:
+                outcome = no_answer(job)
+            else:
+                outcome = await self._generation.complete(job)
             choice = outcome.completion.choices[0]
+            if grounding is not None:
+                job.metadata["grounding"] = grounding.metadata(choice.text)
             turn = await self._store(
                 row,
                 asked,
@@ -292,6 +299,7 @@ class ConversationService:
         *,
         tool_results: Sequence[tuple[str, str]] = (),
         tool_choice: ToolChoice = "auto",
+        grounding: Grounding | None = None,
     ) -> AsyncGenerator[ReplyChunk | Reply, None]:
         """Stream the reply; both turns are stored when it ends, before the final `Reply`.
 
@@ -299,12 +307,14 @@ class ConversationService:
         shown: both turns are stored, the reply marked `interrupted`."""
         async with self._turn(ctx, conversation_id) as row:
             asked, job = await self._planned(
-                ctx, row, _NewTurn(content, tuple(tool_results)), overrides, tool_choice
+                ctx, row, _NewTurn(content, tuple(tool_results), grounding), overrides, tool_choice
             )
             shown: list[str] = []
             outcome: Outcome | None = None
             try:
-                async with aclosing(self._generation.stream(job)) as items:
+                answerable = grounding is None or grounding.answerable
+                stream = self._generation.stream(job) if answerable else no_answer_stream(job)
+                async with aclosing(stream) as items:
                     async for item in items:
                         if isinstance(item, Outcome):
                             outcome = item
@@ -322,6 +332,8 @@ class ConversationService:
                 raise
             assert outcome is not None, "a finished stream ends with its outcome"
             choice = outcome.completion.choices[0]
+            if grounding is not None:
+                job.metadata["grounding"] = grounding.metadata(choice.text)
             turn = await self._store(
                 row,
                 asked,
@@ -427,7 +439,13 @@ class ConversationService:
         tools = _tool_specs(row.tools)
         _check_tool_choice(tool_choice, tools)
         asked = await self._new_messages(session, row, new)
-        content = "\n".join(m.content for m in asked)
+        sent = asked
+        if new.grounding is not None and new.content is not None:
+            grounded = grounded_prompt(
+                new.grounding, new.content, max_chars=passage_chars(route.context_window)
+            )
+            sent = [Message("user", grounded)]
+        content = "\n".join(m.content for m in sent)
         counter = self._counter(name, route)
         # The conversation's own settings count as the client's: they win over the preset's
         # defaults and keep tuning off for the fields they set, as a message's settings do.
@@ -453,11 +471,11 @@ class ConversationService:
             counter,
             self._newest_turns(session, row.id),
             head=system,
-            tail=asked,
+            tail=sent,
             budget=window - reserve - fixed,
             room=window - reserve,
         )
-        messages = [*system, *kept, *asked]
+        messages = [*system, *kept, *sent]
         job = self._generation.plan(
             ctx,
             GenerationSpec(
@@ -600,6 +618,8 @@ class _NewTurn:
 
     content: str | None
     tool_results: tuple[tuple[str, str], ...] = ()
+    grounding: Grounding | None = None
+    """Passages to answer `content` from: sent quoted before it, stored without them."""
 
 
 def _message(row: MessageRow) -> Message:

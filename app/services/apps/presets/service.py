@@ -17,12 +17,16 @@ import anyio
 
 from app.errors import InvalidRequest, NotFound
 from app.providers.base import Message
+from app.services.apps.grounding import Grounding, grounded_prompt, passage_chars
 from app.services.apps.presets import Preset
 from app.services.apps.summarize import PartResult, reduce_to_fit, user_message_counter
 from app.services.apps.tuning import TuningService
 from app.services.generation.context import RequestContext
 from app.services.generation.pipeline import GenerationService, Job, Prepaid
 from app.services.generation.spec import GenerationSpec
+
+#: Grounded presets and the input that holds the question (the search's query).
+GROUNDED_INPUTS = {"qa": "question", "customer_service": "message"}
 
 #: Tokens kept free besides the prompt and the answer, for the estimate's own error.
 _MARGIN = 16
@@ -132,6 +136,49 @@ class PresetService:
         job.privacy = preset.spec.privacy
         if reduction_meta is not None:
             job.metadata["summarize"] = reduction_meta
+        return job
+
+    def grounded_input(self, name: str) -> str:
+        """The input of grounded preset `name` that holds the question (400 for another preset)."""
+        self.get(name)
+        field = GROUNDED_INPUTS.get(name)
+        if field is None:
+            raise InvalidRequest(
+                f"The preset '{name}' does not take vector_store_ids; grounded presets: "
+                f"{', '.join(sorted(GROUNDED_INPUTS))}.",
+                param="vector_store_ids",
+                code="preset_not_grounded",
+            )
+        return field
+
+    async def plan_grounded(
+        self,
+        ctx: RequestContext,
+        name: str,
+        inputs: Mapping[str, Any],
+        grounding: Grounding,
+        *,
+        model: str | None,
+        overrides: Mapping[str, Any],
+    ) -> Job:
+        """The job for a grounded preset (`qa`, `customer_service`): its system prompt as
+        usual, and one user turn holding the retrieved passages as quoted data, then the
+        question (passages never enter the system turn)."""
+        preset = self.get(name)
+        self.grounded_input(name)
+        values = preset.validate_inputs(dict(inputs))
+        choice = await self.choose_sampling(preset, overrides, model=model)
+        rendered = preset.render(values)
+        _, route, _ = self._generation.resolve(model)
+        max_chars = passage_chars(route.context_window)
+        messages = [
+            Message("system", rendered.system),
+            Message("user", grounded_prompt(grounding, rendered.prompt, max_chars=max_chars)),
+        ]
+        base = GenerationSpec(endpoint="presets", model=model, overrides=overrides, messages=messages)
+        job = self._generation.plan(ctx, replace(base, defaults=choice.defaults))
+        choice.annotate(job)
+        job.privacy = preset.spec.privacy
         return job
 
     async def _fit(
