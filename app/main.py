@@ -53,7 +53,7 @@ from app.services.apps.presets import load_presets
 from app.services.apps.presets.service import PresetService
 from app.services.apps.probes.service import ProbeService
 from app.services.apps.responses import ResponseService
-from app.services.apps.retention import Retention, ServiceKind, Sweeper, build_sweeper
+from app.services.apps.retention import Erasure, Retention, ServiceKind, Sweeper, build_sweeper
 from app.services.apps.vector_stores import VectorStoreService
 from app.services.gateway.access import Access, open_access
 from app.services.gateway.limits import RATE_LIMIT_HEADERS
@@ -240,6 +240,9 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             sweeper = build_sweeper(settings, db, clocks, retention)
             sweeper.register(ServiceKind("files", files.delete_expired))
             sweeper.register(ServiceKind("vector_stores", stores.delete_expired))
+            erasure = Erasure(db)
+            erasure.register("files", files.erase_owner)
+            erasure.register("vector_stores", stores.erase_owner)
             sweeping = asyncio.create_task(sweeper.run(settings.retention_sweep_seconds))
             stack.push_async_callback(_stop_sweeper, sweeper, sweeping)
             app.state.genserve = AppState(
@@ -273,6 +276,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                 files=files,
                 vector_stores=stores,
                 batches=batch_service,
+                erasure=erasure,
             )
             yield
 

@@ -17,6 +17,7 @@ from app.services.apps.presets.service import PresetService
 from app.services.apps.probes.service import ProbeService
 from app.services.apps.records import RecordWriter
 from app.services.apps.responses import ResponseService
+from app.services.apps.retention import Erasure
 from app.services.apps.vector_stores import VectorStoreService
 from app.services.gateway.access import Access
 from app.services.gateway.safeguards import Safeguards
@@ -65,3 +66,5 @@ class AppState:
     """Vector stores, their ingestion worker, and search."""
     batches: BatchService
     """Batches (`/v1/batches`) and the worker that runs them."""
+    erasure: Erasure
+    """Erasure of one key's data (admin), across genserve's tables and the registered services."""

@@ -134,3 +134,22 @@ async def delete_usage(session: AsyncSession, cutoff: date, limit: int) -> int:
             )
         )
     return removed
+
+
+async def erase_owner_rows(session: AsyncSession, owner: str) -> dict[str, int]:
+    """Delete every row of genserve's own tables that `owner` (a key id) left, by kind. Usage
+    totals stay: billing needs them and they hold no text. The caller commits."""
+    records = select(GenerationRecord.id).where(GenerationRecord.owner == owner)
+    await session.execute(delete(Feedback).where(Feedback.generation_id.in_(records)))
+    conversations = select(ConversationRow.id).where(ConversationRow.owner == owner)
+    await session.execute(delete(MessageRow).where(MessageRow.conversation_id.in_(conversations)))
+    return {
+        "records": _rows(
+            await session.execute(delete(GenerationRecord).where(GenerationRecord.owner == owner))
+        ),
+        "responses": _rows(await session.execute(delete(ResponseRow).where(ResponseRow.owner == owner))),
+        "conversations": _rows(
+            await session.execute(delete(ConversationRow).where(ConversationRow.owner == owner))
+        ),
+        "probes": _rows(await session.execute(delete(ProbeRow).where(ProbeRow.owner == owner))),
+    }

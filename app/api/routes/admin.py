@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 
 from app.api.admission import require_admin
-from app.api.deps import AccessDep, FeedbackDep, GenerationDep, PresetsDep
+from app.api.deps import AccessDep, FeedbackDep, GenerationDep, PresetsDep, StateDep
 from app.api.render.keys import key_info, usage_report
 from app.errors import InvalidRequest
 from app.schemas.feedback import FeedbackSummary
@@ -70,6 +70,16 @@ async def update_key(key_id: str, body: KeyUpdate, access: AccessDep, service: G
 async def revoke_key(key_id: str, access: AccessDep) -> KeyInfo:
     """Revoke a key: refused from its next request on, on every replica. Its usage is kept."""
     return key_info(await access.keys.revoke(key_id), access.keys.now())
+
+
+@router.delete("/keys/{key_id}/data")
+async def erase_key_data(key_id: str, access: AccessDep, state: StateDep) -> dict[str, object]:
+    """Erase everything one key left behind (records, responses, conversations and their
+    messages, feedback, probes, files, vector stores), by kind; its usage totals stay (billing,
+    no text). An unknown key is a 404."""
+    await access.keys.get(key_id)
+    deleted = await state.erasure.erase_owner(key_id)
+    return {"object": "erasure", "key_id": key_id, "deleted": deleted}
 
 
 @router.get("/usage")

@@ -219,3 +219,23 @@ def build_sweeper(settings: Settings, db: Database, clocks: Clocks, retention: R
     for name, delete in deletes.items():
         sweeper.register(SqlKind(name, db, retention, delete))
     return sweeper
+
+
+class Erasure:
+    """Removes what one key left behind: genserve's own tables in one transaction, then every
+    registered app service's (`erase_owner(owner) -> count`: files, vector stores, batches)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.kinds: dict[str, Callable[[str], Awaitable[int]]] = {}
+
+    def register(self, name: str, erase_owner: Callable[[str], Awaitable[int]]) -> None:
+        self.kinds[name] = erase_owner
+
+    async def erase_owner(self, owner: str) -> dict[str, int]:
+        """Counts of what was removed, by kind."""
+        async with self.db.session() as session, session.begin():
+            removed = await store.erase_owner_rows(session, owner)
+        for name, erase in self.kinds.items():
+            removed[name] = await erase(owner)
+        return removed

@@ -51,15 +51,17 @@ async def _database(url: str) -> Database:
     return db
 
 
-async def _seed(db: Database, now: datetime, *, old: int, fresh: int, owner: str = "k1") -> None:
+async def _seed(
+    db: Database, now: datetime, *, old: int, fresh: int, owner: str = "k1", tag: str = ""
+) -> None:
     """`old` rows of every kind from 400+ days ago and `fresh` ones from now."""
     async with db.session() as session:
         for i in range(old + fresh):
             moment = now - timedelta(days=401) if i < old else now
-            tag = f"{'old' if i < old else 'new'}{i}"
+            name = f"{tag}{'old' if i < old else 'new'}{i}"
             session.add(
                 GenerationRecord(
-                    id=f"rec-{tag}",
+                    id=f"rec-{name}",
                     created_at=moment,
                     endpoint="chat",
                     owner=owner,
@@ -75,7 +77,7 @@ async def _seed(db: Database, now: datetime, *, old: int, fresh: int, owner: str
             )
             session.add(
                 ResponseRow(
-                    id=f"resp_{tag}",
+                    id=f"resp_{name}",
                     owner=owner,
                     created_at=moment,
                     model="m",
@@ -90,7 +92,7 @@ async def _seed(db: Database, now: datetime, *, old: int, fresh: int, owner: str
             )
             session.add(
                 ConversationRow(
-                    id=f"conv_{tag}",
+                    id=f"conv_{name}",
                     created_at=moment,
                     updated_at=moment,
                     model="m",
@@ -104,13 +106,15 @@ async def _seed(db: Database, now: datetime, *, old: int, fresh: int, owner: str
                 )
             )
             session.add(
-                UsageDaily(key_id="k1", model="m", day=(moment - timedelta(days=i)).date(), requests=1)
+                UsageDaily(key_id=owner, model="m", day=(moment - timedelta(days=i)).date(), requests=1)
             )
         await session.flush()
         for i in range(old + fresh):
-            tag = f"{'old' if i < old else 'new'}{i}"
+            name = f"{tag}{'old' if i < old else 'new'}{i}"
             session.add(
-                MessageRow(conversation_id=f"conv_{tag}", seq=1, role="user", content="hello", created_at=now)
+                MessageRow(
+                    conversation_id=f"conv_{name}", seq=1, role="user", content="hello", created_at=now
+                )
             )
         await session.commit()
 
