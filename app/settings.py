@@ -207,6 +207,16 @@ class Settings(BaseSettings):
     files attached on its own replica)."""
     ingest_lease_seconds: float = Field(default=60.0, ge=5, le=3600)
     """How long a replica holds a file it ingests without renewing; after that another claims it."""
+    batch_worker: bool = True
+    """Run batches on this replica (off: it serves /v1/batches and leaves the work to others)."""
+    batch_concurrency: int = Field(default=8, ge=1, le=256)
+    """Lines of one batch a replica runs at once (a bounded share of the upstream's concurrency)."""
+    batch_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+    """How often the batch worker looks for batches whose replica died (it wakes at once for
+    batches created or cancelled on its own replica)."""
+    batch_lease_seconds: float = Field(default=60.0, ge=5, le=3600)
+    """How long a replica holds a batch without renewing (it renews after every slice of lines);
+    after that another replica claims it and continues with the lines still pending."""
     extract_max_chars: int = Field(default=5_000_000, ge=1000, le=200_000_000)
     """Most characters of text one file may yield (beyond: the file fails with invalid_file)."""
     extract_memory_bytes: int = Field(default=1_073_741_824, ge=67_108_864, le=68_719_476_736)

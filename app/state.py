@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from app.clock import Clocks
 from app.observability.metrics import Metrics
 from app.providers.base import Embedder, Provider
+from app.services.apps.batches import BatchService
 from app.services.apps.conversations import ConversationService
 from app.services.apps.feedback import FeedbackService
 from app.services.apps.files import FileService
@@ -62,3 +63,5 @@ class AppState:
     """Uploaded files (`/v1/files`), which batches and vector stores read."""
     vector_stores: VectorStoreService
     """Vector stores, their ingestion worker, and search."""
+    batches: BatchService
+    """Batches (`/v1/batches`) and the worker that runs them."""

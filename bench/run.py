@@ -9,7 +9,7 @@ Every load runs on 127.0.0.1. Environment:
     BENCH_LOCAL=0      skip the embedded-model comparison
     BENCH_EMBEDDINGS=0 skip the embedded embedding model's comparison
     BENCH_ONLY=c16,s1  run only these scenarios (c1 c16 c64: plain; s1 s16: streams; soak; local;
-                       embeddings)
+                       embeddings; batches: the Batch API, bench/batches.py)
 """
 
 from __future__ import annotations
@@ -687,6 +687,12 @@ def render(report: Report) -> str:
 
 
 def main() -> None:
+    if "batches" in ONLY:  # its own harness (bench/batches.py): no wrk needed
+        from bench import batches
+
+        batches.main()
+        if {"batches"} == ONLY:
+            return
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: `make bench` installs it (apt-get install wrk)")
     started = datetime.datetime.now(datetime.UTC)

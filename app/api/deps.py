@@ -12,6 +12,7 @@ from app.api.admission import authenticate_client
 from app.api.middleware.context import OPTIONS, RESPONSE_HEADERS
 from app.errors import AuthenticationFailed
 from app.observability.metrics import Metrics
+from app.services.apps.batches import BatchService
 from app.services.apps.conversations import ConversationService
 from app.services.apps.feedback import FeedbackService
 from app.services.apps.files import FileService
@@ -80,6 +81,10 @@ async def get_vector_stores(request: Request) -> VectorStoreService:
     return state_of(request).vector_stores
 
 
+async def get_batches(request: Request) -> BatchService:
+    return state_of(request).batches
+
+
 async def get_metrics(request: Request) -> Metrics:
     return state_of(request).metrics
 
@@ -134,3 +139,4 @@ CtxDep = Annotated[RequestContext, Depends(get_context)]
 EmbeddingsDep = Annotated[EmbeddingService, Depends(get_embeddings)]
 FilesDep = Annotated[FileService, Depends(get_files)]
 VectorStoresDep = Annotated[VectorStoreService, Depends(get_vector_stores)]
+BatchesDep = Annotated[BatchService, Depends(get_batches)]

@@ -11,6 +11,10 @@ from app.providers.base import ToolChoice, ToolChoiceNamed, ToolSpec
 from app.schemas.chat import JsonSchemaFormat
 from app.schemas.common import EffectiveSampling, JsonNumber, Schema, Timings
 from app.schemas.generate import MAX_PROMPT_CHARS
+from app.schemas.vector_stores import Filters, HybridSearch
+
+MAX_SEARCH_STORES = 50
+"""Vector stores one file_search tool may search at once."""
 
 MAX_INPUT_ITEMS = 1000
 
@@ -121,6 +125,36 @@ class FunctionTool(_Strict):
     strict: StrictBool | None = None
 
 
+class FileSearchRanking(_Strict):
+    ranker: Literal["none", "auto", "default-2024-11-15"] = "auto"
+    score_threshold: float = Field(default=0.0, ge=0, le=1)
+    hybrid_search: HybridSearch | None = None
+
+
+class FileSearchTool(_Strict):
+    """Search the caller's vector stores and answer from what is found (run by genserve itself,
+    for every provider)."""
+
+    type: Literal["file_search"]
+    vector_store_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=MAX_SEARCH_STORES
+    )
+    max_num_results: int = Field(default=10, ge=1, le=50)
+    filters: Filters | None = None
+    ranking_options: FileSearchRanking | None = None
+
+
+Tool = Annotated[
+    Annotated[FunctionTool, Tag("tagged-union:function")]
+    | Annotated[FileSearchTool, Tag("tagged-union:file_search")],
+    Discriminator(
+        _kind(None),
+        custom_error_type="invalid_tool",
+        custom_error_message="a tool is of type function or file_search",
+    ),
+]
+
+
 class NamedFunction(_Strict):
     type: Literal["function"]
     name: str = Field(min_length=1, max_length=64)
@@ -172,6 +206,16 @@ INCLUDABLE = {
     "chat completions and /v1/generate do",
 }
 SUPPORTED_INCLUDES = frozenset({"file_search_call.results"})
+Includable = Literal[
+    "file_search_call.results",
+    "web_search_call.results",
+    "web_search_call.action.sources",
+    "message.input_image.image_url",
+    "computer_call_output.output.image_url",
+    "code_interpreter_call.outputs",
+    "reasoning.encrypted_content",
+    "message.output_text.logprobs",
+]
 
 
 class CreateResponseRequest(_Strict):
@@ -189,7 +233,7 @@ class CreateResponseRequest(_Strict):
     max_output_tokens: Annotated[int | None, JsonNumber] = Field(default=None, ge=1, le=1_000_000)
     temperature: Annotated[float | None, JsonNumber] = Field(default=None, ge=0, le=2)
     top_p: Annotated[float | None, JsonNumber] = Field(default=None, gt=0, le=1)
-    tools: list[FunctionTool] | None = Field(default=None, max_length=128)
+    tools: list[Tool] | None = Field(default=None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None
     parallel_tool_calls: StrictBool | None = None
     text: TextOptions | None = None
@@ -206,14 +250,16 @@ class CreateResponseRequest(_Strict):
     )
     stream: StrictBool | None = False
     user: str | None = Field(default=None, max_length=256)
-    include: list[str] | None = Field(default=None, max_length=len(INCLUDABLE))
+    include: list[Includable] | None = Field(default=None, max_length=len(INCLUDABLE))
     """Extra output data to include. `[]` (what the Agents SDK always sends) and
     `file_search_call.results` are accepted; a value genserve cannot produce is refused, by name."""
 
-    @field_validator("include")
+    @field_validator("include", mode="before")
     @classmethod
-    def _includable(cls, value: list[str] | None) -> list[str] | None:
-        for position, name in enumerate(value or ()):
+    def _includable(cls, value: Any) -> Any:
+        for position, name in enumerate(value if isinstance(value, list) else ()):
+            if not isinstance(name, str):
+                continue  # not a string: the type check names it
             if name not in INCLUDABLE:
                 raise InvalidRequest(
                     f"include[{position}]: '{name}' is not one of OpenAI's include values.",
@@ -234,16 +280,18 @@ class CreateResponseRequest(_Strict):
         if isinstance(value, list):
             for position, tool in enumerate(value):
                 kind = tool.get("type") if isinstance(tool, dict) else None
-                if isinstance(kind, str) and kind != "function":
+                if isinstance(kind, str) and kind not in ("function", "file_search"):
                     raise ValueError(
                         f"the built-in tool '{kind}' (tools[{position}]) is not supported; "
-                        "only tools of type 'function' are"
+                        "only tools of type 'function' and 'file_search' are"
                     )
         return value
 
     @model_validator(mode="after")
     def _consistent_tools(self) -> CreateResponseRequest:
-        names = [tool.name for tool in self.tools or ()]
+        names = [tool.name for tool in self.function_tools]
+        if sum(isinstance(t, FileSearchTool) for t in self.tools or ()) > 1:
+            raise InvalidRequest("At most one file_search tool.", param="tools", code="invalid_value")
         for i, name in enumerate(names):
             if name in names[:i]:
                 raise InvalidRequest(
@@ -274,10 +322,18 @@ class CreateResponseRequest(_Strict):
             return {"type": "json_schema", "json_schema": spec}
         return None
 
+    @property
+    def function_tools(self) -> list[FunctionTool]:
+        return [t for t in self.tools or () if isinstance(t, FunctionTool)]
+
+    @property
+    def file_search(self) -> FileSearchTool | None:
+        return next((t for t in self.tools or () if isinstance(t, FileSearchTool)), None)
+
     def tool_specs(self) -> tuple[ToolSpec, ...]:
         return tuple(
             ToolSpec(t.name, t.description, t.parameters or {"type": "object", "properties": {}})
-            for t in self.tools or ()
+            for t in self.function_tools
         )
 
     def tool_choice_value(self) -> ToolChoice:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -26,20 +26,21 @@ class StaticChunking(Strict):
     chunk_overlap_tokens: int = Field(ge=0)
 
 
-class ChunkingStrategy(Strict):
-    """`{"type": "auto"}` (static 800/400) or `{"type": "static", "static": {...}}`."""
+class AutoChunkingStrategy(Strict):
+    """The default: static chunks of 800 tokens overlapping by 400."""
 
-    type: Literal["auto", "static"]
-    static: StaticChunking | None = None
+    type: Literal["auto"]
 
     def sizes(self) -> tuple[int, int]:
-        """(max tokens, overlap) this strategy chunks with."""
-        if self.type == "auto":
-            return 800, 400
-        if self.static is None:
-            raise InvalidRequest(
-                "A static chunking strategy needs `static`.", param="chunking_strategy.static"
-            )
+        return 800, 400
+
+
+class StaticChunkingStrategy(Strict):
+    type: Literal["static"]
+    static: StaticChunking
+
+    def sizes(self) -> tuple[int, int]:
+        """(max tokens, overlap); the overlap is at most half the size, as OpenAI requires."""
         size, overlap = self.static.max_chunk_size_tokens, self.static.chunk_overlap_tokens
         if overlap > size // 2:
             raise InvalidRequest(
@@ -47,6 +48,30 @@ class ChunkingStrategy(Strict):
                 param="chunking_strategy.static.chunk_overlap_tokens",
             )
         return size, overlap
+
+
+ChunkingStrategy = Annotated[AutoChunkingStrategy | StaticChunkingStrategy, Field(discriminator="type")]
+AUTO_CHUNKING = AutoChunkingStrategy(type="auto")
+
+Scalar = Annotated[str, StringConstraints(max_length=512)] | bool | float
+
+
+class ComparisonFilter(Strict):
+    """Compare the attribute `key` with `value`."""
+
+    type: Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"]
+    key: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    value: Scalar | Annotated[list[Scalar], Field(max_length=100)]
+
+
+class CompoundFilter(Strict):
+    """All (`and`) or any (`or`) of `filters` (at most 8 deep and 200 parts in all)."""
+
+    type: Literal["and", "or"]
+    filters: list[ComparisonFilter | CompoundFilter] = Field(min_length=1, max_length=200)
+
+
+Filters = ComparisonFilter | CompoundFilter
 
 
 class ExpiresAfter(Strict):
@@ -123,6 +148,6 @@ class VectorStoreSearchRequest(Strict):
     )
     rewrite_query: bool = False
     max_num_results: int = Field(default=10, ge=1, le=50)
-    filters: dict[str, Any] | None = None
-    """A comparison or compound filter on file attributes (parsed with its bounds by the service)."""
+    filters: Filters | None = None
+    """A comparison or compound filter on file attributes."""
     ranking_options: RankingOptions | None = None

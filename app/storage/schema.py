@@ -3,7 +3,17 @@
 
 from __future__ import annotations
 
-from app.storage import chunks, conversations, files, probes, responses, tables, vector_stores
+from app.storage import batches, chunks, conversations, files, probes, responses, tables, vector_stores
 from app.storage.base import Base
 
-__all__ = ["Base", "chunks", "conversations", "files", "probes", "responses", "tables", "vector_stores"]
+__all__ = [
+    "Base",
+    "batches",
+    "chunks",
+    "conversations",
+    "files",
+    "probes",
+    "responses",
+    "tables",
+    "vector_stores",
+]

@@ -191,6 +191,11 @@ STATE_DEPENDENT = {
     "content": "a message has content unless it is an assistant turn calling tools; a conversation "
     "message has content or tool_results",
     "expires_at": "must be in the future",
+    "chunk_overlap_tokens": "at most half of max_chunk_size_tokens",
+    "file_ids": "a file batch takes file_ids or files, exactly one of them",
+    "filters": "filters nest at most 8 deep, 200 parts in all",
+    "include": "OpenAI's values that genserve cannot produce are refused, each by name",
+    "preset_not_grounded": "only grounded presets take vector_store_ids",
     "empty_file": "an uploaded file has bytes (a binary part's length is not in the document)",
     # Legacy completions serve `n` choices and no insertion; their `echo` does not go with logprobs.
     "best_of": "must equal n: completions are not ranked server-side",
@@ -202,7 +207,6 @@ STATE_DEPENDENT = {
     # Grounded answers: only the grounded presets (qa, customer_service) take vector_store_ids,
     # and a conversation's grounded message is `content`, not tool_results.
     "vector_store_ids": "only grounded presets take vector_store_ids",
-    "preset_not_grounded": "only grounded presets take vector_store_ids",
     # A bias probe: a built-in suite or a template whose placeholders its variables fill, exactly
     # one of them holding groups; the number of pairs is bounded by the service's settings.
     "suite": "one of the service's suites, or a template instead",

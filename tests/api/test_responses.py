@@ -302,7 +302,12 @@ def test_a_bad_text_format_is_400_naming_it(client: openai.OpenAI, text: dict[st
 
 
 def test_built_in_tools_are_refused_by_name(client: openai.OpenAI) -> None:
-    for tool in ({"type": "web_search"}, {"type": "file_search", "vector_store_ids": ["vs_1"]}):
+    # file_search is served (tests/api/test_file_search.py); a store of nobody's is a 404.
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(
+            model=LOCAL, input="Hi", tools=[{"type": "file_search", "vector_store_ids": ["vs_1"]}]
+        )
+    for tool in ({"type": "web_search"}, {"type": "code_interpreter"}):
         with pytest.raises(openai.BadRequestError) as caught:
             client.responses.create(model=LOCAL, input="Hi", tools=[tool])  # type: ignore[list-item]
         assert caught.value.param == "tools"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import array
 import base64
 import sys
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from starlette.responses import Response
@@ -24,6 +24,11 @@ def _base64(vector: list[float]) -> str:
 def embeddings_response(result: EmbeddingResult, encoding_format: Literal["float", "base64"]) -> Response:
     """Vectors as numbers, or as base64 of little-endian float32 (what the Python SDK asks for
     by default; the Node and .NET SDKs read nothing else)."""
+    return Response(orjson.dumps(embeddings_body(result, encoding_format)), media_type="application/json")
+
+
+def embeddings_body(result: EmbeddingResult, encoding_format: Literal["float", "base64"]) -> dict[str, Any]:
+    """The body of `embeddings_response` (a batch line's answer too)."""
     data = [
         {
             "object": "embedding",
@@ -38,4 +43,4 @@ def embeddings_response(result: EmbeddingResult, encoding_format: Literal["float
         "model": result.model,
         "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
     }
-    return Response(orjson.dumps(body), media_type="application/json")
+    return body

@@ -130,18 +130,48 @@ def response_stream(draft: Draft) -> Callable[[Chunk | StoredResponse], list[byt
         }
         return event("response.output_item.added", output_index=positions[item_id], item=item)
 
+    def searched() -> list[bytes]:
+        """The file_search call, which ran before the model answered: it comes first."""
+        assert draft.search is not None
+        item = draft.search.item()
+        item_id = item["id"]
+        positions[item_id] = len(positions)
+        at = {"item_id": item_id, "output_index": positions[item_id]}
+        return [
+            event(
+                "response.output_item.added",
+                output_index=positions[item_id],
+                item=item | {"status": "in_progress", "results": None},
+            ),
+            event("response.file_search_call.in_progress", **at),
+            event("response.file_search_call.searching", **at),
+            event("response.file_search_call.completed", **at),
+            event("response.output_item.done", output_index=positions[item_id], item=item),
+        ]
+
     def finish(response: StoredResponse) -> list[bytes]:
         frames: list[bytes] = []
         for item in response.output:
             item_id = item["id"]
+            if item["type"] == "file_search_call":
+                continue  # sent when the stream opened
             if item["type"] == "message":
                 if item_id not in positions:
                     frames += open_message()
                 part = item["content"][0]
+                frames.append(
+                    event("response.output_text.done", **where(item_id), text=part["text"], logprobs=[])
+                )
                 frames += [
-                    event("response.output_text.done", **where(item_id), text=part["text"], logprobs=[]),
-                    event("response.content_part.done", **where(item_id), part=part),
+                    event(
+                        "response.output_text.annotation.added",
+                        **where(item_id),
+                        annotation_index=n,
+                        annotation=annotation,
+                    )
+                    for n, annotation in enumerate(part["annotations"])
                 ]
+                frames.append(event("response.content_part.done", **where(item_id), part=part))
             else:
                 if item_id not in positions:
                     frames.append(open_call(item_id, item["call_id"], item["name"]))
@@ -180,6 +210,8 @@ def response_stream(draft: Draft) -> Callable[[Chunk | StoredResponse], list[byt
                 event("response.created", response=skeleton),
                 event("response.in_progress", response=skeleton),
             ]
+            if draft.search is not None:
+                frames += searched()
         if isinstance(item, StoredResponse):
             return frames + finish(item)
         if item.index != 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
 from app.api.deps import ClientDep, CtxDep, VectorStoresDep
@@ -19,6 +19,7 @@ from app.api.render.vector_stores import (
     store_file_body,
 )
 from app.schemas.vector_stores import (
+    AUTO_CHUNKING,
     ChunkingStrategy,
     CreateVectorStoreFileBatchRequest,
     CreateVectorStoreFileRequest,
@@ -29,7 +30,12 @@ from app.schemas.vector_stores import (
 )
 from app.services.apps.vector_stores import Attach, SearchSpec
 
-router = APIRouter(prefix="/v1/vector_stores", tags=["vector stores"])
+
+async def _installed(service: VectorStoresDep) -> None:
+    service.require()
+
+
+router = APIRouter(prefix="/v1/vector_stores", tags=["vector stores"], dependencies=[Depends(_installed)])
 
 StoreId = Annotated[str, Path(max_length=64)]
 FileId = Annotated[str, Path(max_length=64)]
@@ -38,7 +44,7 @@ Cursor = Annotated[str | None, Query(max_length=64)]
 
 
 def _attach(file_id: str, attributes: dict[str, Any] | None, strategy: ChunkingStrategy | None) -> Attach:
-    size, overlap = (strategy or ChunkingStrategy(type="auto")).sizes()
+    size, overlap = (strategy or AUTO_CHUNKING).sizes()
     return Attach(file_id=file_id, attributes=dict(attributes or {}), max_tokens=size, overlap=overlap)
 
 
@@ -228,7 +234,7 @@ async def search_vector_store(
     spec = SearchSpec(
         query=body.query,
         max_num_results=body.max_num_results,
-        filters=body.filters,
+        filters=body.filters.model_dump() if body.filters is not None else None,
         ranker=ranking.ranker if ranking else "auto",
         score_threshold=ranking.score_threshold if ranking else 0.0,
         embedding_weight=hybrid.embedding_weight if hybrid else None,

@@ -19,18 +19,22 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import InvalidRequest, NotFound
+from app.errors import InvalidRequest, NotFound, NotInstalled
 from app.providers.base import Chunk, Message, ToolCall, Usage
 from app.schemas.responses import (
     CreateResponseRequest,
     FunctionCallItem,
     FunctionCallOutputItem,
+    FunctionTool,
     MessageItem,
 )
+from app.services.apps.grounding import cited, passages_block
+from app.services.apps.vector_stores import SearchSpec, VectorStoreService
 from app.services.generation.context import RequestContext
 from app.services.generation.history import TokenCounter, fit_history, whole_history
 from app.services.generation.pipeline import GenerationService, Job, Outcome
 from app.services.generation.spec import GenerationSpec
+from app.services.retrieval.index import Hit
 from app.storage import responses as store
 from app.storage.db import Database
 from app.storage.responses import ResponseRow
@@ -64,6 +68,66 @@ class StoredResponse:
         return "max_output_tokens" if self.status == "incomplete" else None
 
 
+@dataclass(frozen=True, slots=True)
+class FileSearch:
+    """One file_search call: its queries, what it found, and whether every store was ready."""
+
+    id: str
+    queries: list[str]
+    hits: list[Hit]
+    status: Literal["completed", "incomplete"]
+    """`incomplete` when a store still had files ingesting: the answer used what was ready."""
+    include_results: bool
+
+    def item(self) -> dict[str, Any]:
+        results = (
+            [
+                {
+                    "file_id": h.file_id,
+                    "filename": h.filename,
+                    "score": h.score,
+                    "text": h.text,
+                    "attributes": h.attributes,
+                }
+                for h in self.hits
+            ]
+            if self.include_results
+            else None
+        )
+        return {
+            "id": self.id,
+            "type": "file_search_call",
+            "status": self.status,
+            "queries": self.queries,
+            "results": results,
+        }
+
+
+def _last_user_text(messages: Sequence[Message]) -> str:
+    for message in reversed(messages):
+        if message.role == "user" and message.content.strip():
+            return message.content
+    raise InvalidRequest("file_search needs a user message to search for.", param="input")
+
+
+def citations(text: str, hits: Sequence[Hit]) -> list[dict[str, Any]]:
+    """`file_citation` annotations for the passages the answer drew on: at the `[n]` that names
+    a passage, else at the end of the text."""
+    annotations = []
+    for position in cited(text, hits):
+        hit = hits[position]
+        marker = text.find(f"[{position + 1}]")
+        annotations.append(
+            {
+                "type": "file_citation",
+                "file_id": hit.file_id,
+                "filename": hit.filename,
+                "index": marker if marker >= 0 else len(text),
+            }
+        )
+    return annotations
+
+
 @dataclass(slots=True)
 class Draft:
     """A planned response: its job, its input items (with ids) and the ids its output will have."""
@@ -75,6 +139,8 @@ class Draft:
     params: dict[str, Any]
     input_items: list[dict[str, Any]]
     message_id: str = field(default_factory=lambda: f"msg_{uuid.uuid4().hex}")
+    search: FileSearch | None = None
+    """What the file_search tool found, before the model answered."""
 
     @property
     def id(self) -> str:
@@ -192,9 +258,42 @@ def _from_row(row: ResponseRow) -> StoredResponse:
 class ResponseService:
     """Creates, streams, retrieves and deletes stored responses."""
 
-    def __init__(self, db: Database, generation: GenerationService) -> None:
+    def __init__(
+        self, db: Database, generation: GenerationService, vector_stores: VectorStoreService | None = None
+    ) -> None:
         self._db = db
         self._generation = generation
+        self._stores = vector_stores
+
+    async def _file_search(
+        self, ctx: RequestContext, request: CreateResponseRequest, messages: Sequence[Message]
+    ) -> FileSearch | None:
+        tool = request.file_search
+        if tool is None:
+            return None
+        if self._stores is None:
+            raise NotInstalled("file_search needs vector stores, which this service was built without.")
+        query = _last_user_text(messages)
+        ranking = tool.ranking_options
+        hybrid = ranking.hybrid_search if ranking else None
+        spec = SearchSpec(
+            query=query,
+            max_num_results=tool.max_num_results,
+            filters=tool.filters.model_dump() if tool.filters is not None else None,
+            ranker=ranking.ranker if ranking else "auto",
+            score_threshold=ranking.score_threshold if ranking else 0.0,
+            embedding_weight=hybrid.embedding_weight if hybrid else None,
+            text_weight=hybrid.text_weight if hybrid else None,
+        )
+        hits = await self._stores.search(ctx, tool.vector_store_ids, spec)
+        ready = await self._stores.readiness(ctx.owner, tool.vector_store_ids)
+        return FileSearch(
+            id=f"fs_{uuid.uuid4().hex}",
+            queries=[query],
+            hits=hits,
+            status="incomplete" if "in_progress" in ready.values() else "completed",
+            include_results="file_search_call.results" in (request.include or ()),
+        )
 
     # -- creating ------------------------------------------------------------------------------
 
@@ -264,6 +363,18 @@ class ResponseService:
                     )
             messages = [*system, *kept, *tail]
             metadata = {"turns_in_context": len(kept)}
+        search = await self._file_search(ctx, request, messages)
+        if search is not None:
+            # The passages go in a user turn before the question, as quoted data, fitted to
+            # what the context window leaves (about three characters a token).
+            counter = TokenCounter(provider, route.upstream_model or name)
+            room = route.context_window - counter.total(messages) - self._generation.default_max_tokens(route)
+            block = passages_block(search.hits, max_chars=max(600, min(12_000, room * 3)))
+            if messages[-1].role == "user":
+                messages = [*messages[:-1], Message("user", block), messages[-1]]
+            else:  # after a tool's result: the passages follow it
+                messages = [*messages, Message("user", block)]
+            metadata["file_search"] = {"passages": len(search.hits), "status": search.status}
         job = self._generation.plan(
             ctx,
             GenerationSpec(
@@ -294,6 +405,8 @@ class ResponseService:
                     "parameters": tool.parameters,
                     "strict": tool.strict,
                 }
+                if isinstance(tool, FunctionTool)
+                else tool.model_dump(exclude_none=True)
                 for tool in request.tools or ()
             ],
             "tool_choice": (
@@ -315,6 +428,7 @@ class ResponseService:
             previous_response_id=request.previous_response_id,
             params=params,
             input_items=items,
+            search=search,
         )
 
     async def complete(self, draft: Draft) -> StoredResponse:
@@ -333,7 +447,8 @@ class ResponseService:
     async def _finish(self, draft: Draft, outcome: Outcome) -> StoredResponse:
         choice = outcome.completion.choices[0]
         status: Status = "incomplete" if choice.finish_reason == "length" else "completed"
-        output: list[dict[str, Any]] = []
+        output: list[dict[str, Any]] = [draft.search.item()] if draft.search is not None else []
+        annotations = citations(choice.text, draft.search.hits) if draft.search is not None else []
         if choice.text or not choice.tool_calls:
             output.append(
                 {
@@ -342,7 +457,12 @@ class ResponseService:
                     "status": status,
                     "role": "assistant",
                     "content": [
-                        {"type": "output_text", "text": choice.text, "annotations": [], "logprobs": []}
+                        {
+                            "type": "output_text",
+                            "text": choice.text,
+                            "annotations": annotations,
+                            "logprobs": [],
+                        }
                     ],
                 }
             )

@@ -23,7 +23,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clock import Clocks, as_utc, unix
-from app.errors import InvalidRequest, NotFound
+from app.errors import InvalidRequest, NotFound, NotInstalled
 from app.services.apps.files import FileService
 from app.services.generation.context import RequestContext
 from app.services.retrieval.embeddings import EmbeddingService
@@ -167,6 +167,7 @@ class VectorStoreService:
         *,
         extract_limits: ExtractLimits,
         lease_seconds: float = 60.0,
+        missing: str | None = None,
     ) -> None:
         self._db = db
         self._files = files
@@ -178,6 +179,14 @@ class VectorStoreService:
         self._replica = f"replica-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
         self._stopping = False
+        self.missing = missing
+        """Why vector stores cannot work here (no embedding model, or the `embed` extra's
+        document libraries absent), or None."""
+
+    def require(self) -> None:
+        """501 saying what to install when vector stores cannot work on this installation."""
+        if self.missing is not None:
+            raise NotInstalled(self.missing)
 
     # --- stores -------------------------------------------------------------------------------
 
@@ -502,6 +511,7 @@ class VectorStoreService:
 
     async def search(self, ctx: RequestContext, store_ids: Sequence[str], spec: SearchSpec) -> list[Hit]:
         """The best passages of `store_ids` for `spec`; 404 for a store `ctx`'s key may not see."""
+        self.require()
         owner = ctx.owner
         filt = parse_filter(spec.filters) if spec.filters is not None else None
         async with self._db.session() as session, session.begin():

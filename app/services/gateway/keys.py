@@ -136,6 +136,15 @@ class KeyStore:
             raise AuthenticationFailed("This API key has expired.", code="expired_api_key")
         return entry.client
 
+    async def client_of(self, key_id: str) -> Client | None:
+        """The client of a key id as it stands now (work done later on a key's behalf, like a
+        batch, runs as this); None when the key is gone, revoked or expired."""
+        async with self._db.session() as session:
+            row = await key_rows.get(session, key_id)
+        if row is None or key_status(row, self.now()) != "active":
+            return None
+        return _client(row)
+
     async def _load(self, hashed: str, version: int) -> _Entry:
         async with self._db.session() as session:
             row = await key_rows.by_digest(session, hashed)

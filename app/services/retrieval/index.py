@@ -6,18 +6,25 @@ exact cosine similarity with numpy over each store's matrix, which replicas cach
 byte bound and reload when the store's version changes. The two rankings are fused by weighted
 reciprocal rank fusion (k = 60). `ChunkIndex` is the seam where a vector engine (pgvector) can
 replace the SQL implementation.
+
+Scores are in [0, 1]. Hybrid (`auto`, `default-2024-11-15`): a chunk's fused score
+sum(weight / (60 + rank)) divided by the best possible one, (embedding_weight + text_weight) / 61,
+so 1.0 is a chunk ranked first by both sides and a chunk found by one side only scores at most
+that side's share of the weights. `none`: no fusion, the cosine similarity of the vectors
+(clipped at 0), so `score_threshold` then reads as a similarity.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import numpy as np
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import and_, delete, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.services.retrieval.filters import Filter, matches
@@ -25,9 +32,18 @@ from app.services.retrieval.segment import words
 from app.storage.chunks import ChunkRow, StoreVersionRow
 from app.storage.db import Database
 
+if TYPE_CHECKING:
+    # numpy (70 MB) loads when a store is first written or searched, not when a server starts.
+    import numpy as np
+
 RRF_K = 60
 CANDIDATES = 100
 """Candidates each side contributes to the fusion."""
+KEYWORD_MATCHES = 5_000
+"""Chunks the keyword side ranks at most (SQLite): a query's words are taken rarest first while
+the chunks holding them add up to no more than this (the rarest is always taken). The words left
+out are the most common ones, to which BM25 gives almost no weight; ranking every chunk holding
+them is what made a search of a 100k-chunk store take 350 ms."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,21 +95,32 @@ class ChunkIndex(Protocol):
 
 @dataclass(slots=True)
 class _Matrix:
+    """One store's vectors, row i being chunk (files[file_of[i]], seqs[i])."""
+
     version: int
-    keys: list[tuple[str, int]]
-    """(file_id, seq) per row."""
+    files: list[str]
+    attributes: list[dict[str, Any]]
+    """Per file, in the order of `files`."""
+    file_of: np.ndarray
+    seqs: np.ndarray
     vectors: np.ndarray
-    attributes: dict[str, dict[str, Any]]
+    nbytes: int = 0
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.vectors.nbytes) + 64 * len(self.keys)
+    def __post_init__(self) -> None:
+        # What the cache holds for the store: the arrays, plus the files' ids and attributes.
+        per_file = sum(
+            120 + len(f) + len(json.dumps(a)) for f, a in zip(self.files, self.attributes, strict=True)
+        )
+        self.nbytes = int(self.vectors.nbytes + self.file_of.nbytes + self.seqs.nbytes) + per_file
 
 
-def _fts_query(query: str) -> str:
-    """An FTS5 MATCH string of the query's words, each quoted (no user syntax gets through)."""
-    terms = dict.fromkeys(w.replace('"', "") for w in words(query))
-    return " OR ".join(f'"{t}"' for t in terms if t)
+def _terms(query: str) -> list[str]:
+    return [t for t in dict.fromkeys(w.replace('"', "") for w in words(query)) if t][:64]
+
+
+def _fts_query(terms: Sequence[str]) -> str:
+    """An FTS5 MATCH string of the words, each quoted (no user syntax gets through)."""
+    return " OR ".join(f'"{t}"' for t in terms)
 
 
 class SqlChunkIndex:
@@ -103,17 +130,39 @@ class SqlChunkIndex:
         self._db = db
         self._cache: OrderedDict[str, _Matrix] = OrderedDict()
         self._cache_bytes = cache_bytes
-        self._loading: dict[str, asyncio.Lock] = {}
+        self._cached_bytes = 0
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of vectors (and their keys) this replica holds now: at most `cache_bytes`."""
+        return self._cached_bytes
+
+    def _forget(self, store_id: str) -> None:
+        gone = self._cache.pop(store_id, None)
+        if gone is not None:
+            self._cached_bytes -= gone.nbytes
+
+    def _keep(self, store_id: str, matrix: _Matrix) -> None:
+        self._forget(store_id)
+        if matrix.nbytes > self._cache_bytes:
+            return  # larger than the whole cache: used for this search, then dropped
+        self._cache[store_id] = matrix
+        self._cached_bytes += matrix.nbytes
+        while self._cached_bytes > self._cache_bytes:
+            _, oldest = self._cache.popitem(last=False)
+            self._cached_bytes -= oldest.nbytes
 
     async def _bump(self, session: AsyncSession, store_id: str) -> None:
-        updated = await session.execute(
-            update(StoreVersionRow)
-            .where(StoreVersionRow.store_id == store_id)
-            .values(version=StoreVersionRow.version + 1)
+        # One statement (an upsert), so two replicas adding a store's first files at once do
+        # not both insert version 1.
+        insert = sqlite_insert if self._db.is_sqlite else pg_insert
+        statement = insert(StoreVersionRow).values(store_id=store_id, version=1)
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[StoreVersionRow.store_id],
+                set_={"version": StoreVersionRow.version + 1},
+            )
         )
-        if updated.rowcount == 0:  # type: ignore[attr-defined]
-            session.add(StoreVersionRow(store_id=store_id, version=1))
-            await session.flush()
 
     async def _delete(self, session: AsyncSession, store_id: str, file_id: str | None) -> int:
         where = [ChunkRow.store_id == store_id] + ([ChunkRow.file_id == file_id] if file_id else [])
@@ -133,6 +182,8 @@ class SqlChunkIndex:
         attributes: dict[str, Any],
         chunks: Sequence[ChunkIn],
     ) -> None:
+        import numpy as np
+
         rows = [
             ChunkRow(
                 store_id=store_id,
@@ -171,7 +222,7 @@ class SqlChunkIndex:
         async with self._db.session() as session, session.begin():
             removed = await self._delete(session, store_id, None)
             await session.execute(delete(StoreVersionRow).where(StoreVersionRow.store_id == store_id))
-        self._cache.pop(store_id, None)
+        self._forget(store_id)
         return removed
 
     async def set_attributes(self, store_id: str, file_id: str, attributes: dict[str, Any]) -> None:
@@ -194,6 +245,8 @@ class SqlChunkIndex:
         return [Hit(store_id, r.file_id, r.filename, r.seq, r.text, 1.0, dict(r.attributes)) for r in rows]
 
     async def _matrix(self, session: AsyncSession, store_id: str, version: int) -> _Matrix:
+        import numpy as np
+
         cached = self._cache.get(store_id)
         if cached is not None and cached.version == version:
             self._cache.move_to_end(store_id)
@@ -201,33 +254,65 @@ class SqlChunkIndex:
         query = select(ChunkRow.file_id, ChunkRow.seq, ChunkRow.vector, ChunkRow.attributes).where(
             ChunkRow.store_id == store_id
         )
-        keys: list[tuple[str, int]] = []
+        files: dict[str, int] = {}
+        attributes: list[dict[str, Any]] = []
+        file_of: list[int] = []
+        seqs: list[int] = []
         blobs: list[bytes] = []
-        attributes: dict[str, dict[str, Any]] = {}
+        dims = 0
         for file_id, seq, vector, attrs in (await session.execute(query)).all():
-            keys.append((file_id, seq))
+            if file_id not in files:
+                files[file_id] = len(files)
+                attributes.append(dict(attrs or {}))
+            dims = dims or len(vector) // 4
+            if len(vector) != 4 * dims:
+                continue  # another embedding model's vector: it cannot be compared with these
+            file_of.append(files[file_id])
+            seqs.append(seq)
             blobs.append(vector)
-            attributes.setdefault(file_id, dict(attrs or {}))
-        dims = len(blobs[0]) // 4 if blobs else 0
-        vectors = (
-            np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dims)
-            if blobs
-            else np.zeros((0, 0), "<f4")
+        vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dims)
+        matrix = _Matrix(
+            version,
+            list(files),
+            attributes,
+            np.asarray(file_of, dtype=np.int32),
+            np.asarray(seqs, dtype=np.int32),
+            vectors,
         )
-        matrix = _Matrix(version, keys, vectors, attributes)
-        self._cache[store_id] = matrix
-        self._cache.move_to_end(store_id)
-        while sum(m.nbytes for m in self._cache.values()) > self._cache_bytes and len(self._cache) > 1:
-            self._cache.popitem(last=False)
+        self._keep(store_id, matrix)
         return matrix
+
+    async def _uncommon(self, session: AsyncSession, terms: list[str]) -> list[str]:
+        """The rarest of `terms` within KEYWORD_MATCHES chunks (FTS5's vocabulary table counts
+        them); words in no chunk are dropped."""
+        if not terms:
+            return []
+        marks = ", ".join(f":t{i}" for i in range(len(terms)))
+        counts: dict[str, int] = dict(
+            (
+                await session.execute(
+                    text(f"SELECT term, doc FROM vector_store_chunks_fts_vocab WHERE term IN ({marks})"),
+                    {f"t{i}": t for i, t in enumerate(terms)},
+                )
+            ).all()
+        )
+        kept: list[str] = []
+        total = 0
+        for term in sorted(counts, key=counts.__getitem__):
+            total += counts[term]
+            if kept and total > KEYWORD_MATCHES:
+                break
+            kept.append(term)
+        return kept
 
     async def _keyword(
         self, session: AsyncSession, store_ids: Sequence[str], query: str, limit: int
     ) -> list[tuple[str, str, int]]:
         if self._db.is_sqlite:
-            match = _fts_query(query)
-            if not match:
+            terms = await self._uncommon(session, _terms(query))
+            if not terms:
                 return []
+            match = _fts_query(terms)
             marks = ", ".join(f":s{i}" for i in range(len(store_ids)))
             sql = (
                 "SELECT store_id, file_id, seq FROM vector_store_chunks_fts "
@@ -250,10 +335,12 @@ class SqlChunkIndex:
         return [(r[0], r[1], int(r[2])) for r in (await session.execute(text(sql), params)).all()]
 
     async def search(self, store_ids: Sequence[str], query: SearchQuery) -> list[Hit]:
-        if not store_ids:
+        if not store_ids or query.max_results <= 0:
             return []
+        import numpy as np
+
+        store_ids = list(dict.fromkeys(store_ids))
         wanted = np.asarray(query.vector, dtype="<f4")
-        vector_rank: list[tuple[str, str, int]] = []
         async with self._db.session() as session:
             versions = dict(
                 (
@@ -270,60 +357,75 @@ class SqlChunkIndex:
                 if store_id not in versions:
                     continue
                 matrix = await self._matrix(session, store_id, versions[store_id])
-                ok = {
-                    f
-                    for f, attrs in matrix.attributes.items()
+                ok = [
+                    i
+                    for i, attrs in enumerate(matrix.attributes)
                     if query.filter is None or matches(query.filter, attrs)
-                }
-                allowed[store_id] = ok
-                if not len(matrix.keys) or not ok or matrix.vectors.shape[1] != wanted.shape[0]:
+                ]
+                allowed[store_id] = {matrix.files[i] for i in ok}
+                if not ok or not len(matrix.seqs) or matrix.vectors.shape[1] != wanted.shape[0]:
                     continue
                 sims = matrix.vectors @ wanted
-                if len(ok) < len(matrix.attributes):
-                    mask = np.fromiter((k[0] in ok for k in matrix.keys), dtype=bool, count=len(matrix.keys))
-                    sims = np.where(mask, sims, -np.inf)
+                if len(ok) < len(matrix.files):
+                    sims = np.where(np.isin(matrix.file_of, ok), sims, -np.inf)
                 top = min(CANDIDATES, len(sims))
                 best = np.argpartition(-sims, top - 1)[:top]
                 for i in best:
                     if np.isfinite(sims[i]):
-                        file_id, seq = matrix.keys[int(i)]
-                        scored.append((float(sims[i]), store_id, file_id, seq))
+                        file_id = matrix.files[int(matrix.file_of[i])]
+                        scored.append((float(sims[i]), store_id, file_id, int(matrix.seqs[i])))
             scored.sort(reverse=True)
-            vector_rank = [(s, f, q) for _, s, f, q in scored[:CANDIDATES]]
-            text_rank: list[tuple[str, str, int]] = []
-            if query.text_weight > 0 and allowed:
-                live = [s for s in store_ids if s in allowed]
-                text_rank = [
-                    k
-                    for k in await self._keyword(session, live, query.text, CANDIDATES * 2)
-                    if k[1] in allowed.get(k[0], ())
-                ][:CANDIDATES]
-            fused: dict[tuple[str, str, int], float] = {}
-            for weight, ranking in ((query.embedding_weight, vector_rank), (query.text_weight, text_rank)):
-                if weight <= 0:
-                    continue
-                for rank, key in enumerate(ranking):
-                    fused[key] = fused.get(key, 0.0) + weight / (RRF_K + rank + 1)
-            best_possible = (query.embedding_weight + query.text_weight) / (RRF_K + 1)
-            ranked = sorted(fused.items(), key=lambda kv: kv[1], reverse=True)
-            ranked = [(k, v / best_possible) for k, v in ranked if v / best_possible >= query.score_threshold]
-            ranked = ranked[: query.max_results]
-            hits: list[Hit] = []
-            for (store_id, file_id, seq), score in ranked:
-                row = await session.get(ChunkRow, (store_id, file_id, seq))
-                if row is not None:
-                    hits.append(
-                        Hit(
-                            store_id,
-                            file_id,
-                            row.filename,
-                            seq,
-                            row.text,
-                            round(min(score, 1.0), 6),
-                            dict(row.attributes),
-                        )
-                    )
-        return hits
+            scored = scored[:CANDIDATES]
+            if query.ranker == "none":
+                ranked = [((s, f, q), max(0.0, sim)) for sim, s, f, q in scored]
+            else:
+                ranked = await self._fuse(session, store_ids, query, scored, allowed)
+            ranked = [(k, v) for k, v in ranked if v >= query.score_threshold][: query.max_results]
+            rows = await self._rows(session, [k for k, _ in ranked])
+        return [
+            Hit(s, f, row.filename, q, row.text, round(min(score, 1.0), 6), dict(row.attributes))
+            for (s, f, q), score in ranked
+            if (row := rows.get((s, f, q))) is not None
+        ]
+
+    async def _fuse(
+        self,
+        session: AsyncSession,
+        store_ids: Sequence[str],
+        query: SearchQuery,
+        scored: list[tuple[float, str, str, int]],
+        allowed: dict[str, set[str]],
+    ) -> list[tuple[tuple[str, str, int], float]]:
+        """Weighted reciprocal rank fusion of the vector ranking and the keyword ranking."""
+        vector_rank = [(s, f, q) for _, s, f, q in scored] if query.embedding_weight > 0 else []
+        text_rank: list[tuple[str, str, int]] = []
+        if query.text_weight > 0 and allowed:
+            live = [s for s in store_ids if allowed.get(s)]
+            found = await self._keyword(session, live, query.text, CANDIDATES * 2) if live else []
+            text_rank = [k for k in found if k[1] in allowed.get(k[0], ())][:CANDIDATES]
+        fused: dict[tuple[str, str, int], float] = {}
+        for weight, ranking in ((query.embedding_weight, vector_rank), (query.text_weight, text_rank)):
+            if weight <= 0:
+                continue  # a side turned off contributes no candidates either
+            for rank, key in enumerate(ranking):
+                fused[key] = fused.get(key, 0.0) + weight / (RRF_K + rank + 1)
+        best_possible = (query.embedding_weight + query.text_weight) / (RRF_K + 1)
+        if best_possible <= 0:
+            return []
+        ranked = sorted(fused.items(), key=lambda kv: kv[1], reverse=True)
+        return [(k, v / best_possible) for k, v in ranked]
+
+    async def _rows(
+        self, session: AsyncSession, keys: Sequence[tuple[str, str, int]]
+    ) -> dict[tuple[str, str, int], ChunkRow]:
+        """The chunks of `keys`, in one query."""
+        if not keys:
+            return {}
+        where = or_(
+            *(and_(ChunkRow.store_id == s, ChunkRow.file_id == f, ChunkRow.seq == q) for s, f, q in keys)
+        )
+        rows = (await session.execute(select(ChunkRow).where(where))).scalars()
+        return {(r.store_id, r.file_id, r.seq): r for r in rows}
 
 
 def open_index(db: Database, *, cache_bytes: int) -> ChunkIndex:

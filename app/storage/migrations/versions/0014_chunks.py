@@ -43,6 +43,10 @@ def upgrade() -> None:
             "CREATE VIRTUAL TABLE vector_store_chunks_fts USING fts5("
             "words, store_id UNINDEXED, file_id UNINDEXED, seq UNINDEXED, tokenize='unicode61')"
         )
+        # Words' chunk counts: a search leaves out words too common to rank by (index.py).
+        op.execute(
+            "CREATE VIRTUAL TABLE vector_store_chunks_fts_vocab USING fts5vocab(vector_store_chunks_fts, row)"
+        )
     else:
         op.execute(
             "CREATE INDEX ix_vector_store_chunks_words ON vector_store_chunks "
@@ -52,6 +56,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
+        op.execute("DROP TABLE vector_store_chunks_fts_vocab")
         op.execute("DROP TABLE vector_store_chunks_fts")
     op.drop_table("vector_store_versions")
     op.drop_table("vector_store_chunks")
