@@ -255,9 +255,9 @@ class Settings(BaseSettings):
     embedding_models: dict[str, EmbeddingRoute] = Field(default_factory=dict)
     """The embedding model table as JSON ({"name": {"provider": "openai", "dimensions": 1536}});
     empty: the embedded multilingual-e5-small (when the `embed` extra is installed)."""
-    retrieval_embedding_model: str = LOCAL_EMBEDDING_MODEL
-    """The embedding model vector stores embed with; when left at its default and not in the
-    embedding table, the table's first model."""
+    retrieval_embedding_model: str = ""
+    """The embedding model vector stores embed with; empty: the embedding table's first model
+    (multilingual-e5-small when the table is left empty and the `embed` extra is installed)."""
     grounding_score_threshold: float = Field(default=0.55, ge=0.0, le=1.0)
     """Grounded answers (`vector_store_ids` on presets and `/v1/generate`) use only passages
     scoring at least this (0..1, 1 = first in both the keyword and the vector ranking); when
@@ -441,14 +441,17 @@ class Settings(BaseSettings):
         both = sorted(set(table) & set(self.model_table))
         if both:
             raise ValueError(f"{both[0]!r} is both a generation model and an embedding model")
-        if self.retrieval_embedding_model not in table:
-            if "retrieval_embedding_model" in self.model_fields_set:
-                raise ValueError(
-                    f"retrieval_embedding_model {self.retrieval_embedding_model!r} is not in the "
-                    "embedding table"
-                )
-            if table:
-                self.retrieval_embedding_model = next(iter(table))
+        if not self.retrieval_embedding_model:
+            # Without any embedding model (no `embed` extra: the images) it names the embedded
+            # one, and vector stores answer 501 saying what to install.
+            self.retrieval_embedding_model = next(iter(table), LOCAL_EMBEDDING_MODEL)
+        elif self.retrieval_embedding_model not in table and (
+            table or self.retrieval_embedding_model != LOCAL_EMBEDDING_MODEL
+        ):
+            raise ValueError(
+                f"retrieval_embedding_model {self.retrieval_embedding_model!r} is not in the "
+                "embedding table"
+            )
         return self
 
     @model_validator(mode="after")

