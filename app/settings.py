@@ -449,8 +449,7 @@ class Settings(BaseSettings):
             table or self.retrieval_embedding_model != LOCAL_EMBEDDING_MODEL
         ):
             raise ValueError(
-                f"retrieval_embedding_model {self.retrieval_embedding_model!r} is not in the "
-                "embedding table"
+                f"retrieval_embedding_model {self.retrieval_embedding_model!r} is not in the embedding table"
             )
         return self
 
