@@ -58,6 +58,7 @@ from app.services.apps.vector_stores import VectorStoreService
 from app.services.gateway.access import Access, open_access
 from app.services.gateway.limits import RATE_LIMIT_HEADERS
 from app.services.gateway.observe import ObservabilityHook
+from app.services.gateway.resilience import FALLBACK_HEADER
 from app.services.gateway.safeguards import Safeguards
 from app.services.generation.caller import ANONYMOUS, Client
 from app.services.generation.pipeline import GenerationService, JobHook
@@ -330,7 +331,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["x-request-id", "retry-after", "x-cache", *RATE_LIMIT_HEADERS],
+            expose_headers=["x-request-id", "retry-after", "x-cache", FALLBACK_HEADER, *RATE_LIMIT_HEADERS],
         )
     app.add_middleware(RequestContextMiddleware)
     # Outermost: it times everything, and sees the headers the context middleware adds.

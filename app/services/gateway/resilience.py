@@ -43,6 +43,9 @@ T = TypeVar("T")
 
 CircuitState = Literal["closed", "open", "half_open"]
 
+FALLBACK_HEADER = "x-genserve-fallback"
+"""Response header naming the fallback route that answered (absent when the requested one did)."""
+
 
 class CircuitBreaker:
     """closed → (threshold consecutive failures) → open → (cool-down) → half_open: one probe;
@@ -450,4 +453,9 @@ class Resilience:
         job.request = candidate.request
         job.metadata["served_by"] = candidate.name
         job.metadata["fallback_from"] = requested
+        job.metadata["provider"] = candidate.provider.name
+        # Sent with the response's headers (a stream's too: they go out after its first chunk,
+        # which is where the fallback was chosen), so a client or a proxy can tell without
+        # parsing the body.
+        job.ctx.headers[FALLBACK_HEADER] = candidate.name
         log.info("served by a fallback", extra={"requested": requested, "served_by": candidate.name})

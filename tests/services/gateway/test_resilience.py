@@ -519,3 +519,81 @@ def test_a_half_open_circuit_lets_exactly_one_probe_through() -> None:
     assert circuit.state == "closed"
     assert circuit.allow()
     assert circuit.allow()
+
+
+# -- the fallback says so (issue 23, part 3) ----------------------------------------------------
+
+
+async def test_an_answer_from_a_fallback_says_so_to_the_official_sdk(upstream: respx.MockRouter) -> None:
+    import openai
+
+    route(upstream, "gpt-4o").mock(return_value=error(500))
+    route(upstream, "gpt-4o-mini").mock(return_value=ok("Backup."))
+    route(upstream, "gpt-4.1").mock(return_value=ok("Alone."))
+    async with Service(settings(upstream_max_retries=0)) as http:
+        sdk = openai.AsyncOpenAI(
+            base_url="http://genserve.test/v1", api_key="unused", http_client=http, max_retries=0
+        )
+        messages: Any = [{"role": "user", "content": PROMPT}]
+        raw = await sdk.chat.completions.with_raw_response.create(model="primary", messages=messages)
+        direct = await sdk.chat.completions.with_raw_response.create(model="alone", messages=messages)
+    reply = raw.parse().to_dict()
+    assert raw.headers["x-genserve-fallback"] == "backup"
+    assert reply["model"] == "backup"
+    assert reply["provider"] == "openai"
+    assert reply["metadata"]["provider"] == "openai"
+    assert reply["metadata"]["fallback_from"] == "primary"
+    assert "x-genserve-fallback" not in direct.headers
+    assert "fallback_from" not in direct.parse().to_dict().get("metadata", {})
+
+
+async def test_a_stream_from_a_fallback_says_so_in_its_headers_and_chunks(upstream: respx.MockRouter) -> None:
+    import openai
+
+    route(upstream, "gpt-4o").mock(side_effect=httpx.ConnectError("refused"))
+    route(upstream, "gpt-4o-mini").mock(return_value=streamed("Hi ", "from backup."))
+    async with Service(settings(upstream_max_retries=0)) as http:
+        sdk = openai.AsyncOpenAI(
+            base_url="http://genserve.test/v1", api_key="unused", http_client=http, max_retries=0
+        )
+        messages: Any = [{"role": "user", "content": PROMPT}]
+        async with sdk.chat.completions.with_streaming_response.create(
+            model="primary", messages=messages, stream=True
+        ) as response:
+            assert response.headers["x-genserve-fallback"] == "backup"
+            chunks = [chunk async for chunk in await response.parse()]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hi from backup."
+    assert {c.model for c in chunks} == {"backup"}
+
+
+async def test_an_open_circuit_sends_traffic_to_the_fallback_without_waiting_for_timeouts(
+    upstream: respx.MockRouter,
+) -> None:
+    """While the upstream hangs, only the requests that open the circuit wait for its timeout;
+    the rest go to the fallback at once, and say so."""
+    import openai
+
+    async def times_out(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.3)  # respx's transport does not apply httpx's timeouts itself
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    hanging = route(upstream, "gpt-4o").mock(side_effect=times_out)
+    route(upstream, "gpt-4o-mini").mock(return_value=ok("Backup."))
+    config = settings(upstream_max_retries=0, circuit_failure_threshold=2, circuit_cooldown=60)
+    async with Service(config) as http:
+        sdk = openai.AsyncOpenAI(
+            base_url="http://genserve.test/v1", api_key="unused", http_client=http, max_retries=0
+        )
+        messages: Any = [{"role": "user", "content": PROMPT}]
+        for _ in range(2):  # each waits for the timeout, then falls back: the circuit opens
+            await sdk.chat.completions.create(model="primary", messages=messages)
+        started = time.perf_counter()
+        replies = [
+            await sdk.chat.completions.with_raw_response.create(model="primary", messages=messages)
+            for _ in range(10)
+        ]
+        elapsed = time.perf_counter() - started
+    assert hanging.call_count == 2, "the open circuit should have kept requests off the upstream"
+    assert {r.headers["x-genserve-fallback"] for r in replies} == {"backup"}
+    assert {r.parse().model for r in replies} == {"backup"}
+    assert elapsed < 1.0, f"10 requests took {elapsed:.2f} s: they waited for the upstream"
