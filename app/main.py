@@ -53,7 +53,7 @@ from app.services.apps.presets import load_presets
 from app.services.apps.presets.service import PresetService
 from app.services.apps.probes.service import ProbeService
 from app.services.apps.responses import ResponseService
-from app.services.apps.retention import Erasure, Retention, ServiceKind, Sweeper, build_sweeper
+from app.services.apps.retention import EndUsers, Erasure, Retention, ServiceKind, Sweeper, build_sweeper
 from app.services.apps.vector_stores import VectorStoreService
 from app.services.gateway.access import Access, open_access
 from app.services.gateway.limits import RATE_LIMIT_HEADERS
@@ -68,6 +68,7 @@ from app.services.retrieval.index import open_index
 from app.settings import Settings
 from app.state import AppState
 from app.storage.db import Database
+from app.storage.secrets import pseudonym_secret
 
 log = logging.getLogger("genserve")
 
@@ -184,7 +185,8 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                 metrics.watch_local_queue(lambda: getattr(local_provider, "queue_depth", 0))
             access = await stack.enter_async_context(open_access(settings, db, redis, clocks))
             # Closed before the database (the exit stack runs backwards): records are drained first.
-            loop = await stack.enter_async_context(open_feedback_loop(settings, db, clocks))
+            end_users = EndUsers(pseudonym_secret(settings))
+            loop = await stack.enter_async_context(open_feedback_loop(settings, db, clocks, end_users))
             metrics.watch_records(loop.records)
             safeguards = Safeguards.build(settings, providers, redis, clocks)
             metrics.watch_safeguards(safeguards)
@@ -224,7 +226,9 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
                 worker = asyncio.create_task(stores.run_worker(settings.ingest_poll_seconds))
                 stack.push_async_callback(_stop_worker, stores, worker)
             retention = Retention.from_settings(settings, clocks)
-            responses_service = ResponseService(db, generation, stores, retention=retention)
+            responses_service = ResponseService(
+                db, generation, stores, retention=retention, end_users=end_users
+            )
             batch_service = BatchService(
                 db,
                 files,
@@ -241,7 +245,7 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             sweeper = build_sweeper(settings, db, clocks, retention)
             sweeper.register(ServiceKind("files", files.delete_expired))
             sweeper.register(ServiceKind("vector_stores", stores.delete_expired))
-            erasure = Erasure(db)
+            erasure = Erasure(db, end_users)
             erasure.register("files", files.erase_owner)
             erasure.register("vector_stores", stores.erase_owner)
             sweeping = asyncio.create_task(sweeper.run(settings.retention_sweep_seconds))

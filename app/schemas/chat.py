@@ -217,6 +217,9 @@ class ChatCompletionRequest(SamplingFields):
     """The model to use (required, as on OpenAI); GET /v1/models lists them."""
     max_completion_tokens: Annotated[int | None, JsonNumber] = Field(default=None, ge=1, le=1_000_000)
     user: str | None = Field(default=None, max_length=256)
+    safety_identifier: str | None = Field(default=None, max_length=256)
+    """A stable id of the end user (OpenAI's successor to `user`); stored only as a keyed hash, so
+    that `DELETE /admin/users/{id}/data` can erase what they left."""
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
@@ -295,6 +298,7 @@ class ChatCompletionRequest(SamplingFields):
             overrides=overrides,
             extra=self.extra_params(),
             user=self.user,
+            safety_identifier=self.safety_identifier,
             id_prefix="chatcmpl",
             tools=self.tool_specs(),
             tool_choice=self.tool_choice_value(),

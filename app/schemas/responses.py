@@ -250,6 +250,9 @@ class CreateResponseRequest(_Strict):
     )
     stream: StrictBool | None = False
     user: str | None = Field(default=None, max_length=256)
+    safety_identifier: str | None = Field(default=None, max_length=256)
+    """A stable id of the end user (OpenAI's successor to `user`); stored only as a keyed hash, so
+    that `DELETE /admin/users/{id}/data` can erase what they left."""
     include: list[Includable] | None = Field(default=None, max_length=len(INCLUDABLE))
     """Extra output data to include. `[]` (what the Agents SDK always sends) and
     `file_search_call.results` are accepted; a value genserve cannot produce is refused, by name."""

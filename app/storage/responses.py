@@ -24,6 +24,10 @@ class ResponseRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), index=True)
     """The client key id that created it (`anonymous` without keys): only it sees the response."""
+    user_hash: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    """HMAC of the request's `user` under the pseudonym secret (never the raw value): erasure."""
+    safety_hash: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    """HMAC of the request's `safety_identifier`, likewise."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     model: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16))

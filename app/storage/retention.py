@@ -136,6 +136,20 @@ async def delete_usage(session: AsyncSession, cutoff: date, limit: int) -> int:
     return removed
 
 
+async def erase_end_user_rows(session: AsyncSession, key: str) -> dict[str, int]:
+    """Delete the generation records (with their feedback) and stored responses whose `user` or
+    `safety_identifier` hashed to `key`. The caller commits."""
+    mine_r = or_(GenerationRecord.user_hash == key, GenerationRecord.safety_hash == key)
+    await session.execute(
+        delete(Feedback).where(Feedback.generation_id.in_(select(GenerationRecord.id).where(mine_r)))
+    )
+    mine_s = or_(ResponseRow.user_hash == key, ResponseRow.safety_hash == key)
+    return {
+        "records": _rows(await session.execute(delete(GenerationRecord).where(mine_r))),
+        "responses": _rows(await session.execute(delete(ResponseRow).where(mine_s))),
+    }
+
+
 async def erase_owner_rows(session: AsyncSession, owner: str) -> dict[str, int]:
     """Delete every row of genserve's own tables that `owner` (a key id) left, by kind. Usage
     totals stay: billing needs them and they hold no text. The caller commits."""

@@ -37,6 +37,10 @@ class GenerationRecord(Base):
     endpoint: Mapped[str] = mapped_column(String(32))
     owner: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     """The client key that made the generation (`anonymous` without keys)."""
+    user_hash: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    """HMAC of the request's `user` under the pseudonym secret (never the raw value): erasure."""
+    safety_hash: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    """HMAC of the request's `safety_identifier`, likewise."""
     preset: Mapped[str | None] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(128))
     provider: Mapped[str] = mapped_column(String(32))

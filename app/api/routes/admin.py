@@ -3,7 +3,7 @@ Admin token only."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from app.api.admission import require_admin
 from app.api.deps import AccessDep, FeedbackDep, GenerationDep, PresetsDep, StateDep
@@ -80,6 +80,19 @@ async def erase_key_data(key_id: str, access: AccessDep, state: StateDep) -> dic
     await access.keys.get(key_id)
     deleted = await state.erasure.erase_owner(key_id)
     return {"object": "erasure", "key_id": key_id, "deleted": deleted}
+
+
+@router.delete("/users/{user}/data")
+async def erase_end_user_data(
+    state: StateDep,
+    user: str = Path(min_length=1, max_length=256),
+) -> dict[str, object]:
+    """Erase what one end user left behind, across every key: generation records (with their
+    feedback) and stored responses whose `user` or `safety_identifier` was `user`, by kind. Usage
+    totals stay (per key and day, no text). Nothing found is a 200 with zero counts: genserve
+    keeps only a keyed hash of end-user ids, so it cannot tell an unknown user from an erased one."""
+    deleted = await state.erasure.erase_end_user(user)
+    return {"object": "erasure", "user": user, "deleted": deleted}
 
 
 @router.get("/usage")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from app.clock import Clocks
 from app.services.apps.feedback import FeedbackService
 from app.services.apps.records import RecordHook, RecordWriter
+from app.services.apps.retention import EndUsers
 from app.services.apps.tuning import TuningService
 from app.settings import Settings
 from app.storage.db import Database
@@ -29,7 +30,7 @@ class FeedbackLoop:
 
 @contextlib.asynccontextmanager
 async def open_feedback_loop(
-    settings: Settings, db: Database, clocks: Clocks | None = None
+    settings: Settings, db: Database, clocks: Clocks | None = None, end_users: EndUsers | None = None
 ) -> AsyncIterator[FeedbackLoop]:
     """Start the record writer; at exit, drain it (before the database closes)."""
     records = RecordWriter(
@@ -41,7 +42,9 @@ async def open_feedback_loop(
     try:
         yield FeedbackLoop(
             records=records,
-            record_hook=RecordHook(records, store_text=settings.store_text, clocks=clocks),
+            record_hook=RecordHook(
+                records, store_text=settings.store_text, clocks=clocks, end_users=end_users
+            ),
             tuning=tuning,
             feedback=FeedbackService(db, records, tuning, clocks=clocks),
         )

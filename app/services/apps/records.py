@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.clock import Clocks
 from app.providers.base import Choice, Message
+from app.services.apps.retention import EndUsers
 from app.services.generation.pipeline import JobHook, Outcome
 from app.storage import records as record_rows
 from app.storage.db import Database
@@ -31,8 +32,11 @@ _BATCH = 500
 _MAX_BACKOFF = 5.0
 
 
-def record_row(outcome: Outcome, *, store_text: bool, now: datetime) -> dict[str, Any]:
-    """The `generation_records` row for a finished (or aborted) generation."""
+def record_row(
+    outcome: Outcome, *, store_text: bool, now: datetime, end_users: EndUsers | None = None
+) -> dict[str, Any]:
+    """The `generation_records` row for a finished (or aborted) generation; with `end_users`,
+    keyed (by HMAC, never the raw value) to the end user the request named."""
     job = outcome.job
     completion = outcome.completion
     first = completion.choices[0] if completion.choices else None
@@ -42,6 +46,8 @@ def record_row(outcome: Outcome, *, store_text: bool, now: datetime) -> dict[str
         "created_at": now - timedelta(milliseconds=outcome.total_ms),
         "endpoint": job.endpoint,
         "owner": job.ctx.owner,
+        "user_hash": end_users.key(job.end_user) if end_users else None,
+        "safety_hash": end_users.key(job.safety_identifier) if end_users else None,
         "preset": job.preset,
         "model": job.model,
         "provider": job.provider.name,
@@ -180,10 +186,21 @@ class RecordWriter:
 class RecordHook(JobHook):
     """Queues a record for every generation that produced an outcome (aborted streams included)."""
 
-    def __init__(self, writer: RecordWriter, *, store_text: bool, clocks: Clocks | None = None) -> None:
+    def __init__(
+        self,
+        writer: RecordWriter,
+        *,
+        store_text: bool,
+        clocks: Clocks | None = None,
+        end_users: EndUsers | None = None,
+    ) -> None:
         self._writer = writer
+        self._end_users = end_users
         self._store_text = store_text
         self._clocks = clocks or Clocks()
 
     async def on_finish(self, outcome: Outcome) -> None:
-        self._writer.put(record_row(outcome, store_text=self._store_text, now=self._clocks.now()))
+        row = record_row(
+            outcome, store_text=self._store_text, now=self._clocks.now(), end_users=self._end_users
+        )
+        self._writer.put(row)

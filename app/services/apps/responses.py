@@ -29,7 +29,7 @@ from app.schemas.responses import (
     MessageItem,
 )
 from app.services.apps.grounding import cited, passages_block
-from app.services.apps.retention import Retention
+from app.services.apps.retention import EndUsers, Retention
 from app.services.apps.vector_stores import SearchSpec, VectorStoreService
 from app.services.generation.context import RequestContext
 from app.services.generation.history import TokenCounter, fit_history, whole_history
@@ -266,8 +266,10 @@ class ResponseService:
         vector_stores: VectorStoreService | None = None,
         *,
         retention: Retention | None = None,
+        end_users: EndUsers | None = None,
     ) -> None:
         self._db = db
+        self._end_users = end_users
         self._generation = generation
         self._stores = vector_stores
         self._retention = retention
@@ -398,6 +400,7 @@ class ResponseService:
                 messages=messages,
                 overrides=overrides,
                 user=request.user,
+                safety_identifier=request.safety_identifier,
                 id_prefix="resp",
                 text_param="input",
                 tools=request.tool_specs(),
@@ -513,6 +516,8 @@ class ResponseService:
         row = ResponseRow(
             id=response.id,
             owner=draft.owner,
+            user_hash=self._end_users.key(draft.job.end_user) if self._end_users else None,
+            safety_hash=self._end_users.key(draft.job.safety_identifier) if self._end_users else None,
             created_at=datetime.fromtimestamp(response.created_at, UTC),
             model=response.model,
             status=response.status,

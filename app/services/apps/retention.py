@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -67,6 +69,20 @@ class Retention:
         """Whether a row of `kind` stamped `moment` has expired (naive moments are UTC)."""
         cutoff = self.cutoff(kind)
         return cutoff is not None and moment is not None and as_utc(moment) < cutoff
+
+
+@dataclass(frozen=True, slots=True)
+class EndUsers:
+    """Keys end users by an HMAC of their `user` / `safety_identifier` under the server's
+    pseudonym secret: rows can be found (and erased) by end user, yet the raw identifier (often an
+    e-mail address) is never at rest, and cannot be recovered by hashing guesses."""
+
+    secret: bytes
+
+    def key(self, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        return hmac.new(self.secret, b"end-user:" + value.encode(), hashlib.sha256).hexdigest()
 
 
 class SweepKind(Protocol):
@@ -225,12 +241,21 @@ class Erasure:
     """Removes what one key left behind: genserve's own tables in one transaction, then every
     registered app service's (`erase_owner(owner) -> count`: files, vector stores, batches)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, end_users: EndUsers) -> None:
         self.db = db
+        self.end_users = end_users
         self.kinds: dict[str, Callable[[str], Awaitable[int]]] = {}
 
     def register(self, name: str, erase_owner: Callable[[str], Awaitable[int]]) -> None:
         self.kinds[name] = erase_owner
+
+    async def erase_end_user(self, identifier: str) -> dict[str, int]:
+        """Remove every row keyed to one end user (their `user` or `safety_identifier` was
+        `identifier`), by kind, in one transaction. Usage totals stay (per key, no text)."""
+        key = self.end_users.key(identifier)
+        assert key is not None
+        async with self.db.session() as session, session.begin():
+            return await store.erase_end_user_rows(session, key)
 
     async def erase_owner(self, owner: str) -> dict[str, int]:
         """Counts of what was removed, by kind."""

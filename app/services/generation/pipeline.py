@@ -69,6 +69,10 @@ class Job:
     prefix: str | None = None
     """The start of the answer the client gave (`continue_from`): the model continued after it,
     and the answer's text begins with it."""
+    end_user: str | None = None
+    """The request's `user` as the client sent it (privacy may pseudonymise `request.user`): the
+    record keeps only its keyed hash, so one end user's data can be erased."""
+    safety_identifier: str | None = None
     created: int = 0
     """Unix time the job was planned (the response's `created`)."""
 
@@ -264,6 +268,8 @@ class GenerationService:
             prompt_tokens=prompt_tokens,
             prefix=continue_from,
             created=self.clocks.unix(),
+            end_user=spec.user,
+            safety_identifier=spec.safety_identifier,
         )
 
     def continuation_unsupported(self, model: str) -> str | None:

@@ -29,6 +29,8 @@ class GenerationSpec:
     defaults: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] | None = None
     user: str | None = None
+    safety_identifier: str | None = None
+    """OpenAI's stable id of the end user for abuse monitoring; kept only as a keyed hash."""
     id_prefix: str = "gen"
     message_params: Sequence[str] | None = None
     tools: Sequence[ToolSpec] = ()
