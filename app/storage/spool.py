@@ -5,8 +5,8 @@ replica killed with rows in it finds them at its next start. `drain` hands them,
 were appended, to the handler of their kind, which must be idempotent (records are inserted with
 ON CONFLICT DO NOTHING, usage batches are applied once per id through `spool_applied`), and
 truncates the journal only after every handler committed: a crash mid-drain replays, never
-duplicates. Past `max_bytes`, `append` refuses (`SpoolFull`), the only reason a generation is
-refused while the database is away.
+duplicates. Once it holds `max_bytes` (passed by one batch at most), `append` refuses
+(`SpoolFull`): the only reason a generation is refused while the database is away.
 """
 
 from __future__ import annotations
@@ -79,7 +79,9 @@ class Spool:
             for p in payloads
         ).encode()
         async with self._lock:
-            if self.bytes + len(lines) > self.max_bytes:
+            # Refused only once full: the guard that refuses generations reads the same test, so
+            # a generation it admitted finds room (the spool may pass its bound by one batch).
+            if self.full:
                 raise SpoolFull(f"the spool holds {self.bytes} bytes of {self.max_bytes}")
             await asyncio.to_thread(self._write, lines)
             self.bytes += len(lines)
