@@ -60,6 +60,7 @@ from app.services.gateway.limits import RATE_LIMIT_HEADERS
 from app.services.gateway.observe import ObservabilityHook
 from app.services.gateway.resilience import FALLBACK_HEADER
 from app.services.gateway.safeguards import Safeguards
+from app.services.gateway.spooling import SpoolGuard, drain_forever
 from app.services.generation.caller import ANONYMOUS, Client
 from app.services.generation.pipeline import GenerationService, JobHook
 from app.services.retrieval.embeddings import EmbeddingService
@@ -69,6 +70,7 @@ from app.settings import Settings
 from app.state import AppState
 from app.storage.db import Database
 from app.storage.secrets import pseudonym_secret
+from app.storage.spool import Spool
 
 log = logging.getLogger("genserve")
 
@@ -158,6 +160,12 @@ async def _stop_sweeper(sweeper: Sweeper, task: asyncio.Task[None]) -> None:
         await task
 
 
+async def _stop_task(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None) -> FastAPI:
     """Build the service. Nothing is opened until the lifespan starts. `clocks` are what
     every TTL, cooldown and expiry reads (tests pass ones they can move)."""
@@ -183,16 +191,29 @@ def create_app(settings: Settings | None = None, *, clocks: Clocks | None = None
             if "local" in providers:
                 local_provider = providers["local"]
                 metrics.watch_local_queue(lambda: getattr(local_provider, "queue_depth", 0))
-            access = await stack.enter_async_context(open_access(settings, db, redis, clocks))
+            # Records and usage the database cannot take wait here, on this replica's disk.
+            spool = Spool(settings.data_dir / "spool", max_bytes=settings.spool_max_bytes)
+            metrics.watch_spool(spool)
+            access = await stack.enter_async_context(open_access(settings, db, redis, clocks, spool))
             # Closed before the database (the exit stack runs backwards): records are drained first.
             end_users = EndUsers(pseudonym_secret(settings))
-            loop = await stack.enter_async_context(open_feedback_loop(settings, db, clocks, end_users))
+            loop = await stack.enter_async_context(
+                open_feedback_loop(settings, db, clocks, end_users=end_users, spool=spool)
+            )
+            # Started after the writers registered their kinds; stopped before they close.
+            draining = asyncio.create_task(drain_forever(spool, 1.0), name="genserve-spool-drain")
+            stack.push_async_callback(_stop_task, draining)
             metrics.watch_records(loop.records)
             safeguards = Safeguards.build(settings, providers, redis, clocks)
             metrics.watch_safeguards(safeguards)
             # Observability sees every job (refusals included, through on_error); then keys and
             # limits: a refused job never reaches the hooks after them; the record comes last.
-            hooks: list[JobHook] = [ObservabilityHook(metrics), access.hook, loop.record_hook]
+            hooks: list[JobHook] = [
+                ObservabilityHook(metrics),
+                SpoolGuard(spool),
+                access.hook,
+                loop.record_hook,
+            ]
             generation = GenerationService(settings, providers, hooks, runner=safeguards, clocks=clocks)
             embedders = await build_embedders(settings, stack)
             preset_service = PresetService(

@@ -297,6 +297,14 @@ class Settings(BaseSettings):
     records_max_pending: int = Field(default=10_000, ge=1, le=1_000_000)
     """Generation records held in memory while the database is slow or down; beyond that new
     ones are dropped (counted in `genserve_records_dropped`), never making a response wait."""
+    spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, le=64 * 1024**3)
+    """Most bytes of records and usage a replica keeps on its disk (data_dir/spool) while the
+    database is down or read-only; written, in order and once, when it is back. When it is full,
+    generations are refused with 503 and Retry-After. Each replica needs its own data_dir."""
+    key_stale_seconds: float = Field(default=600.0, ge=0, le=86_400)
+    """Seconds past `key_cache_seconds` a cached key still authenticates while the database cannot
+    be reached (0: refuse with 503 as soon as the cache lapses). A revocation made meanwhile
+    applies on the key's first request after the database is back."""
     conversation_lock_timeout: float = Field(default=120.0, gt=0, le=3600)
     """Seconds a message waits for its conversation's previous reply before 409 (busy)."""
 

@@ -119,6 +119,10 @@ class Metrics:
         """Export the generation-record writer's queue (`app.services.apps.records.RecordWriter`)."""
         self.registry.register(_RecordsCollector(writer))
 
+    def watch_spool(self, spool: Any) -> None:
+        """Export what waits in the spool for the database (`app.storage.spool.Spool`)."""
+        self.registry.register(_SpoolCollector(spool))
+
     def watch_safeguards(self, safeguards: Any) -> None:
         """Export the counters the cache, circuit breakers, retries and concurrency caps keep
         (`app.services.gateway.safeguards.Safeguards`), read at each scrape."""
@@ -189,6 +193,23 @@ class _RecordsCollector:
             "genserve_records_pending",
             "Generation records waiting to be written to the database.",
             value=self.writer.pending,
+        )
+
+
+class _SpoolCollector:
+    def __init__(self, spool: Any) -> None:
+        self.spool = spool
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "genserve_spool_rows",
+            "Records and usage batches on this replica's disk, waiting for the database.",
+            value=self.spool.rows,
+        )
+        yield GaugeMetricFamily(
+            "genserve_spool_bytes",
+            "Bytes the spool holds (refusing generations at spool_max_bytes).",
+            value=self.spool.bytes,
         )
 
 

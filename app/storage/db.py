@@ -77,6 +77,13 @@ class Database:
         except (DBAPIError, ConnectionError) as exc:
             # The asyncpg dialect passes a refused connection through untranslated.
             if isinstance(exc, DBAPIError) and not unreachable(exc):
+                if read_only(exc):
+                    raise ServiceUnavailable(
+                        "The database refuses writes right now; try again shortly.",
+                        code="database_read_only",
+                        retry_after=DATABASE_RETRY_AFTER,
+                        transient=True,
+                    ) from exc
                 raise
             raise ServiceUnavailable(
                 "The database is unavailable; try again shortly.",
@@ -94,6 +101,23 @@ DATABASE_RETRY_AFTER = 2.0
 #: SQLSTATE classes of a lost or refused connection: 08 connection exception, 57 operator
 #: intervention (shutting down, starting up).
 _UNREACHABLE_SQLSTATES = ("08", "57")
+
+
+def _sqlstates(exc: BaseException) -> list[str]:
+    seen: set[int] = set()
+    out: list[str] = []
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        out.append(str(getattr(cause, "sqlstate", None) or ""))
+        cause = cause.__cause__ or cause.__context__
+    return out
+
+
+def read_only(exc: DBAPIError) -> bool:
+    """Whether the server refused a write because it serves reads only (a standby, a database
+    set `default_transaction_read_only`): SQLSTATE 25006."""
+    return "25006" in _sqlstates(exc)
 
 
 def unreachable(exc: DBAPIError) -> bool:

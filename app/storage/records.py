@@ -20,6 +20,13 @@ async def insert_records(session: AsyncSession, rows: list[dict[str, Any]]) -> N
     await session.commit()
 
 
+async def insert_new_records(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert the rows whose id is not stored yet (a spool replayed after a crash)."""
+    dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    await session.execute(dialect.insert(_RECORDS).on_conflict_do_nothing(index_elements=["id"]), rows)
+    await session.commit()
+
+
 EVERY_OWNER = None
 """`owner=EVERY_OWNER`: the admin's views, over every key's records."""
 

@@ -117,3 +117,12 @@ class UsageDaily(Base):
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class SpoolApplied(Base):
+    """A spooled usage batch already added to `usage_daily` (app/storage/spool.py): applied once."""
+
+    __tablename__ = "spool_applied"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

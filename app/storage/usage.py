@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.storage.tables import UsageDaily
+from app.storage.tables import SpoolApplied, UsageDaily
 
 
 async def add(
@@ -67,3 +67,15 @@ async def query(
     if end is not None:
         q = q.where(UsageDaily.day <= end)
     return list((await session.execute(q)).scalars())
+
+
+async def claim_batch(session: AsyncSession, batch_id: str, at: datetime) -> bool:
+    """Mark a spooled batch applied; False when it already was (its counts are in already)."""
+    insert: Any = sqlite.insert if session.get_bind().dialect.name == "sqlite" else postgresql.insert
+    result = await session.execute(
+        insert(SpoolApplied)
+        .values(id=batch_id, applied_at=at)
+        .on_conflict_do_nothing(index_elements=[SpoolApplied.id])
+        .returning(SpoolApplied.id)
+    )
+    return result.first() is not None

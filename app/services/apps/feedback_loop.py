@@ -17,6 +17,7 @@ from app.services.apps.retention import EndUsers
 from app.services.apps.tuning import TuningService
 from app.settings import Settings
 from app.storage.db import Database
+from app.storage.spool import Spool
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +31,16 @@ class FeedbackLoop:
 
 @contextlib.asynccontextmanager
 async def open_feedback_loop(
-    settings: Settings, db: Database, clocks: Clocks | None = None, end_users: EndUsers | None = None
+    settings: Settings,
+    db: Database,
+    clocks: Clocks | None = None,
+    *,
+    end_users: EndUsers | None = None,
+    spool: Spool | None = None,
 ) -> AsyncIterator[FeedbackLoop]:
     """Start the record writer; at exit, drain it (before the database closes)."""
     records = RecordWriter(
-        db, linger=settings.records_flush_seconds, max_pending=settings.records_max_pending
+        db, linger=settings.records_flush_seconds, max_pending=settings.records_max_pending, spool=spool
     )
     records.start()
     clocks = clocks or Clocks()

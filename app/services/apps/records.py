@@ -4,8 +4,11 @@ The hook only queues the row; one writer task inserts queued rows in batches: a 
 `records_flush_seconds` for the ones after it, so that under load one INSERT and one commit carry
 hundreds of rows. A failing database is retried with backoff while rows wait in memory, up to
 `max_pending` of them; past that, new rows are dropped (counted, with a warning) rather than
-making a response wait for the database. Shutdown drains the queue. Feedback on an id still in
-the queue flushes it first (`RecordWriter.flush`).
+making a response wait for the database. With a spool (app/storage/spool.py), a batch the
+database cannot take (down, read-only) goes to the replica's disk instead, and so does every
+batch while the spool holds rows (their order is kept); the spool's drain writes them back.
+Shutdown drains the queue. Feedback on an id still in the queue flushes it first
+(`RecordWriter.flush`).
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from app.clock import Clocks
+from app.errors import ServiceUnavailable
 from app.providers.base import Choice, Message
 from app.services.apps.retention import EndUsers
 from app.services.generation.pipeline import JobHook, Outcome
 from app.storage import records as record_rows
 from app.storage.db import Database
+from app.storage.spool import Spool, SpoolFull
 
 log = logging.getLogger("genserve.records")
 
@@ -91,8 +96,14 @@ def _output(choice: Choice, conceal: Callable[[str], str] | None) -> str | dict[
 class RecordWriter:
     """Inserts queued record rows in the background; `flush()` waits until all are stored."""
 
-    def __init__(self, db: Database, *, linger: float = 0.0, max_pending: int = 10_000) -> None:
+    def __init__(
+        self, db: Database, *, linger: float = 0.0, max_pending: int = 10_000, spool: Spool | None = None
+    ) -> None:
         self._db = db
+        self._spool = spool
+        if spool is not None:
+            spool.register("record", self._store_spooled)
+        self._spool_full = False
         self._linger = linger
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=max_pending)
         self._hurry = asyncio.Event()
@@ -161,9 +172,29 @@ class RecordWriter:
             for _ in batch:
                 self._queue.task_done()
 
+    async def _store_spooled(self, pairs: list[tuple[str, Any]]) -> None:
+        async with self._db.session() as session:
+            await record_rows.insert_new_records(session, [row for _, row in pairs])
+
+    async def _to_spool(self, batch: list[dict[str, Any]]) -> bool:
+        if self._spool is None:
+            return False
+        try:
+            await self._spool.append("record", batch)
+        except SpoolFull:
+            if not self._spool_full:
+                log.error("the spool is full: %d generation records wait in memory", len(batch))
+            self._spool_full = True
+            return False
+        self._spool_full = False
+        return True
+
     async def _insert(self, batch: list[dict[str, Any]]) -> None:
         delay = 0.05
         while True:
+            # Rows already spooled go first: a batch joins them rather than overtake them.
+            if self._spool is not None and self._spool.rows and await self._to_spool(batch):
+                return
             try:
                 async with self._db.session() as session:
                     await record_rows.insert_records(session, batch)
@@ -177,6 +208,12 @@ class RecordWriter:
                 for row in batch:
                     await self._insert([row])
                 return
+            except ServiceUnavailable:
+                if await self._to_spool(batch):
+                    return
+                log.warning("storing %d generation records failed; retrying in %.2fs", len(batch), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_BACKOFF)
             except Exception:
                 log.exception("storing %d generation records failed; retrying in %.2fs", len(batch), delay)
                 await asyncio.sleep(delay)

@@ -52,6 +52,7 @@ from app.services.generation.context import RequestContext
 from app.services.generation.pipeline import Job, JobHook, Outcome, Prepaid
 from app.settings import Settings
 from app.storage.db import Database
+from app.storage.spool import Spool
 
 log = logging.getLogger("genserve.access")
 
@@ -287,19 +288,29 @@ class Access:
 
 @contextlib.asynccontextmanager
 async def open_access(
-    settings: Settings, db: Database, redis: Redis | None, clocks: Clocks | None = None
+    settings: Settings,
+    db: Database,
+    redis: Redis | None,
+    clocks: Clocks | None = None,
+    spool: Spool | None = None,
 ) -> AsyncIterator[Access]:
     """Build keys, limits and usage; at exit, stop the usage writer and write what is pending."""
     clocks = clocks or Clocks()
     keys = KeyStore(
-        db, redis, settings.redis_prefix, settings.key_cache_seconds, clock=clocks.monotonic, wall=clocks.wall
+        db,
+        redis,
+        settings.redis_prefix,
+        settings.key_cache_seconds,
+        stale_seconds=settings.key_stale_seconds,
+        clock=clocks.monotonic,
+        wall=clocks.wall,
     )
     limiter: Limiter = (
         RedisLimiter(redis, settings.redis_prefix, clocks.wall)
         if redis is not None
         else MemoryLimiter(clocks.wall)
     )
-    usage = UsageRecorder(db, settings.usage_flush_seconds, clocks)
+    usage = UsageRecorder(db, settings.usage_flush_seconds, clocks, spool=spool)
     # A slot a crashed replica never gave back is freed once no generation could still be running.
     concurrency: Concurrency = (
         RedisConcurrency(redis, settings.redis_prefix, lease=settings.upstream_deadline + 60)

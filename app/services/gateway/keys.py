@@ -8,6 +8,11 @@ add milliseconds of CPU to every request. The digest is also what the lookup ind
 Lookups are cached briefly in each replica. Every change to a key (revoke, update) bumps a version
 number — in Redis when configured, so that every replica sees it — and every lookup compares the
 version it cached under with the current one, so a revoked key is refused on its very next request.
+
+While the database cannot be reached, a key whose cache entry lapsed still authenticates from it
+for `stale_seconds` more (generations keep being answered through a PostgreSQL restart). The
+stale entry is not refreshed: the key's first request once the database answers reloads it, so a
+revocation made during the outage applies then.
 """
 
 from __future__ import annotations
@@ -97,6 +102,7 @@ class KeyStore:
         prefix: str,
         cache_seconds: float,
         *,
+        stale_seconds: float = 0.0,
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
     ) -> None:
@@ -107,6 +113,9 @@ class KeyStore:
         self._version_key = f"{prefix}keys:version"
         self._local_version = 0
         self._cache_seconds = cache_seconds
+        self._stale_seconds = stale_seconds
+        self.stale_total = 0
+        """Authentications answered from a lapsed cache entry because the database was away."""
         self._cache: dict[str, _Entry] = {}
 
     # -- authentication ----------------------------------------------------------------------
@@ -126,7 +135,7 @@ class KeyStore:
         version = await self._version()
         entry = self._cache.get(hashed)
         if entry is None or entry.version != version or self._clock() - entry.loaded >= self._cache_seconds:
-            entry = await self._load(hashed, version)
+            entry = await self._reload(hashed, version, entry)
         if entry.client is None:
             if entry.revoked:
                 raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
@@ -144,6 +153,20 @@ class KeyStore:
         if row is None or key_status(row, self.now()) != "active":
             return None
         return _client(row)
+
+    async def _reload(self, hashed: str, version: int, cached: _Entry | None) -> _Entry:
+        try:
+            return await self._load(hashed, version)
+        except ServiceUnavailable:
+            # Only a key that was valid, within its bound; never a cached refusal turned valid.
+            if (
+                cached is None
+                or cached.client is None
+                or self._clock() - cached.loaded >= self._cache_seconds + self._stale_seconds
+            ):
+                raise
+            self.stale_total += 1
+            return cached
 
     async def _load(self, hashed: str, version: int) -> _Entry:
         async with self._db.session() as session:

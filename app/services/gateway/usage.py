@@ -3,7 +3,9 @@
 Counts are added up in memory and written in one short transaction every `usage_flush_seconds`
 (and before every read, and at shutdown), so accounting costs a request a dictionary update, not
 a database round trip. Writes are upserts that add to the stored row, so any number of replicas
-can flush into the same table.
+can flush into the same table. A flush the database cannot take (down, read-only) goes to the
+spool on disk as one batch with its own id, applied once (`spool_applied`) when the spool drains:
+a replica killed meanwhile loses nothing, and a replay never adds twice.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from app.clock import Clocks
+from app.errors import ServiceUnavailable
 from app.providers.base import Usage
 from app.settings import ModelRoute
 from app.storage import usage as usage_rows
 from app.storage.db import Database
+from app.storage.spool import Spool, SpoolFull
 from app.storage.tables import UsageDaily
 
 log = logging.getLogger("genserve.usage")
@@ -49,8 +54,13 @@ class _Counts:
 class UsageRecorder:
     """Buffers usage in memory and writes it to `usage_daily`."""
 
-    def __init__(self, db: Database, flush_seconds: float, clocks: Clocks | None = None) -> None:
+    def __init__(
+        self, db: Database, flush_seconds: float, clocks: Clocks | None = None, spool: Spool | None = None
+    ) -> None:
         self._db = db
+        self._spool = spool
+        if spool is not None:
+            spool.register("usage", self._store_spooled)
         self._clocks = clocks or Clocks()
         self.flush_seconds = flush_seconds
         self._pending: dict[tuple[str, str, date], _Counts] = {}
@@ -81,10 +91,43 @@ class UsageRecorder:
                             cost=counts.cost,
                         )
                     await session.commit()
+            except ServiceUnavailable:
+                if self._spool is not None:
+                    items = [
+                        [k, m, d, c.requests, c.prompt_tokens, c.completion_tokens, c.cost]
+                        for (k, m, d), c in sorted(batch.items())
+                    ]
+                    try:
+                        await self._spool.append("usage", [{"items": items}])
+                        return
+                    except SpoolFull:
+                        log.error("the spool is full: usage waits in memory")
+                for k, counts in batch.items():
+                    self._pending.setdefault(k, _Counts()).add(counts)
+                raise
             except BaseException:
                 for k, counts in batch.items():
                     self._pending.setdefault(k, _Counts()).add(counts)
                 raise
+
+    async def _store_spooled(self, pairs: list[tuple[str, Any]]) -> None:
+        """Spooled batches, each added once: its id is claimed in the same transaction."""
+        async with self._db.session() as session:
+            for batch_id, payload in pairs:
+                if not await usage_rows.claim_batch(session, batch_id, self._clocks.now()):
+                    continue
+                for key_id, model, day, requests, prompt_tokens, completion_tokens, spent in payload["items"]:
+                    await usage_rows.add(
+                        session,
+                        key_id=key_id,
+                        model=model,
+                        day=day,
+                        requests=requests,
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
+                        cost=spent,
+                    )
+            await session.commit()
 
     async def run(self) -> None:
         """Flush periodically until cancelled (the lifespan flushes once more at shutdown)."""
