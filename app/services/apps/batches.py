@@ -220,6 +220,47 @@ def _usage(body: dict[str, Any]) -> tuple[int, int]:
     return (given if isinstance(given, int) else 0), (made if isinstance(made, int) else 0)
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    line: BatchLineRow
+    result: LineResult
+    request_id: str
+
+
+class _GroupCommit:
+    """Answers written in groups: the answers that arrive while one transaction is in flight are
+    written together by the next (at most `limit` per transaction). `add` returns once its own
+    answer is committed (or raises what the write raised: the line stays pending under its lease,
+    to be run again when the lease runs out), so a slice ends only when all its answers are in."""
+
+    def __init__(self, write: Callable[[Sequence[_Answer]], Awaitable[None]], *, limit: int) -> None:
+        self._write = write
+        self._limit = max(1, limit)
+        self._waiting: list[tuple[_Answer, asyncio.Future[None]]] = []
+        self._in_flight = asyncio.Lock()
+
+    async def add(self, answer: _Answer) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((answer, done))
+        while not done.done():
+            async with self._in_flight:
+                if done.done():
+                    break
+                group = self._waiting[: self._limit]
+                del self._waiting[: self._limit]
+                try:
+                    await self._write([item for item, _ in group])
+                except Exception as error:
+                    for _, future in group:
+                        if future is not done:
+                            future.set_exception(error)
+                            future.exception()  # retrieved: its owner re-raises it from `done`
+                    raise
+                for _, future in group:
+                    future.set_result(None)
+        await done
+
+
 class _LeaseLost(Exception):
     """Our lease on a batch was taken (it ran out and another replica claimed the batch)."""
 
@@ -587,10 +628,12 @@ class BatchService:
         client = await self._clients(row.owner)
         beat = asyncio.create_task(self._heartbeat(lines))
         slots = asyncio.Semaphore(self._concurrency)
+        answers = _GroupCommit(lambda group: self._answer(row, group), limit=len(lines))
 
         async def run(line: BatchLineRow) -> None:
             async with slots:
-                await self._run_line(row, client, line)
+                request_id, result = await self._run_line(row, client, line)
+            await answers.add(_Answer(line, result, request_id))
 
         try:
             await asyncio.gather(*(run(line) for line in lines))
@@ -600,7 +643,9 @@ class BatchService:
                 await beat
         return True
 
-    async def _run_line(self, row: BatchRow, client: Client | None, line: BatchLineRow) -> None:
+    async def _run_line(
+        self, row: BatchRow, client: Client | None, line: BatchLineRow
+    ) -> tuple[str, LineResult]:
         request_id = f"req_{uuid.uuid4().hex[:24]}"
         if client is None:
             result = LineResult(
@@ -613,7 +658,7 @@ class BatchService:
             )
         else:
             result = await self._attempts(row, client, line, request_id)
-        await self._answer(row, line, result, request_id)
+        return request_id, result
 
     async def _attempts(
         self, row: BatchRow, client: Client, line: BatchLineRow, request_id: str
@@ -633,37 +678,47 @@ class BatchService:
             await asyncio.sleep(wait)  # the slice's heartbeat keeps the line ours meanwhile
         return result
 
-    async def _answer(self, row: BatchRow, line: BatchLineRow, result: LineResult, request_id: str) -> None:
-        """Write one line's answer and move the counters with it, exactly once."""
-        given, made = _usage(result.body) if result.status_code == 200 else (0, 0)
-        ok = result.status_code == 200
+    async def _answer(self, row: BatchRow, group: Sequence[_Answer]) -> None:
+        """Write a group of lines' answers and move the counters with them, in one transaction:
+        each line only if it is still pending, so a line is answered exactly once, and the
+        counters move by the lines this transaction answered."""
+        completed = failed = given_total = made_total = 0
         async with self._db.session() as session, session.begin():
-            done = await session.execute(
-                update(BatchLineRow)
-                .where(
-                    BatchLineRow.batch_id == line.batch_id,
-                    BatchLineRow.seq == line.seq,
-                    BatchLineRow.status == "pending",
+            for answer in group:
+                result = answer.result
+                done = await session.execute(
+                    update(BatchLineRow)
+                    .where(
+                        BatchLineRow.batch_id == answer.line.batch_id,
+                        BatchLineRow.seq == answer.line.seq,
+                        BatchLineRow.status == "pending",
+                    )
+                    .values(
+                        status="done",
+                        status_code=result.status_code,
+                        result=orjson.dumps(result.body).decode(),
+                        request_id=answer.request_id,
+                    )
+                    .execution_options(synchronize_session=False)
                 )
-                .values(
-                    status="done",
-                    status_code=result.status_code,
-                    result=orjson.dumps(result.body).decode(),
-                    request_id=request_id,
+                if done.rowcount != 1:  # type: ignore[attr-defined]
+                    continue  # answered already (by a replica that held the line before us)
+                if result.status_code == 200:
+                    given, made = _usage(result.body)
+                    completed, given_total, made_total = completed + 1, given_total + given, made_total + made
+                else:
+                    failed += 1
+            if completed or failed:
+                await session.execute(
+                    update(BatchRow)
+                    .where(BatchRow.id == row.id)
+                    .values(
+                        completed=BatchRow.completed + completed,
+                        failed=BatchRow.failed + failed,
+                        input_tokens=BatchRow.input_tokens + given_total,
+                        output_tokens=BatchRow.output_tokens + made_total,
+                    )
                 )
-            )
-            if done.rowcount != 1:  # type: ignore[attr-defined]
-                return  # answered already (by a replica that held the batch before us)
-            await session.execute(
-                update(BatchRow)
-                .where(BatchRow.id == row.id)
-                .values(
-                    completed=BatchRow.completed + (1 if ok else 0),
-                    failed=BatchRow.failed + (0 if ok else 1),
-                    input_tokens=BatchRow.input_tokens + given,
-                    output_tokens=BatchRow.output_tokens + made,
-                )
-            )
 
     async def _finalize(self, row: BatchRow, status: str) -> None:
         """Write the output and error files and end the batch with `status`."""
