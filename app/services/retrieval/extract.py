@@ -173,7 +173,7 @@ def extract_sync(content: bytes, filename: str, max_chars: int) -> Extracted:
                 parsed = json.loads(text)
             except ValueError as exc:
                 raise InvalidFile("The file is not valid JSON.") from exc
-            if "\\u" in text:  # escaped characters are searched as themselves, not as \uXXXX
+            if "\\u" in text:  # "\\u00e9" in the file is searched as "é", the character it stands for
                 text = json.dumps(parsed, ensure_ascii=False, indent=1)
     if len(text) > max_chars:
         raise InvalidFile(f"The file holds more than {max_chars} characters of text.")
