@@ -1,6 +1,6 @@
 """A private PostgreSQL for tests that stop, kill or reconfigure one: its own data directory,
-port and PID (the machine's shared server is never touched). The same recipe as
-tests/system/chaos.py's, which keeps its own copy."""
+port and PID (the machine's shared server is never touched). `make chaos` and the degradation
+tests use it."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ def _bin() -> Path:
 class PrivatePostgres:
     """initdb into `root`, then start/stop at will on a free loopback port."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, max_connections: int = 100) -> None:
         self.bin = _bin()
+        self.max_connections = max_connections
         self.data = root / "pgdata"
         self.sockets = root / "pgsock"
         self.port = free_port()
@@ -60,6 +61,7 @@ class PrivatePostgres:
                 "-p", str(self.port),
                 "-k", self.sockets,
                 "-c", "listen_addresses=127.0.0.1",
+                "-c", f"max_connections={self.max_connections}",
                 "-c", "fsync=off",  # durability across a process restart needs no fsync
             ],
             stdout=subprocess.DEVNULL,

@@ -55,6 +55,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.private_postgres import PrivatePostgres
 from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,73 +132,6 @@ def _stop(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM, t
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
-
-
-def _postgres_bin() -> Path:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
-    if not found:
-        raise SystemExit("PostgreSQL's server binaries are not installed (/usr/lib/postgresql/*/bin)")
-    return found[-1].parent
-
-
-class Postgres:
-    """A private PostgreSQL: its own data directory, port and PID."""
-
-    def __init__(self, root: Path) -> None:
-        self.bin = _postgres_bin()
-        self.data = root / "pgdata"
-        self.sockets = root / "pgsock"
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        # PostgreSQL refuses to run as root: the data directory belongs to the postgres user then.
-        self.user = "postgres" if os.geteuid() == 0 else None
-        self.sockets.mkdir()
-        if self.user:
-            shutil.chown(root, self.user)
-            shutil.chown(self.sockets, self.user)
-        subprocess.run(
-            [self.bin / "initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-            check=True,
-            capture_output=True,
-            user=self.user,
-            timeout=120,
-        )
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.bin / "postgres",
-                "-D", self.data,
-                "-p", str(self.port),
-                "-k", self.sockets,
-                "-c", "listen_addresses=127.0.0.1",
-                "-c", "max_connections=200",
-                "-c", "fsync=off",  # durability across a process restart needs no fsync
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            user=self.user,
-        )  # fmt: skip
-        _wait(self._ready, 30, "PostgreSQL starting")
-
-    def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError("PostgreSQL exited while starting")
-        return (
-            subprocess.run(
-                [self.bin / "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)], check=False
-            ).returncode
-            == 0
-        )
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop(self.proc, signal.SIGINT)  # fast shutdown: open sessions are cut
 
 
 class Redis:
@@ -568,7 +502,7 @@ class Window:
 
 
 async def _inject(
-    load: Load, postgres: Postgres, redis: Redis, upstream: Upstream, windows: list[Window]
+    load: Load, postgres: PrivatePostgres, redis: Redis, upstream: Upstream, windows: list[Window]
 ) -> None:
     for fault in SCHEDULE:
         await asyncio.sleep(max(0.0, fault.at - load.now()))
@@ -809,7 +743,7 @@ async def _create_key(url: str, name: str, limits: dict[str, int] | None = None)
     return str(r.json()["key"])
 
 
-async def _database(postgres: Postgres) -> str:
+async def _database(postgres: PrivatePostgres) -> str:
     conn = await asyncpg.connect(postgres.url)
     try:
         await conn.execute("CREATE DATABASE genserve")
@@ -818,7 +752,7 @@ async def _database(postgres: Postgres) -> str:
     return f"postgresql+asyncpg://postgres@127.0.0.1:{postgres.port}/genserve"
 
 
-async def _run(postgres: Postgres, redis: Redis, upstream: Upstream, replicas: list[Replica]) -> int:
+async def _run(postgres: PrivatePostgres, redis: Redis, upstream: Upstream, replicas: list[Replica]) -> int:
     keys = {
         "plain": await _create_key(replicas[0].url, "chaos"),
         "limited": await _create_key(
@@ -856,7 +790,7 @@ def main() -> int:
     replicas: list[Replica] = []
     code = 1
     try:
-        postgres, redis, upstream = Postgres(root), Redis(root), Upstream()
+        postgres, redis, upstream = PrivatePostgres(root, max_connections=200), Redis(root), Upstream()
         postgres.start()
         redis.start()
         upstream.start()

@@ -97,6 +97,13 @@ class Replica:
             )
         wait_until_up(f"{self.url}/healthz", self.proc, timeout=120)
 
+    def __enter__(self) -> Replica:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -187,9 +194,7 @@ def test_generations_are_answered_while_postgres_is_down_and_stored_once_after(
     world: tuple[PrivatePostgres, str], tmp_path: Path
 ) -> None:
     pg, upstream = world
-    replica = Replica(pg, upstream, tmp_path / "a")
-    replica.start()
-    try:
+    with Replica(pg, upstream, tmp_path / "a") as replica:
         key = new_key(replica.url)
         assert generate(replica.url, key).status_code == 200  # the key is now cached
         pg.stop()
@@ -211,17 +216,13 @@ def test_generations_are_answered_while_postgres_is_down_and_stored_once_after(
         r = generate(replica.url, key)
         assert r.status_code == 401
         assert r.json()["error"]["code"] == "revoked_api_key"
-    finally:
-        replica.stop()
 
 
 def test_a_full_spool_refuses_and_a_killed_replica_replays_it(
     world: tuple[PrivatePostgres, str], tmp_path: Path
 ) -> None:
     pg, upstream = world
-    replica = Replica(pg, upstream, tmp_path / "a", spool_max_bytes="4096")
-    replica.start()
-    try:
+    with Replica(pg, upstream, tmp_path / "a", spool_max_bytes="4096") as replica:
         key = new_key(replica.url)
         assert generate(replica.url, key).status_code == 200
         until(lambda: stored(pg) == (1, 1, 1), 15, "the answer before the outage stored")
@@ -247,17 +248,13 @@ def test_a_full_spool_refuses_and_a_killed_replica_replays_it(
         replica.start()  # the same data directory: the spool it left
         until(lambda: replica.metric("genserve_spool_rows") == 0, 15, "the spool replayed")
         assert stored(pg) == (answered, answered, answered)
-    finally:
-        replica.stop()
 
 
 def test_read_only_postgres_spools_writes_and_keeps_answering(
     world: tuple[PrivatePostgres, str], tmp_path: Path
 ) -> None:
     pg, upstream = world
-    replica = Replica(pg, upstream, tmp_path / "a")
-    replica.start()
-    try:
+    with Replica(pg, upstream, tmp_path / "a") as replica:
         key = new_key(replica.url)
         sql(pg, "ALTER DATABASE postgres SET default_transaction_read_only = on")
         # Sessions read the setting when they connect: cut the pool's so it applies now.
@@ -274,5 +271,3 @@ def test_read_only_postgres_spools_writes_and_keeps_answering(
         sql(pg, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()")
         until(lambda: replica.metric("genserve_spool_rows") == 0, 15, "the spool drained")
         assert stored(pg) == (5, 5, 5)
-    finally:
-        replica.stop()
