@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -46,6 +47,21 @@ async def add(
             },
         )
     )
+
+
+async def add_rows(session: AsyncSession, rows: Sequence[Sequence[Any]]) -> None:
+    """`add` for each (key_id, model, day, requests, prompt_tokens, completion_tokens, cost)."""
+    for key_id, model, day, requests, prompt_tokens, completion_tokens, cost in rows:
+        await add(
+            session,
+            key_id=key_id,
+            model=model,
+            day=day,
+            requests=requests,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost=cost,
+        )
 
 
 async def query(

@@ -51,6 +51,15 @@ class _Counts:
         self.cost += other.cost
 
 
+def _items(batch: dict[tuple[str, str, date], _Counts]) -> list[list[Any]]:
+    """A batch as rows (key, model, day, requests, prompt, completion, cost), in key order: the
+    shape written to the table and to the spool alike."""
+    return [
+        [k, m, d, c.requests, c.prompt_tokens, c.completion_tokens, c.cost]
+        for (k, m, d), c in sorted(batch.items())
+    ]
+
+
 class UsageRecorder:
     """Buffers usage in memory and writes it to `usage_daily`."""
 
@@ -77,38 +86,28 @@ class UsageRecorder:
             if not self._pending:
                 return
             batch, self._pending = self._pending, {}
+            items = _items(batch)
             try:
                 async with self._db.session() as session:
-                    for (key_id, model, day), counts in sorted(batch.items()):
-                        await usage_rows.add(
-                            session,
-                            key_id=key_id,
-                            model=model,
-                            day=day,
-                            requests=counts.requests,
-                            prompt_tokens=counts.prompt_tokens,
-                            completion_tokens=counts.completion_tokens,
-                            cost=counts.cost,
-                        )
+                    await usage_rows.add_rows(session, items)
                     await session.commit()
             except ServiceUnavailable:
                 if self._spool is not None:
-                    items = [
-                        [k, m, d, c.requests, c.prompt_tokens, c.completion_tokens, c.cost]
-                        for (k, m, d), c in sorted(batch.items())
-                    ]
                     try:
                         await self._spool.append("usage", [{"items": items}])
                         return
                     except SpoolFull:
                         log.error("the spool is full: usage waits in memory")
-                for k, counts in batch.items():
-                    self._pending.setdefault(k, _Counts()).add(counts)
+                self._restore(batch)
                 raise
             except BaseException:
-                for k, counts in batch.items():
-                    self._pending.setdefault(k, _Counts()).add(counts)
+                self._restore(batch)
                 raise
+
+    def _restore(self, batch: dict[tuple[str, str, date], _Counts]) -> None:
+        """Put a batch that was not written back with what was counted meanwhile."""
+        for k, counts in batch.items():
+            self._pending.setdefault(k, _Counts()).add(counts)
 
     async def _store_spooled(self, pairs: list[tuple[str, Any]]) -> None:
         """Spooled batches, each added once: its id is claimed in the same transaction."""
@@ -116,17 +115,7 @@ class UsageRecorder:
             for batch_id, payload in pairs:
                 if not await usage_rows.claim_batch(session, batch_id, self._clocks.now()):
                     continue
-                for key_id, model, day, requests, prompt_tokens, completion_tokens, spent in payload["items"]:
-                    await usage_rows.add(
-                        session,
-                        key_id=key_id,
-                        model=model,
-                        day=day,
-                        requests=requests,
-                        prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens,
-                        cost=spent,
-                    )
+                await usage_rows.add_rows(session, payload["items"])
             await session.commit()
 
     async def run(self) -> None:
